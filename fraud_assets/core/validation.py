@@ -1,0 +1,413 @@
+"""Validation that loses nothing: every raw row ends up either validated or rejected.
+
+Three kinds of problem are told apart because they call for different actions:
+
+* a value that does not parse as its column's type (``amount = "abc"``) and a row that fails a
+  row-level check (negative amount, unknown category, duplicate ID, inconsistent weekend flag)
+  reject that row only, with the column, the check and the offending value recorded;
+* a dataset-level problem (a required column missing, a fraud rate out of range, too many
+  rejected rows) is reported as a `DatasetIssue` so that a blocking check can stop everything
+  downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pandera.errors
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.geo import haversine_km
+from fraud_assets.core.schemas import (
+    CANONICAL_DTYPES,
+    FRAUD_RATE_MAX,
+    FRAUD_RATE_MIN,
+    ROW_CHECK_COLUMNS,
+    RawTransactionSchema,
+    ValidatedTransactionSchema,
+)
+
+# Lineage columns the ingestion step adds; carried along, never validated as data.
+PARTITION_DATE = "partition_date"
+SOURCE_FILE = "source_file"
+SOURCE_ROW = "source_row"
+LINEAGE_COLUMNS = (PARTITION_DATE, SOURCE_FILE, SOURCE_ROW)
+
+FAILED_CHECKS = "failed_checks"
+REJECTION_REASON = "rejection_reason"
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    row: int  # positional row number in the frame that was validated
+    column: str
+    check: str
+    value: object
+
+
+@dataclass(frozen=True)
+class DatasetIssue:
+    """A problem of the whole dataset: nothing downstream should be built from it."""
+
+    check: str
+    column: str | None
+    message: str
+    examples: tuple[object, ...] = ()
+
+    def __str__(self) -> str:
+        where = f" [column {self.column!r}]" if self.column else ""
+        examples = f" (examples: {list(self.examples)})" if self.examples else ""
+        return f"{self.check}{where}: {self.message}{examples}"
+
+
+@dataclass
+class ValidationOutcome:
+    validated: pd.DataFrame
+    rejected: pd.DataFrame
+    issues: list[DatasetIssue] = field(default_factory=list)
+    failures: list[RowFailure] = field(default_factory=list)  # row numbers of the input frame
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.validated) + len(self.rejected)
+
+    @property
+    def rejected_share(self) -> float:
+        return len(self.rejected) / self.n_rows if self.n_rows else 0.0
+
+    def rejection_counts(self) -> pd.Series:
+        """How many rows failed each check (a row may fail several)."""
+        if self.rejected.empty:
+            return pd.Series(dtype="int64", name="rows")
+        checks = self.rejected[FAILED_CHECKS].str.split("; ").explode()
+        return checks.value_counts().rename("rows")
+
+
+class DatasetValidationError(ValueError):
+    """The dataset as a whole cannot be validated (for example a required column is missing)."""
+
+    def __init__(self, issues: list[DatasetIssue]):
+        self.issues = issues
+        super().__init__("; ".join(str(issue) for issue in issues))
+
+
+def missing_required_columns(df: pd.DataFrame) -> list[DatasetIssue]:
+    """One issue per required column the frame lacks, naming it and what is there instead."""
+    present = [col for col in df.columns if col not in LINEAGE_COLUMNS]
+    return [
+        DatasetIssue(
+            check="required_column_present",
+            column=col,
+            message=f"required column {col!r} is missing; columns present: {present}. "
+            "Map it with the landing zone's column_mapping.",
+        )
+        for col in c.REQUIRED_COLUMNS
+        if col not in df.columns
+    ]
+
+
+def fraud_rate_issue(
+    df: pd.DataFrame, min_rate: float = FRAUD_RATE_MIN, max_rate: float = FRAUD_RATE_MAX
+) -> DatasetIssue | None:
+    """The seed's business rule: a labelled dataset has a fraud rate within [0.1%, 5%]."""
+    if c.IS_FRAUD not in df:
+        return None
+    labels = pd.to_numeric(df[c.IS_FRAUD], errors="coerce").dropna()
+    if labels.empty:
+        return None
+    rate = float(labels.mean())
+    if min_rate <= rate <= max_rate:
+        return None
+    return DatasetIssue(
+        check="fraud_rate_in_range",
+        column=c.IS_FRAUD,
+        message=f"fraud rate {rate:.4%} over {len(labels)} labelled rows is outside "
+        f"[{min_rate:.2%}, {max_rate:.2%}]",
+        examples=(round(rate, 6),),
+    )
+
+
+def fraud_rate(df: pd.DataFrame) -> float | None:
+    if c.IS_FRAUD not in df:
+        return None
+    labels = pd.to_numeric(df[c.IS_FRAUD], errors="coerce").dropna()
+    return float(labels.mean()) if len(labels) else None
+
+
+# --- coercion ---------------------------------------------------------------------------------
+
+
+def _coerce_column(series: pd.Series, dtype: str) -> tuple[pd.Series, np.ndarray]:
+    """Coerce one column; return it and a mask of values that were present but did not parse."""
+    present = series.notna().to_numpy()
+    if dtype == "string":
+        # IDs that a file stores as numbers are still IDs: keep them, as text.
+        return series.astype("string"), np.zeros(len(series), dtype=bool)
+    if dtype == "float64":
+        out = pd.to_numeric(series, errors="coerce").astype("float64")
+        return out, present & out.isna().to_numpy()
+    if dtype == "datetime64[ns]":
+        if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            out = series
+            if getattr(series.dtype, "tz", None) is not None:
+                out = series.dt.tz_localize(None)  # keep the wall-clock (card-local) time
+            return out.astype("datetime64[ns]"), np.zeros(len(series), dtype=bool)
+        out = pd.to_datetime(series, errors="coerce", format="mixed")
+        if getattr(out.dtype, "tz", None) is not None:
+            out = out.dt.tz_localize(None)
+        out = out.astype("datetime64[ns]")
+        return out, present & out.isna().to_numpy()
+    if dtype == "boolean":
+        if pd.api.types.is_bool_dtype(series.dtype):
+            return series.astype("boolean"), np.zeros(len(series), dtype=bool)
+        text = series.astype(str).str.strip().str.lower()
+        out = pd.Series(pd.NA, index=series.index, dtype="boolean")
+        out[text.isin(_TRUE) & series.notna()] = True
+        out[text.isin(_FALSE) & series.notna()] = False
+        return out, present & out.isna().to_numpy()
+    if dtype == "Int8":
+        numbers = pd.to_numeric(series, errors="coerce")
+        integral = numbers.notna() & (numbers == numbers.round()) & numbers.between(-128, 127)
+        out = numbers.where(integral).astype("Int8")
+        return out, present & ~integral.to_numpy()
+    raise ValueError(f"unknown canonical dtype {dtype!r}")
+
+
+def coerce_to_contract(df: pd.DataFrame) -> tuple[pd.DataFrame, list[RowFailure]]:
+    """Cast every known column to its canonical dtype, recording each value that did not parse.
+
+    Unknown (extra) columns pass through untouched.
+    """
+    out = df.reset_index(drop=True).copy()
+    failures: list[RowFailure] = []
+    for col, dtype in CANONICAL_DTYPES.items():
+        if col not in out:
+            continue
+        original = out[col]
+        coerced, bad = _coerce_column(original, dtype)
+        out[col] = coerced
+        for row in np.flatnonzero(bad):
+            failures.append(RowFailure(int(row), col, f"parses_as_{dtype}", original.iloc[row]))
+    return out, failures
+
+
+# --- derived columns --------------------------------------------------------------------------
+
+
+def add_derived_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Compute the derived columns a source did not provide, from their inputs."""
+    ts = df[c.TIMESTAMP]
+    if c.HOUR_OF_DAY not in df:
+        df[c.HOUR_OF_DAY] = ts.dt.hour.astype("Int8")
+    if c.DAY_OF_WEEK not in df:
+        df[c.DAY_OF_WEEK] = ts.dt.dayofweek.astype("Int8")
+    if c.IS_WEEKEND not in df:
+        df[c.IS_WEEKEND] = (ts.dt.dayofweek >= 5).astype("boolean")
+    location = (c.TXN_LAT, c.TXN_LON, c.CARD_HOME_LAT, c.CARD_HOME_LON)
+    if c.DISTANCE_FROM_HOME not in df and all(col in df for col in location):
+        df[c.DISTANCE_FROM_HOME] = np.round(haversine_km(*(df[col] for col in location)), 3)
+    if c.IS_FOREIGN not in df and c.TXN_COUNTRY in df and c.CARD_HOME_COUNTRY in df:
+        known = df[c.TXN_COUNTRY].notna() & df[c.CARD_HOME_COUNTRY].notna()
+        foreign = (df[c.TXN_COUNTRY] != df[c.CARD_HOME_COUNTRY]).astype("boolean")
+        df[c.IS_FOREIGN] = foreign.where(known, pd.NA)
+    return df
+
+
+def canonical_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical columns first in contract order, then lineage, then a source's extra columns."""
+    known = [col for col in c.ALL_COLUMNS if col in df]
+    lineage = [col for col in LINEAGE_COLUMNS if col in df]
+    extra = [col for col in df.columns if col not in known and col not in lineage]
+    return df[known + lineage + extra]
+
+
+# --- the split --------------------------------------------------------------------------------
+
+
+def _schema_failures(df: pd.DataFrame) -> tuple[list[RowFailure], list[DatasetIssue]]:
+    try:
+        RawTransactionSchema.validate(df, lazy=True)
+    except pandera.errors.SchemaErrors as err:
+        cases = err.failure_cases
+    else:
+        return [], []
+    rows: list[RowFailure] = []
+    issues: list[DatasetIssue] = []
+    seen: set[tuple[int, str]] = set()
+    for case in cases.itertuples(index=False):
+        check = str(case.check)
+        if case.index is None or pd.isna(case.index):
+            issues.append(DatasetIssue(check, str(case.column), "failed", (case.failure_case,)))
+            continue
+        if check == "field_uniqueness":
+            continue  # duplicates are decided below, keeping the first occurrence
+        row = int(case.index)
+        if check in ROW_CHECK_COLUMNS:  # a row-wise dataframe check: report the cells it read
+            involved = ROW_CHECK_COLUMNS[check]
+            if (row, check) in seen:
+                continue
+            seen.add((row, check))
+            value = {col: _as_text(df.at[row, col]) for col in involved}
+            rows.append(RowFailure(row, "+".join(involved), check, value))
+        else:
+            rows.append(RowFailure(row, str(case.column), check, case.failure_case))
+    return rows, issues
+
+
+def _duplicate_failures(df: pd.DataFrame) -> list[RowFailure]:
+    ids = df[c.TRANSACTION_ID]
+    dup = ids.notna() & ids.duplicated(keep="first")
+    return [
+        RowFailure(int(row), c.TRANSACTION_ID, "unique_transaction_id", ids.iloc[row])
+        for row in np.flatnonzero(dup.to_numpy())
+    ]
+
+
+def _as_text(value: object) -> object:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _short(check: str) -> str:
+    """``isin(('grocery', ...))`` -> ``isin``: the check's name without its arguments."""
+    return check.split("(", 1)[0]
+
+
+def _rejected_frame(raw: pd.DataFrame, failures: Iterable[RowFailure]) -> pd.DataFrame:
+    """Rejected rows exactly as received (as text), with every failed check and a reason."""
+    by_row: dict[int, dict[tuple[str, str], object]] = {}
+    for failure in failures:
+        by_row.setdefault(failure.row, {}).setdefault((failure.column, failure.check), failure.value)
+    rows = sorted(by_row)
+    rejected = raw.iloc[rows].copy()
+    for col in rejected.columns:
+        if col not in LINEAGE_COLUMNS:
+            rejected[col] = rejected[col].astype(object).map(_as_text)
+    rejected[FAILED_CHECKS] = ["; ".join(f"{col}:{_short(check)}" for col, check in by_row[r]) for r in rows]
+    rejected[REJECTION_REASON] = [
+        "; ".join(f"{col} failed {check} (value {value!r})" for (col, check), value in by_row[r].items())
+        for r in rows
+    ]
+    return rejected.reset_index(drop=True)
+
+
+def split_transactions(raw: pd.DataFrame) -> ValidationOutcome:
+    """Split raw transactions into validated and rejected rows; nothing is dropped.
+
+    Raises `DatasetValidationError` when a required column is missing: then no row can be
+    judged. Dataset-level findings that still allow a split (fraud rate out of range) are
+    returned in ``issues``.
+    """
+    missing = missing_required_columns(raw)
+    if missing:
+        raise DatasetValidationError(missing)
+    raw = raw.reset_index(drop=True)
+    coerced, failures = coerce_to_contract(raw)
+    failed_cells = {(f.row, f.column) for f in failures}
+    schema_rows, issues = _schema_failures(coerced)
+    failures += [f for f in schema_rows if (f.row, f.column) not in failed_cells]
+    failures += _duplicate_failures(coerced)
+
+    bad_rows = np.zeros(len(raw), dtype=bool)
+    bad_rows[[f.row for f in failures]] = True
+    validated = coerced.loc[~bad_rows].copy()
+    validated = add_derived_columns(validated)
+    validated = validated.sort_values([c.TIMESTAMP, c.TRANSACTION_ID], kind="stable").reset_index(drop=True)
+    validated = canonical_order(validated)
+    rate_issue = fraud_rate_issue(validated)
+    if rate_issue:
+        issues.append(rate_issue)
+    return ValidationOutcome(validated, _rejected_frame(raw, failures), issues, failures)
+
+
+def validate_data(df: pd.DataFrame, schema_type: str = "raw") -> tuple[bool, str | None]:
+    """Validate a DataFrame against the raw or validated contract: ``(is_valid, error)``.
+
+    ``error`` lists every failed check with its column and example values, or is None.
+
+    >>> from fraud_assets import FraudDataGenerator, validate_data
+    >>> is_valid, error = validate_data(FraudDataGenerator(n_samples=1_000).generate())
+    >>> is_valid
+    True
+    """
+    if schema_type not in ("raw", "validated"):
+        raise ValueError(f"schema_type must be 'raw' or 'validated', not {schema_type!r}")
+    if df is None or len(df.columns) == 0:
+        return False, "the DataFrame has no columns"
+    report = check_report(df, schema_type)
+    return (not report, "\n".join(report) if report else None)
+
+
+def check_report(df: pd.DataFrame, schema_type: str = "raw", max_examples: int = 5) -> list[str]:
+    """One line per failed check: check, column, how many rows and example values."""
+    issues = missing_required_columns(df)
+    if issues:
+        return [str(issue) for issue in issues]
+    if schema_type == "validated":
+        try:
+            ValidatedTransactionSchema.validate(df, lazy=True)
+        except pandera.errors.SchemaErrors as err:
+            return _summarise_cases(err.failure_cases, max_examples)
+        issue = fraud_rate_issue(df)
+        return [str(issue)] if issue else []
+    outcome = split_transactions(df)
+    lines = [str(issue) for issue in outcome.issues]
+    grouped: dict[tuple[str, str], list[RowFailure]] = {}
+    for failure in outcome.failures:
+        grouped.setdefault((failure.column, failure.check), []).append(failure)
+    for (column, check), failures in grouped.items():
+        rows = sorted({f.row + 1 for f in failures})  # 1-based data rows, as a user counts them
+        examples = [f.value for f in failures[:max_examples]]
+        lines.append(
+            f"{check} [column {column!r}]: {len(rows)} row(s) rejected; "
+            f"data rows {rows[:max_examples]} had values {examples}"
+        )
+    if len(df) == 0:
+        lines.append("not_empty: the dataset has no rows")
+    return lines
+
+
+def _summarise_cases(cases: pd.DataFrame, max_examples: int) -> list[str]:
+    lines = []
+    for (column, check), group in cases.groupby(["column", "check"], dropna=False):
+        examples = group["failure_case"].head(max_examples).tolist()
+        lines.append(f"{check} [column {column!r}]: {len(group)} failure(s) (examples: {examples})")
+    return lines
+
+
+__all__ = [
+    "DatasetIssue",
+    "DatasetValidationError",
+    "ValidationOutcome",
+    "add_derived_columns",
+    "check_report",
+    "coerce_to_contract",
+    "fraud_rate_issue",
+    "missing_required_columns",
+    "split_transactions",
+    "validate_data",
+]
+
+
+def lost_rows(raw: pd.DataFrame, validated: pd.DataFrame, rejected: pd.DataFrame) -> str | None:
+    """Why validated + rejected is not exactly raw, or None when every row is accounted for."""
+    if len(raw) != len(validated) + len(rejected):
+        return (
+            f"{len(raw)} raw rows but {len(validated)} validated + {len(rejected)} rejected "
+            f"= {len(validated) + len(rejected)}"
+        )
+    ids = [frame[c.TRANSACTION_ID].map(_as_text) for frame in (raw, validated, rejected)]
+    expected = ids[0].value_counts(dropna=False)
+    got = pd.concat(ids[1:]).value_counts(dropna=False)
+    diff = expected.sub(got, fill_value=0)
+    diff = diff[diff != 0]
+    if len(diff):
+        return f"transaction_id counts differ between raw and validated+rejected: {diff.head(5).to_dict()}"
+    return None

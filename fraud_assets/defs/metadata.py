@@ -1,0 +1,54 @@
+"""Metadata that makes each transaction asset explain itself in the Dagster UI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.validation import fraud_rate
+
+PREVIEW_ROWS = 10
+
+
+def column_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
+    """The column tab of an asset: each column with its type, nullability and checks."""
+    schema = model.to_schema()
+    columns = []
+    for name, column in schema.columns.items():
+        checks = ", ".join(str(check.name if check.name else check) for check in column.checks)
+        description = "; ".join(
+            part
+            for part in (
+                "required" if column.required else "optional",
+                "nullable" if column.nullable else "not null",
+                "unique" if column.unique else "",
+                f"checks: {checks}" if checks else "",
+            )
+            if part
+        )
+        columns.append(dg.TableColumn(name=name, type=str(column.dtype), description=description))
+    return dg.TableSchema(columns=columns)
+
+
+def preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
+    head = frame.head(rows)
+    return dg.MetadataValue.md(head.to_markdown(index=False) if len(head) else "_no rows_")
+
+
+def transaction_summary(frame: pd.DataFrame) -> dict[str, Any]:
+    """Row count, fraud rate, time range and a preview of a transaction frame."""
+    meta: dict[str, Any] = {"dagster/row_count": len(frame)}
+    rate = fraud_rate(frame)
+    if rate is not None:
+        meta["fraud_rate"] = dg.MetadataValue.float(round(rate, 6))
+    if c.TIMESTAMP in frame and len(frame):
+        ts = pd.to_datetime(frame[c.TIMESTAMP], errors="coerce")
+        if ts.notna().any():
+            meta["first_transaction"] = dg.MetadataValue.text(str(ts.min()))
+            meta["last_transaction"] = dg.MetadataValue.text(str(ts.max()))
+    meta["preview"] = preview(frame)
+    return meta

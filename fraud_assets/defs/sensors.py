@@ -1,0 +1,66 @@
+"""Sensors of the data stage: new landing files become materialized partitions, once per file."""
+
+import json
+
+import dagster as dg
+
+from fraud_assets.core.ingest import LandingFileError, covered_days, file_signature
+from fraud_assets.defs.partitions import daily_partitions
+from fraud_assets.defs.resources import LandingZoneResource
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+LANDING_FILE_TAG = "fraudops/landing_file"
+
+ingest_transactions_job = dg.define_asset_job(
+    "ingest_transactions",
+    selection=dg.AssetSelection.assets("raw_transactions", "validated_transactions", "rejected_transactions"),
+    description="Ingests a range of days (generator or landing folder) and validates them, in one run.",
+)
+
+
+@dg.sensor(
+    job=ingest_transactions_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches the landing folder (FRAUDOPS_LANDING_DIR, default data/landing). Each new or "
+        "rewritten CSV/Parquet file launches one run that ingests and validates the days it covers."
+    ),
+)
+def landing_files_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZoneResource):
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    settings = landing_zone.settings()
+    last_key = daily_partitions.get_last_partition_key()
+    first_key = daily_partitions.get_first_partition_key()
+    requests, problems = [], []
+    for path in landing_zone.files():
+        signature = file_signature(path)
+        if seen.get(path.name) == signature:
+            continue
+        seen[path.name] = signature  # a broken file is reported once, and again when it changes
+        try:
+            days = covered_days(path, settings)
+        except (LandingFileError, ValueError) as err:
+            problems.append(str(err))
+            continue
+        start, end = days[0].isoformat(), days[-1].isoformat()
+        if first_key is None or last_key is None or start < first_key or end > last_key:
+            problems.append(
+                f"{path}: covers {start}..{end}, outside the partitions {first_key}..{last_key}; "
+                "set FRAUDOPS_START_DATE to an earlier day"
+            )
+            continue
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{path.name}:{signature}",
+                run_config={"ops": {"raw_transactions": {"config": {"source": "landing"}}}},
+                tags={RANGE_START: start, RANGE_END: end, LANDING_FILE_TAG: path.name},
+            )
+        )
+    for problem in problems:
+        context.log.error(problem)
+    skip = None
+    if not requests:
+        skip = "; ".join(problems) if problems else "no new landing files"
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True), skip_reason=skip)
