@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from fraud_assets.defs.features import merchant_risk, transaction_features
 from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager
 from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource
@@ -29,8 +30,11 @@ def landing_dir(tmp_path):
 
 def make_data_defs(tmp_path, landing_dir, **landing) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_transactions, validate_transactions],
-        jobs=[ingest_transactions_job],
+        assets=[raw_transactions, validate_transactions, transaction_features, merchant_risk],
+        jobs=[
+            ingest_transactions_job,
+            dg.define_asset_job("features_job", selection=["transaction_features", "merchant_risk"]),
+        ],
         sensors=[landing_files_sensor],
         resources={
             "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),

@@ -162,3 +162,30 @@ def test_landing_sensor_requests_each_file_once(tmp_path, landing_dir, instance)
     (landing_dir / "broken.csv").write_bytes("id,ts\n1,caf\xe9\n".encode("latin-1"))
     fourth = tick(third.cursor)  # reported once, by name; no run
     assert fourth.run_requests == [] and "broken.csv" in fourth.skip_message
+
+
+def test_features_read_their_lookback_across_partitions(data_defs, instance, tmp_path):
+    assert run_range(data_defs, instance, "2026-03-01", "2026-03-12").success
+    job = data_defs.resolve_job_def("features_job")
+    result = job.execute_in_process(
+        instance=instance, tags={RANGE_START: "2026-03-10", RANGE_END: "2026-03-12"}
+    )
+    assert result.success
+    features = read_partition(tmp_path, dg.AssetKey("transaction_features"), "2026-03-11")
+    validated = read_partition(tmp_path, VALIDATED, "2026-03-11")
+    assert features[c.TRANSACTION_ID].tolist() == validated[c.TRANSACTION_ID].tolist()
+    # the same features as computed over the whole stream at once
+    from fraud_assets.core.features import HISTORY_FEATURES, history_features
+
+    everything = pd.concat(
+        [read_partition(tmp_path, VALIDATED, f"2026-03-{d:02d}") for d in range(1, 13)], ignore_index=True
+    )
+    full = pd.DataFrame(history_features(everything))[everything[c.TIMESTAMP].dt.day.eq(11).to_numpy()]
+    pd.testing.assert_frame_equal(
+        features[list(HISTORY_FEATURES)].reset_index(drop=True),
+        full[list(HISTORY_FEATURES)].reset_index(drop=True),
+    )
+    meta = latest_metadata(instance, dg.AssetKey("transaction_features"))
+    assert meta["history_from"].value.startswith("2026-03-01")  # earlier days absent: less history
+    risk = read_partition(tmp_path, dg.AssetKey("merchant_risk"), "2026-03-12")
+    assert (risk["as_of"] == pd.Timestamp("2026-03-13")).all() and risk["labelled_30d"].sum() > 0

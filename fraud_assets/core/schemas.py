@@ -182,3 +182,41 @@ CANONICAL_DTYPES: dict[str, str] = {
     c.LABEL_KNOWN_AT: "datetime64[ns]",
     c.FRAUD_SCENARIO: "string",
 }
+
+
+class TransactionFeatureSchema(pa.DataFrameModel):
+    """Point-in-time features of each transaction, keyed by its ID; what models train on.
+
+    History features a source cannot support (no device column, no labels) are absent.
+    """
+
+    transaction_id: Series[pd.StringDtype] = pa.Field(unique=True, nullable=False)
+    timestamp: Series[pd.Timestamp] = pa.Field(nullable=False)
+    card_id: Series[pd.StringDtype] = pa.Field(nullable=False)
+    merchant_id: Series[pd.StringDtype] = pa.Field(nullable=False)
+    amount: Series[float] = pa.Field(gt=0, nullable=False)
+    transactions_last_1h: Series[float] = pa.Field(ge=0, nullable=False)
+    transactions_last_24h: Series[float] = pa.Field(ge=0, nullable=False)
+    transactions_last_7d: Series[float] = pa.Field(ge=0, nullable=False)
+    transactions_last_30d: Series[float] = pa.Field(ge=0, nullable=False)
+    total_amount_last_1h: Series[float] = pa.Field(ge=0, nullable=False)
+    total_amount_last_24h: Series[float] = pa.Field(ge=0, nullable=False)
+    total_amount_last_7d: Series[float] = pa.Field(ge=0, nullable=False)
+    total_amount_last_30d: Series[float] = pa.Field(ge=0, nullable=False)
+    avg_amount_last_30d: Series[float] = pa.Field(ge=0, nullable=False)
+    amount_to_avg_30d: Series[float] = pa.Field(ge=0, nullable=False)
+    seconds_since_last_txn: Series[float] = pa.Field(ge=0, nullable=False)
+    is_new_merchant: Series[float] = pa.Field(isin=[0.0, 1.0], nullable=False)
+    is_new_device: Series[float] | None = pa.Field(isin=[0.0, 1.0], nullable=False)
+    merchant_fraud_rate_7d: Series[float] | None = pa.Field(ge=0, le=1, nullable=False)
+    merchant_fraud_rate_30d: Series[float] | None = pa.Field(ge=0, le=1, nullable=False)
+    merchant_labelled_7d: Series[float] | None = pa.Field(ge=0, nullable=False)
+    merchant_labelled_30d: Series[float] | None = pa.Field(ge=0, nullable=False)
+    is_fraud: Series[pd.Int8Dtype] | None = pa.Field(isin=[0, 1], nullable=True)
+    label_known_at: Series[pd.Timestamp] | None = pa.Field(nullable=True)
+
+    class Config:
+        name = "TransactionFeatures"
+        description = "Point-in-time history features per transaction, with its event columns and label."
+        strict = False
+        coerce = False

@@ -88,15 +88,24 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         if not context.has_asset_partitions:
             return pd.read_parquet(self._path(key, None).open("rb"))
+        # An input that reads a lookback window may start before the first materialized day:
+        # it opts in with AssetIn(metadata={"allow_missing_partitions": True}) and gets fewer days.
+        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
         frames = []
         for partition_key in context.asset_partition_keys:
             path = self._path(key, partition_key)
             if not path.exists():
+                if allow_missing:
+                    continue
                 raise FileNotFoundError(
                     f"{key.to_user_string()} partition {partition_key} has not been materialized "
                     f"(no file at {path}); materialize it first"
                 )
             with path.open("rb") as handle:
                 frames.append(pd.read_parquet(handle))
+        if not frames:
+            raise FileNotFoundError(
+                f"{key.to_user_string()}: none of the requested partitions is materialized"
+            )
         frames = [f for f in frames if len(f)] or frames[:1]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -1,0 +1,139 @@
+"""Stage 3, features: point-in-time history features per transaction, and merchant risk.
+
+Each day's features read the previous `LOOKBACK_DAYS` of validated transactions, so windows
+reach back across partitions; a day near the start of the data simply has less history, and
+the asset's metadata says from when.
+"""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.features import (
+    HISTORY_FEATURES,
+    LOOKBACK_DAYS,
+    MerchantRiskSnapshot,
+    add_history_features,
+    available_history_features,
+)
+from fraud_assets.core.schemas import TransactionFeatureSchema
+from fraud_assets.core.validation import PARTITION_DATE
+from fraud_assets.defs.metadata import column_schema, preview
+from fraud_assets.defs.partitions import daily_partitions, single_run
+
+TransactionFeatures = pandera_schema_to_dagster_type(TransactionFeatureSchema)
+
+# Columns carried next to the features: keys, event columns the preprocessor uses, the label.
+CARRIED = (
+    c.TRANSACTION_ID,
+    c.TIMESTAMP,
+    c.CARD_ID,
+    c.MERCHANT_ID,
+    c.AMOUNT,
+    c.MERCHANT_CATEGORY,
+    c.ENTRY_MODE,
+    c.HOUR_OF_DAY,
+    c.DAY_OF_WEEK,
+    c.IS_WEEKEND,
+    c.IS_ONLINE,
+    c.IS_FOREIGN,
+    c.DISTANCE_FROM_HOME,
+    c.IS_FRAUD,
+    c.LABEL_KNOWN_AT,
+    c.FRAUD_SCENARIO,
+)
+
+with_lookback = dg.AssetIn(
+    "validated_transactions",
+    partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS, end_offset=0),
+    metadata={"allow_missing_partitions": True},
+)
+
+
+def _in_window(frame: pd.DataFrame, context: dg.AssetExecutionContext) -> np.ndarray:
+    window = context.partition_time_window
+    ts = frame[c.TIMESTAMP]
+    start, end = pd.Timestamp(window.start).tz_localize(None), pd.Timestamp(window.end).tz_localize(None)
+    return ((ts >= start) & (ts < end)).to_numpy()
+
+
+@dg.asset(
+    ins={"validated_transactions": with_lookback},
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    group_name="features",
+    kinds={"pandas", "numpy", "parquet"},
+    dagster_type=TransactionFeatures,
+    metadata={
+        "partition_expr": c.TIMESTAMP,
+        "dagster/column_schema": column_schema(TransactionFeatureSchema),
+        "lookback_days": LOOKBACK_DAYS,
+    },
+    description=(
+        "Point-in-time features of each day's transactions: card velocity and spend over 1h, "
+        "24h, 7d and 30d, amount against the card's own average, time since the card's last "
+        "transaction, new merchant / new device for the card, and merchant fraud rate from the "
+        "labels known before the day began. Only earlier events count: no leakage."
+    ),
+)
+def transaction_features(
+    context: dg.AssetExecutionContext, validated_transactions: pd.DataFrame
+) -> pd.DataFrame:
+    history = validated_transactions
+    features = add_history_features(history)
+    rows = features.loc[_in_window(features, context)]
+    keep = [col for col in CARRIED if col in rows] + [f for f in HISTORY_FEATURES if f in rows]
+    out = rows[keep].reset_index(drop=True)
+
+    present = available_history_features(history.columns)
+    left_out = [f for f in HISTORY_FEATURES if f not in present]
+    meta = {
+        "dagster/row_count": len(out),
+        "features": dg.MetadataValue.json(list(present)),
+        "features_left_out": dg.MetadataValue.json(left_out),
+        "history_from": dg.MetadataValue.text(str(history[c.TIMESTAMP].min()) if len(history) else "none"),
+        "preview": preview(out),
+    }
+    if c.IS_FRAUD in out and out[c.IS_FRAUD].notna().any():
+        by_class = out.groupby(out[c.IS_FRAUD].astype("float64"))[list(present)].mean().T
+        by_class.columns = [f"mean (is_fraud={int(k)})" for k in by_class.columns]
+        meta["feature_means_by_class"] = dg.MetadataValue.md(by_class.round(4).to_markdown())
+    context.add_output_metadata(meta)
+    return out
+
+
+@dg.asset(
+    ins={"validated_transactions": with_lookback},
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    group_name="features",
+    kinds={"pandas", "parquet"},
+    metadata={"partition_expr": PARTITION_DATE},
+    description=(
+        "Known frauds and known labels per merchant over trailing windows, as of the end of each "
+        "day: the table the scoring API looks merchants up in for the next day's transactions."
+    ),
+)
+def merchant_risk(context: dg.AssetExecutionContext, validated_transactions: pd.DataFrame) -> pd.DataFrame:
+    if c.IS_FRAUD not in validated_transactions or c.LABEL_KNOWN_AT not in validated_transactions:
+        raise ValueError("merchant_risk needs labelled data (is_fraud and label_known_at)")
+    frames = []
+    for key in context.partition_keys:
+        as_of = pd.Timestamp(key) + pd.Timedelta(days=1)
+        snapshot = MerchantRiskSnapshot.compute(validated_transactions, as_of).to_frame()
+        frames.append(snapshot.assign(**{PARTITION_DATE: key}))
+    out = pd.concat(frames, ignore_index=True)
+    latest = out[out[PARTITION_DATE] == context.partition_keys[-1]]
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(out),
+            "merchants": len(latest),
+            "as_of": dg.MetadataValue.text(str(latest["as_of"].iloc[0]) if len(latest) else "none"),
+            "riskiest_merchants": dg.MetadataValue.md(
+                latest.sort_values("frauds_30d", ascending=False).head(10).to_markdown(index=False)
+            ),
+        }
+    )
+    return out

@@ -1,0 +1,147 @@
+"""History features: point in time, no leakage, and the one-transaction path equals batch."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.features import (
+    HISTORY_FEATURES,
+    LOOKBACK_DAYS,
+    MerchantRiskSnapshot,
+    available_history_features,
+    history_features,
+    transaction_history_features,
+)
+from fraud_assets.core.generator import SimulationConfig, TransactionSimulator
+from fraud_assets.core.preprocessor import FraudPreprocessor
+from fraud_assets.core.splitting import prepare_train_test_split
+
+
+@pytest.fixture(scope="module")
+def stream() -> pd.DataFrame:
+    sim = TransactionSimulator(SimulationConfig(seed=11, n_cardholders=300))
+    return sim.generate_days(dt.date(2026, 2, 1), dt.date(2026, 3, 20))
+
+
+def frame_of(features: dict[str, np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame(features)[list(HISTORY_FEATURES)]
+
+
+def test_hand_computed_card_windows():
+    ts = pd.to_datetime(["2026-01-01 10:00", "2026-01-01 10:30", "2026-01-01 10:30", "2026-01-02 09:00"])
+    frame = pd.DataFrame(
+        {
+            c.TIMESTAMP: ts,
+            c.CARD_ID: ["A", "A", "B", "A"],
+            c.MERCHANT_ID: ["m1", "m2", "m1", "m1"],
+            c.AMOUNT: [10.0, 20.0, 5.0, 40.0],
+            c.DEVICE_FINGERPRINT: [None, "d1", "d1", "d1"],
+        }
+    )
+    f = history_features(frame)
+    assert f["transactions_last_1h"].tolist() == [0, 1, 0, 0]
+    assert f["transactions_last_24h"].tolist() == [0, 1, 0, 2]
+    assert f["total_amount_last_24h"].tolist() == [0, 10, 0, 30]
+    assert f["amount_to_avg_30d"].tolist() == [1, 2, 1, pytest.approx(40 / 15)]
+    assert f["seconds_since_last_txn"][1] == 1800 and f["seconds_since_last_txn"][3] == 81000
+    assert f["is_new_merchant"].tolist() == [1, 1, 1, 0]
+    assert f["is_new_device"].tolist() == [0, 1, 1, 0]  # card-present rows are never "new device"
+    assert "merchant_fraud_rate_30d" not in f  # no labels, no merchant risk
+    assert available_history_features(frame.columns) == tuple(k for k in HISTORY_FEATURES if k in f)
+
+
+def test_no_leakage_from_later_transactions_or_labels(stream):
+    cut = pd.Timestamp("2026-03-05")
+    early = stream[stream[c.TIMESTAMP] < cut].reset_index(drop=True)
+    full = frame_of(history_features(stream)).iloc[: len(early)]
+    alone = frame_of(history_features(early))
+    pd.testing.assert_frame_equal(alone, full.reset_index(drop=True))
+    # flipping labels that only become known later changes nothing before then
+    flipped = stream.copy()
+    later_known = flipped[c.LABEL_KNOWN_AT] >= cut
+    flipped.loc[later_known, c.IS_FRAUD] = 1 - flipped.loc[later_known, c.IS_FRAUD]
+    again = frame_of(history_features(flipped)).iloc[: len(early)]
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), alone)
+
+
+def test_a_days_own_labels_never_reach_its_features(stream):
+    day = (stream[c.TIMESTAMP] >= "2026-03-10") & (stream[c.TIMESTAMP] < "2026-03-11")
+    flipped = stream.copy()
+    flipped.loc[day, c.IS_FRAUD] = 1 - flipped.loc[day, c.IS_FRAUD]
+    flipped.loc[day, c.LABEL_KNOWN_AT] = flipped.loc[day, c.TIMESTAMP]  # even if known at once
+    before = frame_of(history_features(stream))[day.to_numpy()]
+    after = frame_of(history_features(flipped))[day.to_numpy()]
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_one_transaction_path_equals_batch(stream):
+    batch = frame_of(history_features(stream))
+    rng = np.random.default_rng(0)
+    late = np.flatnonzero(stream[c.TIMESTAMP] >= pd.Timestamp("2026-03-15"))
+    snapshots: dict[pd.Timestamp, MerchantRiskSnapshot] = {}
+    for row in rng.choice(late, 60, replace=False):
+        txn = stream.iloc[row]
+        day = txn[c.TIMESTAMP].normalize()
+        if day not in snapshots:
+            snapshots[day] = MerchantRiskSnapshot.compute(stream, day)
+        card = stream[
+            (stream[c.CARD_ID] == txn[c.CARD_ID])
+            & (stream[c.TIMESTAMP] < txn[c.TIMESTAMP])
+            & (stream[c.TIMESTAMP] >= txn[c.TIMESTAMP] - pd.Timedelta(days=LOOKBACK_DAYS))
+        ]
+        history = {
+            col: card[col].to_numpy()
+            for col in (c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT)
+        }
+        single = transaction_history_features(history, txn.to_dict(), snapshots[day])
+        for name in HISTORY_FEATURES:
+            assert single[name] == pytest.approx(batch.iloc[row][name], rel=1e-9, abs=1e-9), (row, name)
+
+
+def test_partitioned_computation_with_lookback_equals_full(stream):
+    day = pd.Timestamp("2026-03-18")
+    lookback = stream[(stream[c.TIMESTAMP] >= day - pd.Timedelta(days=LOOKBACK_DAYS))].reset_index(drop=True)
+    rows = (lookback[c.TIMESTAMP] >= day).to_numpy()
+    part = frame_of(history_features(lookback))[rows].reset_index(drop=True)
+    full = frame_of(history_features(stream))[(stream[c.TIMESTAMP] >= day).to_numpy()].reset_index(drop=True)
+    pd.testing.assert_frame_equal(part, full)
+
+
+def test_preprocessor_batch_equals_column_path_and_handles_unknown_categories(stream):
+    X_train, X_test, y_train, _ = prepare_train_test_split(stream)
+    pre = FraudPreprocessor().fit(X_train, y_train)
+    batch = pre.transform(X_test.head(50))
+    one = X_test.iloc[[7]].copy()
+    cols = {col: one[col].to_numpy() for col in pre.input_columns_}
+    np.testing.assert_allclose(pre.transform_columns(cols)[0], batch.iloc[7].to_numpy())
+    odd = X_test.head(3).copy()
+    odd[c.MERCHANT_CATEGORY] = "space_travel"
+    encoded = pre.transform(odd).filter(like="merchant_category=")
+    assert (encoded.to_numpy() == encoded.to_numpy()[0]).all()  # unknown: the all-zero one-hot, scaled
+
+
+def test_preprocessor_errors_say_what_to_do(stream):
+    pre = FraudPreprocessor()
+    with pytest.raises(RuntimeError, match="call fit"):
+        pre.transform(stream.head())
+    with pytest.raises(ValueError, match="scaling_method"):
+        FraudPreprocessor(scaling_method="minmax").fit(stream.head())
+    with pytest.raises(ValueError, match="empty"):
+        pre.fit(stream.head(0))
+    pre.fit(prepare_train_test_split(stream)[0])
+    with pytest.raises(ValueError, match="history features first"):
+        pre.transform(stream.head())
+
+
+def test_split_is_time_ordered_with_a_gap_and_known_labels(stream):
+    X_train, X_test, y_train, y_test = prepare_train_test_split(stream, test_size=0.2, gap_days=7)
+    assert X_train[c.TIMESTAMP].max() + pd.Timedelta(days=7) <= X_test[c.TIMESTAMP].min()
+    assert (X_train[c.LABEL_KNOWN_AT] < X_test[c.TIMESTAMP].min()).all()
+    assert y_train.sum() > 0 and y_test.sum() > 0
+    with pytest.raises(ValueError, match="too short"):
+        prepare_train_test_split(stream[stream[c.TIMESTAMP] < "2026-02-04"])
