@@ -17,21 +17,20 @@ import dagster as dg
 from fraud_assets.definitions import defs as load_defs
 from fraud_assets.defs.sensors import RANGE_END, RANGE_START
 
-INGEST_JOB = "ingest_transactions"
+# (job, the asset whose partitions say what is done) in the order a first look needs them.
+DAILY_JOBS = (("ingest_transactions", "validated_transactions"), ("build_features", "transaction_features"))
+TRAINING_JOB = "train_models"
+TAGS = {"fraudops/trigger": "first_look"}
 
 
-def missing_days(instance: dg.DagsterInstance, days: list[str]) -> list[str]:
-    done = instance.get_materialized_partitions(dg.AssetKey("validated_transactions"))
+def missing_days(instance: dg.DagsterInstance, asset: str, days: list[str]) -> list[str]:
+    done = instance.get_materialized_partitions(dg.AssetKey(asset))
     return [day for day in days if day not in done]
 
 
-def materialize_days(instance: dg.DagsterInstance, first: str, last: str) -> bool:
-    job = load_defs().resolve_job_def(INGEST_JOB)
-    result = job.execute_in_process(
-        instance=instance,
-        tags={RANGE_START: first, RANGE_END: last, "fraudops/trigger": "first_look"},
-        raise_on_error=False,
-    )
+def run_job(instance: dg.DagsterInstance, name: str, tags: dict[str, str]) -> bool:
+    job = load_defs().resolve_job_def(name)
+    result = job.execute_in_process(instance=instance, tags={**TAGS, **tags}, raise_on_error=False)
     return result.success
 
 
@@ -44,20 +43,32 @@ def main(argv: list[str] | None = None) -> int:
         default=dt.date.today() - dt.timedelta(days=1),
         help="last day, YYYY-MM-DD (default yesterday)",
     )
+    parser.add_argument("--skip-training", action="store_true", help="only data and features")
     args = parser.parse_args(argv)
     if args.days < 1:
         parser.error("--days must be at least 1")
     days = [(args.end - dt.timedelta(days=n)).isoformat() for n in range(args.days - 1, -1, -1)]
     instance = dg.DagsterInstance.get()
-    todo = missing_days(instance, days)
-    if not todo:
-        print(f"first look: data for {days[0]}..{days[-1]} already materialized")
+    for job, asset in DAILY_JOBS:
+        todo = missing_days(instance, asset, days)
+        if not todo:
+            print(f"first look: {asset} for {days[0]}..{days[-1]} already materialized")
+            continue
+        print(f"first look: {job} for {todo[0]}..{todo[-1]} ({len(todo)} of {len(days)} days)")
+        if not run_job(instance, job, {RANGE_START: todo[0], RANGE_END: todo[-1]}):
+            return _failed(job)
+    if args.skip_training or instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
+        print("first look: a champion model exists (or training skipped)")
         return 0
-    print(f"first look: materializing {todo[0]}..{todo[-1]} ({len(todo)} missing of {len(days)} days)")
-    if not materialize_days(instance, todo[0], todo[-1]):
-        print("first look: the run failed; open the Dagster UI's Runs page for the reason", file=sys.stderr)
-        return 1
+    print("first look: training, evaluating and registering the candidate models")
+    if not run_job(instance, TRAINING_JOB, {}):
+        return _failed(TRAINING_JOB)
     return 0
+
+
+def _failed(job: str) -> int:
+    print(f"first look: {job} failed; the Dagster UI's Runs page shows why", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

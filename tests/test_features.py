@@ -145,3 +145,11 @@ def test_split_is_time_ordered_with_a_gap_and_known_labels(stream):
     assert y_train.sum() > 0 and y_test.sum() > 0
     with pytest.raises(ValueError, match="too short"):
         prepare_train_test_split(stream[stream[c.TIMESTAMP] < "2026-02-04"])
+
+
+def test_a_window_without_fraud_fails_clearly(stream):
+    no_fraud = stream.assign(**{c.IS_FRAUD: 0})
+    with pytest.raises(ValueError, match="needs both classes"):
+        prepare_train_test_split(no_fraud)
+    with pytest.raises(ValueError, match="no 'is_fraud' column"):
+        prepare_train_test_split(stream.drop(columns=[c.IS_FRAUD]))

@@ -18,6 +18,7 @@ from fraud_assets.core.columns import (
     NIGHT_HOURS,
 )
 from fraud_assets.core.geo import haversine_km
+from fraud_assets.core.simulation.fraud import SCENARIOS
 from fraud_assets.generator import (
     DriftKnobs,
     FraudDataGenerator,
@@ -92,7 +93,10 @@ def test_seed_statistics(data):
         "account_takeover",
         "lost_stolen",
     }
-    assert (shares > 0.12).all()
+    for name, (_, _, share) in SCENARIOS.items():
+        assert shares[name] == pytest.approx(share, abs=0.05), name
+    # some fraud looks entirely ordinary, but little enough that 90% recall stays reachable
+    assert 0.03 <= shares["lost_stolen"] <= 0.08
 
 
 def test_no_single_column_separates(data):
@@ -114,7 +118,9 @@ def test_no_single_column_separates(data):
 
 def test_card_testing_signature(data):
     ct = data[data["fraud_scenario"] == "card_testing"]
-    assert ct["is_online"].all() and ct["is_foreign"].mean() > 0.95
+    assert ct["is_online"].all()
+    # mostly from high-risk countries, a quarter through proxies in the card's own country
+    assert 0.6 < ct["is_foreign"].mean() < 0.9
     small = ct[ct["amount"] < 5.01]
     assert (small["merchant_category"] == "digital_goods").all()
     for _, g in list(ct.groupby("card_id"))[:50]:

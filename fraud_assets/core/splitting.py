@@ -43,6 +43,36 @@ def time_split(timestamps: pd.Series, test_size: float = 0.2, gap_days: float = 
     return TimeSplit(train_end=train_end, test_start=test_start, test_end=end)
 
 
+TRAIN, TEST, EXCLUDED = "train", "test", "excluded"
+
+
+def assign_split(
+    frame: pd.DataFrame, test_size: float = 0.2, gap_days: float = 7.0
+) -> tuple[pd.Series, TimeSplit]:
+    """Each labelled row's role: ``train``, ``test`` or ``excluded`` (in the gap, or its label was
+    not yet known when the test window began); unlabelled rows are excluded too."""
+    labelled = frame[c.IS_FRAUD].notna() if c.IS_FRAUD in frame else pd.Series(False, index=frame.index)
+    if not labelled.any():
+        raise ValueError("no labelled rows: the training window has no is_fraud labels")
+    split = time_split(frame.loc[labelled, c.TIMESTAMP], test_size, gap_days)
+    ts = frame[c.TIMESTAMP]
+    known = frame[c.LABEL_KNOWN_AT] < split.test_start if c.LABEL_KNOWN_AT in frame else True
+    role = pd.Series(EXCLUDED, index=frame.index, dtype=object)
+    role[labelled & (ts < split.train_end) & known] = TRAIN
+    role[labelled & (ts >= split.test_start)] = TEST
+    return role, split
+
+
+def require_both_classes(labels: pd.Series, what: str) -> None:
+    """Training needs frauds and non-frauds; say which is missing and where."""
+    frauds = int(labels.sum()) if len(labels) else 0
+    if len(labels) == 0 or frauds in (0, len(labels)):
+        raise ValueError(
+            f"{what} has {len(labels)} labelled rows and {frauds} frauds: it needs both classes; "
+            "widen the window or check the labels"
+        )
+
+
 def prepare_train_test_split(
     df: pd.DataFrame,
     test_size: float = 0.2,
@@ -64,17 +94,11 @@ def prepare_train_test_split(
         raise ValueError(f"the data lacks required column(s) {missing}")
     data = df if set(HISTORY_FEATURES) & set(df.columns) else add_history_features(df)
     data = data.sort_values(c.TIMESTAMP, kind="stable")
-    labelled = data[data[target].notna()]
-    split = time_split(labelled[c.TIMESTAMP], test_size, gap_days)
-    ts = labelled[c.TIMESTAMP]
-    known_by_cut = labelled[c.LABEL_KNOWN_AT] < split.test_start if c.LABEL_KNOWN_AT in labelled else True
-    train = labelled[(ts < split.train_end) & known_by_cut]
-    test = labelled[ts >= split.test_start]
-    if train[target].nunique() < 2:
-        raise ValueError(
-            f"the training window (before {split.train_end}) has {len(train)} labelled rows and "
-            f"{int(train[target].sum()) if len(train) else 0} frauds: it needs both classes"
-        )
-    y_train = train[target].astype("int64")
-    y_test = test[target].astype("int64")
-    return train.drop(columns=[target]), test.drop(columns=[target]), y_train, y_test
+    if target != c.IS_FRAUD:
+        data = data.drop(columns=[c.IS_FRAUD], errors="ignore").rename(columns={target: c.IS_FRAUD})
+    role, split = assign_split(data, test_size, gap_days)
+    train, test = data[role == TRAIN], data[role == TEST]
+    require_both_classes(train[c.IS_FRAUD], f"the training window (before {split.train_end})")
+    y_train = train[c.IS_FRAUD].astype("int64").rename(target)
+    y_test = test[c.IS_FRAUD].astype("int64").rename(target)
+    return train.drop(columns=[c.IS_FRAUD]), test.drop(columns=[c.IS_FRAUD]), y_train, y_test

@@ -137,3 +137,10 @@ def merchant_risk(context: dg.AssetExecutionContext, validated_transactions: pd.
         }
     )
     return out
+
+
+features_job = dg.define_asset_job(
+    "build_features",
+    selection=dg.AssetSelection.assets(transaction_features, merchant_risk),
+    description="Features and merchant risk for a range of days, in one run.",
+)

@@ -7,6 +7,7 @@ metadata, so a 90-day backfill is one run that still writes one file per day.
 
 from __future__ import annotations
 
+import pickle
 import uuid
 
 import dagster as dg
@@ -105,7 +106,37 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 frames.append(pd.read_parquet(handle))
         if not frames:
             raise FileNotFoundError(
-                f"{key.to_user_string()}: none of the requested partitions is materialized"
+                f"{key.to_user_string()}: none of the requested partitions exists; materialize it first"
             )
         frames = [f for f in frames if len(f)] or frames[:1]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+class PickleIOManager(dg.ConfigurableIOManager):
+    """Python objects (fitted models, reports) as pickles under ``base_path`` (local or fsspec URL).
+
+    Only for objects this platform wrote itself: a model bundle that leaves the platform goes
+    through `fraud_assets.core.bundle`, which verifies a SHA-256 before unpickling.
+    """
+
+    base_path: str
+    storage_options: dict[str, str] = {}
+
+    def _path(self, asset_key: dg.AssetKey) -> UPath:
+        return UPath(self.base_path, **self.storage_options).joinpath(*asset_key.path).with_suffix(".pkl")
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        path = self._path(context.asset_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        with tmp.open("wb") as handle:
+            pickle.dump(obj, handle, protocol=5)
+        tmp.rename(path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> object:
+        path = self._path(context.asset_key)
+        if not path.exists():
+            raise FileNotFoundError(f"{context.asset_key.to_user_string()} is not materialized ({path})")
+        with path.open("rb") as handle:
+            return pickle.load(handle)

@@ -11,10 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
+from dagster_mlflow import mlflow_tracking
+from dagster_mlflow.resources import MlFlow
 
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
 from fraud_assets.core.ingest import LandingSettings, list_landing_files
-from fraud_assets.defs.io_managers import PartitionedParquetIOManager
+from fraud_assets.core.registry import ModelRegistry, ensure_experiment
+from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
 
 STATE_DIR = os.getenv("FRAUDOPS_STATE_DIR", ".fraudops")
 
@@ -125,6 +128,67 @@ def simulator_from_env() -> TransactionSimulatorResource:
     )
 
 
+class ModelStoreResource(dg.ConfigurableResource):
+    """Where model bundles are written: immutable, versioned files (local folder or fsspec URL)."""
+
+    base_path: str = f"{STATE_DIR}/models"
+
+    def bundle_directory(self) -> str:
+        """Absolute, so the bundle URI recorded in metadata works from any working directory."""
+        return self.base_path if "://" in self.base_path else os.path.abspath(self.base_path)
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    """MLflow's model registry (the `fraud-detector` model and its `champion` alias)."""
+
+    tracking_uri: str
+    model_name: str = "fraud-detector"
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.tracking_uri, self.model_name)
+
+
+def mlflow_tracking_uri() -> str:
+    default = f"sqlite:///{os.path.abspath(STATE_DIR)}/mlflow/mlflow.db"
+    return os.getenv("FRAUDOPS_MLFLOW_TRACKING_URI", default)
+
+
+MLFLOW_CONFIG_SCHEMA = {
+    **mlflow_tracking.config_schema.config_type.fields,
+    "artifact_location": dg.Field(str, is_required=False, description="Artifact root of a new experiment"),
+}
+
+
+@dg.resource(
+    config_schema=MLFLOW_CONFIG_SCHEMA, description="dagster-mlflow's tracking resource, with our experiment"
+)
+def mlflow_resource(init_context) -> MlFlow:
+    """dagster-mlflow's `mlflow_tracking`, after creating the experiment with our artifact root.
+
+    MLflow would otherwise put a new experiment's artifacts under ./mlruns of the working
+    directory; the store is configuration (``FRAUDOPS_MLFLOW_TRACKING_URI``), so a tracking
+    server works unchanged.
+    """
+    config = init_context.resource_config
+    ensure_experiment(
+        config["mlflow_tracking_uri"], config["experiment_name"], config.get("artifact_location")
+    )
+    return MlFlow(init_context)
+
+
+def mlflow_from_env() -> dg.ResourceDefinition:
+    state = os.path.abspath(STATE_DIR)
+    return mlflow_resource.configured(
+        {
+            "experiment_name": os.getenv("FRAUDOPS_MLFLOW_EXPERIMENT", "fraudops"),
+            "mlflow_tracking_uri": os.getenv(
+                "FRAUDOPS_MLFLOW_TRACKING_URI", f"sqlite:///{state}/mlflow/mlflow.db"
+            ),
+            "artifact_location": os.getenv("FRAUDOPS_MLFLOW_ARTIFACTS", f"{state}/mlflow/artifacts"),
+        }
+    )
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
@@ -132,6 +196,12 @@ def resources() -> dg.Definitions:
             "io_manager": PartitionedParquetIOManager(
                 base_path=os.getenv("FRAUDOPS_STORAGE", f"{STATE_DIR}/storage")
             ),
+            "model_io_manager": PickleIOManager(
+                base_path=os.getenv("FRAUDOPS_STORAGE", f"{STATE_DIR}/storage") + "/objects"
+            ),
+            "model_store": ModelStoreResource(base_path=os.getenv("FRAUDOPS_MODELS", f"{STATE_DIR}/models")),
+            "mlflow": mlflow_from_env(),
+            "model_registry": ModelRegistryResource(tracking_uri=mlflow_tracking_uri()),
             "simulator": simulator_from_env(),
             "landing_zone": landing_zone_from_env(),
         }

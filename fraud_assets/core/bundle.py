@@ -1,0 +1,208 @@
+"""The versioned model bundle: everything serving needs to score a raw transaction, in one file.
+
+A bundle is written once to an immutable, versioned path (``<directory>/<version>.pkl``) and
+never overwritten. Its SHA-256 is returned by ``save`` and checked by ``load`` *before* the
+file is unpickled, so a tampered or truncated file is refused instead of executed. Paths may
+be local or any fsspec URL (``s3://...``); local writes are atomic and exclusive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from fraud_assets.core.models.classifier import FraudClassifier
+
+BUNDLE_SUFFIX = ".pkl"
+PICKLE_PROTOCOL = 5
+
+
+class BundleLoadError(Exception):
+    """The bundle file is missing, unreadable or not a model bundle."""
+
+
+class BundleIntegrityError(BundleLoadError):
+    """The bundle file's SHA-256 is not the expected one (tampered, truncated or the wrong file)."""
+
+
+def _is_local(path: str | os.PathLike) -> bool:
+    text = os.fspath(path)
+    return "://" not in text or text.startswith("file://")
+
+
+def _local(path: str | os.PathLike) -> Path:
+    text = os.fspath(path)
+    return Path(text.removeprefix("file://"))
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    if _is_local(path):
+        return _local(path).read_bytes()
+    with fsspec.open(os.fspath(path), "rb") as fh:
+        return fh.read()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (local path or fsspec URL), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    opener = open(_local(path), "rb") if _is_local(path) else fsspec.open(os.fspath(path), "rb")  # noqa: SIM115
+    with opener as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def frame_fingerprint(df: pd.DataFrame) -> str:
+    """Stable SHA-256 of a DataFrame's content: column names, dtypes and values (index ignored).
+
+    The same data gives the same digest across runs and machines; any changed value, renamed
+    column, dtype or row order changes it.
+    """
+    digest = hashlib.sha256()
+    header = [[str(c), str(t)] for c, t in zip(df.columns, df.dtypes, strict=True)]
+    digest.update(json.dumps(header).encode())
+    digest.update(str(len(df)).encode())
+    if len(df.columns):
+        hashes = pd.util.hash_pandas_object(df, index=False).to_numpy(dtype=np.uint64)
+        digest.update(hashes.tobytes())
+    return digest.hexdigest()
+
+
+def _compact_timestamp(iso: str) -> str:
+    return dt.datetime.fromisoformat(iso).strftime("%Y%m%dT%H%M%S")
+
+
+@dataclass
+class ModelBundle:
+    """A fitted preprocessor and classifier, with the facts needed to trust and trace them."""
+
+    preprocessor: Any  # fitted feature transformer (opaque here; must be picklable)
+    classifier: FraudClassifier
+    threshold: float
+    feature_names: list[str]
+    algorithm: str
+    training_window: tuple[str, str]  # ISO dates
+    data_fingerprint: str  # sha256 of the training data (from the caller)
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""  # ISO timestamp; set at save when empty
+    version: str = ""  # "<YYYYmmddTHHMMSS>-<algorithm>-<8 hex>"; decided at save
+
+    def _check(self) -> None:
+        if not isinstance(self.classifier, FraudClassifier) or not self.classifier.is_fitted:
+            raise ValueError("ModelBundle.classifier must be a fitted FraudClassifier")
+        if list(self.feature_names) != list(self.classifier.feature_names_):
+            raise ValueError("ModelBundle.feature_names differ from the columns the classifier was fitted on")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"ModelBundle.threshold must be a probability, got {self.threshold}")
+        if self.algorithm != self.classifier.algorithm:
+            raise ValueError(
+                f"ModelBundle.algorithm is {self.algorithm!r}, the classifier {self.classifier.algorithm!r}"
+            )
+
+    def save(self, directory: str | os.PathLike) -> tuple[str | Path, str]:
+        """Write the bundle to ``<directory>/<version>.pkl`` and return ``(path, sha256 of the file)``.
+
+        The version's hex part is the SHA-256 of the content (without the version itself), so
+        different bundles get different paths. An existing file is never overwritten: saving the
+        same bundle again returns the existing path; a different file already at that path
+        raises ``FileExistsError``. Sets ``created_at`` (when empty) and ``version`` on self.
+        """
+        self._check()
+        if not self.created_at:
+            self.created_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        draft = pickle.dumps(replace(self, version=""), protocol=PICKLE_PROTOCOL)
+        content_hex = hashlib.sha256(draft).hexdigest()[:8]
+        self.version = f"{_compact_timestamp(self.created_at)}-{self.algorithm}-{content_hex}"
+        payload = pickle.dumps(self, protocol=PICKLE_PROTOCOL)
+        digest = hashlib.sha256(payload).hexdigest()
+        name = f"{self.version}{BUNDLE_SUFFIX}"
+        if _is_local(directory):
+            return self._write_local(_local(directory), name, payload, digest), digest
+        url = f"{os.fspath(directory).rstrip('/')}/{name}"
+        fs, fs_path = fsspec.core.url_to_fs(url)
+        if fs.exists(fs_path):  # not atomic on object stores; versions are content-addressed anyway
+            return self._existing(url, digest), digest
+        fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(fs_path, "wb") as fh:
+            fh.write(payload)
+        return url, digest
+
+    @staticmethod
+    def _existing(path: str | Path, digest: str) -> str | Path:
+        found = sha256_file(path)
+        if found != digest:
+            raise FileExistsError(
+                f"{path} already exists with different content (sha256 {found}); not overwriting"
+            )
+        return path
+
+    @classmethod
+    def _write_local(cls, directory: Path, name: str, payload: bytes, digest: str) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / name
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=BUNDLE_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, final)  # atomic, and fails rather than replace an existing file
+            except FileExistsError:
+                return cls._existing(final, digest)
+        finally:
+            os.unlink(tmp)
+        return final
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expected_sha256: str | None) -> ModelBundle:
+        """Read a bundle; verify its SHA-256 against ``expected_sha256`` before unpickling.
+
+        Pass ``expected_sha256=None`` explicitly to skip the check (only for files you trust).
+        Raises ``BundleIntegrityError`` on a digest mismatch, ``BundleLoadError`` when the file
+        is missing, unreadable or not a bundle.
+        """
+        try:
+            payload = _read_bytes(path)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+            raise BundleLoadError(f"cannot read model bundle {os.fspath(path)}: {err}") from err
+        if expected_sha256 is not None:
+            found = hashlib.sha256(payload).hexdigest()
+            if found != expected_sha256.lower():
+                raise BundleIntegrityError(
+                    f"model bundle {os.fspath(path)} failed its integrity check: expected sha256 "
+                    f"{expected_sha256.lower()}, file has {found}; refusing to load it"
+                )
+        try:
+            obj = pickle.loads(payload)
+        except Exception as err:  # a corrupt pickle can raise nearly anything
+            raise BundleLoadError(
+                f"model bundle {os.fspath(path)} is corrupt: {type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(obj, cls):
+            raise BundleLoadError(f"{os.fspath(path)} holds a {type(obj).__name__}, not a ModelBundle")
+        return obj
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description (no model objects), e.g. for metadata or an API's /model endpoint."""
+        return {
+            "version": self.version,
+            "algorithm": self.algorithm,
+            "threshold": float(self.threshold),
+            "n_features": len(self.feature_names),
+            "training_window": list(self.training_window),
+            "data_fingerprint": self.data_fingerprint,
+            "created_at": self.created_at,
+            "metrics": {k: float(v) for k, v in self.metrics.items()},
+        }

@@ -1,0 +1,65 @@
+"""Evaluation of candidate models on the held-out days: the metrics that matter for fraud."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.metrics import evaluate_scores, segment_metrics
+
+HEADLINE = ("auc_roc", "average_precision", "precision_at_90_recall", "card_precision_at_100")
+# The seed's model performance targets.
+TARGETS = {"auc_roc": 0.90, "average_precision": 0.85, "precision_at_90_recall": 0.80}
+CONTEXT_COLUMNS = (c.TIMESTAMP, c.CARD_ID, c.IS_ONLINE, c.MERCHANT_CATEGORY)
+
+
+def fraud_scores(preprocessor: Any, classifier: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Calibrated fraud probabilities of transactions (with their history features)."""
+    return classifier.predict_proba(preprocessor.transform(frame))[:, 1]
+
+
+@dataclass
+class CandidateEvaluation:
+    algorithm: str
+    metrics: dict[str, float]
+    segments: pd.DataFrame
+    scores: np.ndarray
+
+
+def evaluate_candidate(
+    algorithm: str,
+    preprocessor: Any,
+    classifier: Any,
+    test: pd.DataFrame,
+    *,
+    cost_fn: float = 100.0,
+    cost_fp: float = 5.0,
+) -> CandidateEvaluation:
+    y = test[c.IS_FRAUD].astype("int64").to_numpy()
+    scores = fraud_scores(preprocessor, classifier, test)
+    context = test[[col for col in CONTEXT_COLUMNS if col in test]].reset_index(drop=True)
+    threshold = classifier.threshold
+    metrics = evaluate_scores(y, scores, threshold, context=context, cost_fn=cost_fn, cost_fp=cost_fp)
+    segments = segment_metrics(y, scores, threshold, context)
+    return CandidateEvaluation(algorithm, metrics, segments, scores)
+
+
+def comparison_table(evaluations: dict[str, CandidateEvaluation]) -> pd.DataFrame:
+    columns = [*HEADLINE, "precision", "recall", "f1", "expected_cost", "threshold"]
+    rows = {name: {k: e.metrics.get(k, np.nan) for k in columns} for name, e in evaluations.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").sort_values("average_precision", ascending=False)
+
+
+def best_candidate(evaluations: dict[str, CandidateEvaluation], metric: str = "average_precision") -> str:
+    """The candidate with the highest ``metric`` (ties: the simpler, earlier-listed one)."""
+    if not evaluations:
+        raise ValueError("no candidate models to choose from")
+    return max(evaluations, key=lambda name: evaluations[name].metrics[metric])
+
+
+def missed_targets(metrics: dict[str, float]) -> dict[str, tuple[float, float]]:
+    return {k: (metrics[k], target) for k, target in TARGETS.items() if not metrics[k] > target}

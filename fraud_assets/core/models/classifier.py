@@ -1,0 +1,356 @@
+"""``FraudClassifier``: the seed guide's model API on time-ordered, heavily imbalanced data.
+
+Fitting never shuffles. With calibration on, the calibrator is fitted on rows the model did
+not train on: ``X_val``/``y_val`` when given, else the last 20% of the rows as given (callers
+keep them in time order), and the model then trains on the first 80% only. Imbalance handling
+("class_weight" or "smote") touches the model's training rows only, never calibration rows.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraud_assets.core import metrics
+from fraud_assets.core.models.backends import ALGORITHMS, BACKENDS, Backend
+from fraud_assets.core.models.calibration import CALIBRATION_METHODS, Calibrator
+
+IMBALANCE_METHODS: tuple[str, ...] = ("class_weight", "smote", "none")
+# Fixed so results do not depend on the machine. One thread by default: on the 2-core target,
+# shared with Dagster runs and the API, OpenMP's spinning threads made 2-thread xgboost/lightgbm
+# fits 3-7x slower than 1 thread (measured); pass n_jobs=2 to a FraudClassifier on a quiet machine.
+TRAIN_THREADS = 1
+
+
+class NotFittedError(RuntimeError):
+    """The classifier was used before ``fit``."""
+
+
+def smote_resample(
+    X: pd.DataFrame, y: np.ndarray, *, ratio: float, random_state: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Oversample fraud with SMOTE until fraud/legit reaches ``ratio`` (no-op when already there)."""
+    from imblearn.over_sampling import SMOTE
+
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos < 2:
+        raise ValueError(f"SMOTE needs at least 2 fraud rows in the training rows, got {n_pos}")
+    if n_pos / n_neg >= ratio:
+        return X, y
+    smote = SMOTE(sampling_strategy=ratio, k_neighbors=min(5, n_pos - 1), random_state=random_state)
+    X_res, y_res = smote.fit_resample(X, y)
+    return pd.DataFrame(np.asarray(X_res, dtype=np.float64), columns=X.columns), np.asarray(y_res)
+
+
+def _check_labels(y: Any, n_rows: int, what: str) -> np.ndarray:
+    y = np.asarray(y).ravel()
+    if len(y) != n_rows:
+        raise ValueError(f"{what}: X has {n_rows} rows but y has {len(y)}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"{what}: y must be 0/1 labels, found {np.unique(y)[:5].tolist()}")
+    y = y.astype(np.int64)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise ValueError(f"{what}: no fraud among the {len(y)} rows (no fraud in the training window?)")
+    if n_pos == len(y):
+        raise ValueError(f"{what}: all {len(y)} rows are fraud; there is nothing legitimate to learn from")
+    return y
+
+
+class FraudClassifier:
+    """A fraud model: one of ``ALGORITHMS``, imbalance handling, a calibrator and a threshold.
+
+    Args:
+        algorithm: "logistic_regression", "random_forest", "xgboost" or "lightgbm".
+        handle_imbalance: False forces ``imbalance_method="none"``.
+        n_estimators, max_depth, learning_rate: tree ensembles' size (ignored by logistic regression).
+        imbalance_method: "class_weight" (balanced weights / ``scale_pos_weight = neg/pos``),
+            "smote" (imbalanced-learn, training rows only) or "none".
+        calibration: "isotonic", "sigmoid" or "none".
+        random_state: seeds everything; training uses a fixed thread count (``n_jobs``, default
+            ``TRAIN_THREADS`` = 1) so results are reproducible.
+        **params: passed to the underlying estimator (e.g. ``subsample``, ``num_leaves``, ``C``),
+            except ``smote_ratio`` (fraud/legit after SMOTE, default 0.1) and
+            ``calibration_fraction`` (share of the latest rows held out to calibrate, default 0.2).
+    """
+
+    ALGORITHMS = ALGORITHMS
+
+    def __init__(
+        self,
+        algorithm: str = "xgboost",
+        handle_imbalance: bool = True,
+        n_estimators: int = 100,
+        max_depth: int = 6,
+        learning_rate: float = 0.1,
+        imbalance_method: str = "class_weight",
+        calibration: str = "isotonic",
+        random_state: int = 42,
+        **params: Any,
+    ) -> None:
+        if algorithm not in BACKENDS:
+            raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+        if imbalance_method not in IMBALANCE_METHODS:
+            raise ValueError(
+                f"unknown imbalance_method {imbalance_method!r}; valid: {', '.join(IMBALANCE_METHODS)}"
+            )
+        if calibration not in CALIBRATION_METHODS:
+            raise ValueError(f"unknown calibration {calibration!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+        self.algorithm = algorithm
+        self.handle_imbalance = handle_imbalance
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.imbalance_method = imbalance_method if handle_imbalance else "none"
+        self.calibration = calibration
+        self.random_state = random_state
+        self.smote_ratio = float(params.pop("smote_ratio", 0.1))
+        self.calibration_fraction = float(params.pop("calibration_fraction", 0.2))
+        if not 0 < self.calibration_fraction < 1:
+            raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        self.params = params
+        self.threshold = 0.5
+        self.feature_names_: list[str] | None = None
+        self.backend_: Backend | None = None
+        self.calibrator_: Calibrator | None = None
+        self.fit_info_: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.is_fitted else "not fitted"
+        return (
+            f"FraudClassifier(algorithm={self.algorithm!r}, imbalance_method={self.imbalance_method!r}, "
+            f"calibration={self.calibration!r}, threshold={self.threshold:.4g}, {state})"
+        )
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments, enough to build an unfitted twin."""
+        return {
+            "algorithm": self.algorithm,
+            "handle_imbalance": self.handle_imbalance,
+            "n_estimators": self.n_estimators,
+            "max_depth": self.max_depth,
+            "learning_rate": self.learning_rate,
+            "imbalance_method": self.imbalance_method,
+            "calibration": self.calibration,
+            "random_state": self.random_state,
+            "smote_ratio": self.smote_ratio,
+            "calibration_fraction": self.calibration_fraction,
+            **self.params,
+        }
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.backend_ is not None
+
+    # ------------------------------------------------------------------ fitting
+
+    @staticmethod
+    def _check_frame(X: Any, what: str) -> pd.DataFrame:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(
+                f"{what}: X must be a pandas DataFrame of numeric features, got {type(X).__name__}"
+            )
+        if X.shape[0] == 0:
+            raise ValueError(f"{what}: X has no rows")
+        if X.shape[1] == 0:
+            raise ValueError(f"{what}: X has no columns")
+        values = X.to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            bad = X.columns[~np.isfinite(values).all(axis=0)].tolist()
+            raise ValueError(f"{what}: X has NaN or infinite values in column(s) {bad}")
+        return X
+
+    def fit(
+        self, X: pd.DataFrame, y: Any, X_val: pd.DataFrame | None = None, y_val: Any = None
+    ) -> FraudClassifier:
+        """Train on time-ordered rows; see the module docstring for which rows calibrate."""
+        X = self._check_frame(X, "fit")
+        y = _check_labels(y, len(X), "fit")
+        if (X_val is None) != (y_val is None):
+            raise ValueError("fit: give both X_val and y_val, or neither")
+        if X.columns.duplicated().any():
+            raise ValueError(f"fit: duplicated column names {X.columns[X.columns.duplicated()].tolist()}")
+        X_cal = y_cal = None
+        if X_val is not None:
+            X_cal = self._check_frame(X_val, "fit (X_val)")
+            if list(X_cal.columns) != list(X.columns):
+                raise ValueError("fit: X_val must have the same columns, in the same order, as X")
+            y_cal = _check_labels(y_val, len(X_cal), "fit (calibration rows X_val/y_val)")
+            X_train, y_train = X, y
+        elif self.calibration != "none":
+            n_cal = round(len(X) * self.calibration_fraction)
+            cut = len(X) - n_cal
+            X_train, y_train = X.iloc[:cut], y[:cut]
+            X_cal, y_cal = X.iloc[cut:], y[cut:]
+            y_train = _check_labels(
+                y_train, len(X_train), "fit (first 80% of rows, the model's training rows)"
+            )
+            y_cal = _check_labels(
+                y_cal, len(X_cal), "fit (latest rows held out for calibration; pass X_val/y_val or more data)"
+            )
+        else:
+            X_train, y_train = X, y
+
+        n_pos = int(y_train.sum())
+        n_neg = len(y_train) - n_pos
+        n_train_rows = len(y_train)
+        pos_weight = None
+        if self.imbalance_method == "class_weight":
+            pos_weight = n_neg / n_pos
+        elif self.imbalance_method == "smote":
+            X_train, y_train = smote_resample(
+                X_train, y_train, ratio=self.smote_ratio, random_state=self.random_state
+            )
+
+        backend = BACKENDS[self.algorithm](
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            random_state=self.random_state,
+            n_jobs=int(self.params.get("n_jobs", TRAIN_THREADS)),
+            params={k: v for k, v in self.params.items() if k != "n_jobs"},
+        )
+        backend.fit(X_train.astype(np.float64), y_train, pos_weight=pos_weight)
+        self.backend_ = backend
+        self.feature_names_ = [str(c) for c in X.columns]
+        if self.calibration != "none" and X_cal is not None:
+            raw_cal = backend.raw_proba(X_cal.astype(np.float64))
+            self.calibrator_ = Calibrator.fit(self.calibration, raw_cal, y_cal)
+        else:
+            self.calibrator_ = Calibrator()
+        self.fit_info_ = {
+            "n_train_rows": n_train_rows,
+            "n_train_rows_after_resampling": len(y_train),
+            "n_calibration_rows": 0 if self.calibration == "none" or X_cal is None else len(X_cal),
+            "train_fraud_rate": n_pos / (n_pos + n_neg),
+            "pos_weight": pos_weight,
+        }
+        return self
+
+    # --------------------------------------------------------------- prediction
+
+    def _require_fitted(self) -> Backend:
+        if self.backend_ is None:
+            raise NotFittedError(f"this FraudClassifier ({self.algorithm}) is not fitted yet: call fit first")
+        return self.backend_
+
+    def _check_columns(self, X: Any) -> pd.DataFrame:
+        self._require_fitted()
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(
+                f"X must be a pandas DataFrame with the fit columns, got {type(X).__name__} "
+                "(use predict_proba_fast for a plain NumPy array)"
+            )
+        got = [str(c) for c in X.columns]
+        if got != self.feature_names_:
+            missing = [c for c in self.feature_names_ if c not in got]
+            extra = [c for c in got if c not in self.feature_names_]
+            detail = (
+                f"missing {missing}, extra {extra}" if missing or extra else "same columns, different order"
+            )
+            raise ValueError(f"X columns do not match the columns the model was fitted on: {detail}")
+        return X
+
+    def _check_array(self, x: Any) -> np.ndarray:
+        self._require_fitted()
+        if isinstance(x, pd.DataFrame):
+            x = self._check_columns(x).to_numpy(dtype=np.float64)
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names_):
+            raise ValueError(f"x must have shape (n, {len(self.feature_names_)}), got {x.shape}")
+        return x
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 2): column 1 is fraud (like sklearn)."""
+        X = self._check_columns(X)
+        raw = self.backend_.raw_proba(X.astype(np.float64))
+        p = self.calibrator_.transform(raw)
+        return np.column_stack([1.0 - p, p])
+
+    def predict_proba_fast(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated fraud probabilities for a 2-D float array (1-D = one row), without pandas.
+
+        The serving hot path: single-threaded booster prediction, calibration in NumPy. Equals
+        ``predict_proba(X)[:, 1]`` for the same values.
+        """
+        backend = self._require_fitted()
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names_):
+            raise ValueError(f"x must have shape (n, {len(self.feature_names_)}), got {x.shape}")
+        return self.calibrator_.transform(backend.raw_proba_fast(x))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """0/1 decisions: fraud when the calibrated probability is at least ``self.threshold``."""
+        return (self.predict_proba(X)[:, 1] >= self.threshold).astype(np.int64)
+
+    def evaluate(
+        self, X: pd.DataFrame, y: Any, context: pd.DataFrame | None = None, **kw: Any
+    ) -> dict[str, float | int]:
+        """``metrics.evaluate_scores`` at ``self.threshold`` (kw: cost_fn, cost_fp, card_top_k)."""
+        return metrics.evaluate_scores(y, self.predict_proba(X)[:, 1], self.threshold, context=context, **kw)
+
+    def optimize_threshold(self, X_val: pd.DataFrame, y_val: Any, metric: str = "f1", **kw: Any) -> float:
+        """Set and return ``self.threshold`` per ``metrics.threshold_for`` (objective ``metric``)."""
+        self.threshold = metrics.threshold_for(y_val, self.predict_proba(X_val)[:, 1], metric, **kw)
+        return self.threshold
+
+    # ---------------------------------------------------------- explanations
+
+    def get_feature_importance(self, top_n: int | None = 20) -> pd.DataFrame:
+        """Columns feature, importance (normalised to sum 1), most important first.
+
+        Trees: total split gain (xgboost, lightgbm) or impurity decrease (random forest);
+        logistic regression: |coef| on standardized features.
+        """
+        imp = np.asarray(self._require_fitted().importance(), dtype=np.float64)
+        total = imp.sum()
+        if total > 0:
+            imp = imp / total
+        df = pd.DataFrame({"feature": self.feature_names_, "importance": imp})
+        df = df.sort_values("importance", ascending=False, kind="mergesort").reset_index(drop=True)
+        return df if top_n is None else df.head(top_n)
+
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Per-feature contributions (n, n_features) to the raw (uncalibrated) output, bias dropped.
+
+        Log-odds SHAP for xgboost/lightgbm, ``coef * standardized x`` for logistic regression,
+        Saabas path attribution in probability units for random forest (see ``backends``).
+        Positive values push towards fraud.
+        """
+        return self._require_fitted().contributions(self._check_array(X))
+
+    def reason_codes(self, X: pd.DataFrame | np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """For each row, the ``top_k`` features pushing hardest towards fraud, with their contributions."""
+        contrib = self.contributions(X)
+        order = np.argsort(-contrib, axis=1, kind="mergesort")[:, :top_k]
+        return [
+            [(self.feature_names_[j], float(row[j])) for j in idx]
+            for row, idx in zip(contrib, order, strict=True)
+        ]
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Pickle (protocol 5) to ``path``; parent folders are created."""
+        self._require_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(self, protocol=5))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FraudClassifier:
+        """Load a classifier written by ``save`` (only load files you trust: this unpickles)."""
+        obj = pickle.loads(Path(path).read_bytes())
+        if not isinstance(obj, cls):
+            raise TypeError(f"{path} holds a {type(obj).__name__}, not a FraudClassifier")
+        return obj

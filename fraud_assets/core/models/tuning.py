@@ -1,0 +1,326 @@
+"""Time-aware model selection: prequential folds, Optuna tuning, and the train-a-candidate recipe.
+
+Random splits are never used: fraud patterns move and labels arrive late, so every fold trains
+on the past, skips a gap as long as the label delay, and validates on the block after it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from fraud_assets.core.models.backends import ALGORITHMS
+from fraud_assets.core.models.classifier import IMBALANCE_METHODS, FraudClassifier
+
+TUNING_METRICS = {"average_precision": average_precision_score, "auc_roc": roc_auc_score}
+DEFAULT_GAP = pd.Timedelta("7D")
+
+
+def time_ordered_folds(
+    timestamps: Any,
+    n_folds: int = 3,
+    gap: pd.Timedelta | str = DEFAULT_GAP,
+    min_train_fraction: float = 0.4,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Prequential (expanding-window) folds over time, as positional ``(train_idx, val_idx)`` arrays.
+
+    The first cut is at ``min_train_fraction`` of the time span. Fold ``k`` trains on every row
+    before ``cut_k``, skips ``gap`` (the label delay) and validates on ``[cut_k + gap,
+    cut_k + gap + block)``; the next cut is one block later, the last block ends at the last
+    timestamp (inclusive). Rows need not be sorted. Raises ``ValueError`` when the span is too
+    short for the gap and folds, or a fold comes out empty.
+    """
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be at least 1, got {n_folds}")
+    if not 0 < min_train_fraction < 1:
+        raise ValueError(f"min_train_fraction must be in (0, 1), got {min_train_fraction}")
+    gap = pd.Timedelta(gap)
+    if gap < pd.Timedelta(0):
+        raise ValueError(f"gap must not be negative, got {gap}")
+    ts = pd.to_datetime(pd.Series(np.asarray(timestamps))).to_numpy(dtype="datetime64[ns]")
+    if len(ts) == 0:
+        raise ValueError("no timestamps: nothing to split")
+    if pd.isna(ts).any():
+        raise ValueError("timestamps contain missing values")
+    start, end = ts.min(), ts.max()
+    span = pd.Timedelta(end - start)
+    first_cut = start + span * min_train_fraction
+    block = (pd.Timedelta(end - first_cut) - gap) / n_folds
+    if block <= pd.Timedelta(0):
+        raise ValueError(
+            f"the data spans {span} but {min_train_fraction:.0%} of it for the first training window, "
+            f"a gap of {gap} and {n_folds} validation block(s) need more: add days or shorten the gap"
+        )
+    positions = np.arange(len(ts))
+    folds = []
+    for k in range(n_folds):
+        cut = first_cut + k * block
+        val_start = cut + gap
+        val_end = val_start + block
+        train = positions[ts < cut]
+        in_val = (ts >= val_start) & ((ts < val_end) if k < n_folds - 1 else (ts <= end))
+        val = positions[in_val]
+        if len(train) == 0 or len(val) == 0:
+            raise ValueError(
+                f"fold {k} is empty ({len(train)} training rows, {len(val)} validation rows): "
+                "the time span is too short or too sparse for these folds"
+            )
+        folds.append((train, val))
+    return folds
+
+
+def search_space(trial: optuna.Trial, algorithm: str) -> dict[str, Any]:
+    """Small, sensible hyperparameter ranges per algorithm (FraudClassifier keyword arguments)."""
+    if algorithm == "logistic_regression":
+        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+    if algorithm == "random_forest":
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 100, 300, step=50),
+            "max_depth": trial.suggest_int("max_depth", 4, 14),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 50, log=True),
+            "max_features": trial.suggest_categorical("max_features", ["sqrt", 0.3, 0.5]),
+        }
+    if algorithm == "xgboost":
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 100, 400, step=50),
+            "max_depth": trial.suggest_int("max_depth", 3, 8),
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+            "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+            "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 20.0, log=True),
+            "reg_lambda": trial.suggest_float("reg_lambda", 0.1, 10.0, log=True),
+        }
+    if algorithm == "lightgbm":
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 100, 400, step=50),
+            "max_depth": -1,
+            "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 10, 200, log=True),
+            "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+            "subsample_freq": 1,
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 0.01, 10.0, log=True),
+        }
+    raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+
+
+@dataclass
+class TuningResult:
+    algorithm: str
+    best_params: dict[str, Any]  # FraudClassifier keyword arguments, imbalance_method excluded
+    best_score: float  # mean validation metric over the folds
+    imbalance_method: str  # the method of the best trial
+    metric: str
+    trials: pd.DataFrame  # one row per trial: number, state, score, seconds, fold_scores, params
+    elapsed_seconds: float
+    n_folds: int
+    fold_sizes: list[tuple[int, int]] = field(default_factory=list)  # (train rows, validation rows)
+
+    def classifier_kwargs(self) -> dict[str, Any]:
+        return {**self.best_params, "imbalance_method": self.imbalance_method}
+
+
+def _usable_folds(folds, y: np.ndarray, imbalance_methods) -> list[tuple[np.ndarray, np.ndarray]]:
+    min_pos = 2 if "smote" in imbalance_methods else 1
+    usable = []
+    for train, val in folds:
+        y_tr, y_va = y[train], y[val]
+        if min_pos <= y_tr.sum() < len(y_tr) and 0 < y_va.sum() < len(y_va):
+            usable.append((train, val))
+    if not usable:
+        raise ValueError(
+            "no time fold has fraud in both its training and its validation rows: "
+            "tuning needs more days of labelled data (or fewer folds)"
+        )
+    return usable
+
+
+def tune(
+    algorithm: str,
+    X: pd.DataFrame,
+    y: Any,
+    timestamps: Any,
+    *,
+    n_trials: int | None = 20,
+    timeout_seconds: float | None = None,
+    imbalance_methods: tuple[str, ...] = ("class_weight", "smote"),
+    metric: str = "average_precision",
+    gap: pd.Timedelta | str = DEFAULT_GAP,
+    n_folds: int = 3,
+    min_train_fraction: float = 0.4,
+    random_state: int = 42,
+    n_jobs: int | None = None,
+) -> TuningResult:
+    """Optuna TPE search (seeded) over ``search_space`` plus the imbalance method, on time folds.
+
+    Each trial fits uncalibrated models on every fold's training rows (SMOTE, when chosen,
+    inside ``fit`` on those rows only) and scores the mean ``metric`` ("average_precision" or
+    "auc_roc") on the validation blocks. Stops after ``n_trials`` or ``timeout_seconds``,
+    whichever comes first (a running trial finishes). Folds without fraud on both sides are
+    skipped. ``n_jobs``: training threads per fit (default ``TRAIN_THREADS``).
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+    if metric not in TUNING_METRICS:
+        raise ValueError(f"unknown tuning metric {metric!r}; valid: {', '.join(TUNING_METRICS)}")
+    bad = [m for m in imbalance_methods if m not in IMBALANCE_METHODS]
+    if bad or not imbalance_methods:
+        raise ValueError(
+            f"imbalance_methods must be among {', '.join(IMBALANCE_METHODS)}, got {imbalance_methods}"
+        )
+    if n_trials is None and timeout_seconds is None:
+        raise ValueError("give n_trials or timeout_seconds (or both): tuning needs a budget")
+    y_arr = np.asarray(y).ravel().astype(np.int64)
+    if len(X) != len(y_arr) or len(X) != len(timestamps):
+        raise ValueError(f"X ({len(X)}), y ({len(y_arr)}) and timestamps ({len(timestamps)}) must be aligned")
+    folds = _usable_folds(
+        time_ordered_folds(timestamps, n_folds, gap, min_train_fraction), y_arr, imbalance_methods
+    )
+    score_fn = TUNING_METRICS[metric]
+    threads = {} if n_jobs is None else {"n_jobs": n_jobs}
+
+    def objective(trial: optuna.Trial) -> float:
+        params = search_space(trial, algorithm)
+        method = trial.suggest_categorical("imbalance_method", list(imbalance_methods))
+        scores = []
+        for train, val in folds:
+            clf = FraudClassifier(
+                algorithm,
+                imbalance_method=method,
+                calibration="none",
+                random_state=random_state,
+                **params,
+                **threads,
+            )
+            clf.fit(X.iloc[train], y_arr[train])
+            scores.append(float(score_fn(y_arr[val], clf.predict_proba(X.iloc[val])[:, 1])))
+        trial.set_user_attr("fold_scores", scores)
+        return float(np.mean(scores))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=random_state))
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, catch=())
+    elapsed = time.perf_counter() - started
+
+    rows = []
+    for t in study.trials:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "score": t.value,
+                "seconds": duration,
+                "fold_scores": t.user_attrs.get("fold_scores"),
+                **t.params,
+            }
+        )
+    best = study.best_trial
+    best_params = {k: v for k, v in best.params.items() if k != "imbalance_method"}
+    # Fixed (non-searched) entries of the space, e.g. lightgbm's max_depth=-1 and subsample_freq=1.
+    fixed = search_space(optuna.trial.FixedTrial(best.params), algorithm)
+    best_params = {**fixed, **best_params}
+    return TuningResult(
+        algorithm=algorithm,
+        best_params=best_params,
+        best_score=float(best.value),
+        imbalance_method=best.params["imbalance_method"],
+        metric=metric,
+        trials=pd.DataFrame(rows),
+        elapsed_seconds=elapsed,
+        n_folds=len(folds),
+        fold_sizes=[(len(tr), len(va)) for tr, va in folds],
+    )
+
+
+def train_candidate(
+    algorithm: str,
+    X_train: pd.DataFrame,
+    y_train: Any,
+    timestamps_train: Any,
+    *,
+    n_trials: int | None = 20,
+    timeout_seconds: float | None = None,
+    imbalance_methods: tuple[str, ...] = ("class_weight", "smote"),
+    metric: str = "average_precision",
+    gap: pd.Timedelta | str = DEFAULT_GAP,
+    n_folds: int = 3,
+    calibration: str = "isotonic",
+    calibration_fraction: float = 0.2,
+    threshold_objective: str = "f1",
+    threshold_kwargs: dict[str, Any] | None = None,
+    random_state: int = 42,
+    n_jobs: int | None = None,
+) -> tuple[FraudClassifier, dict[str, Any]]:
+    """Tune, refit, calibrate and set the threshold: a candidate model ready to be evaluated.
+
+    Rows are put in time order. The latest ``calibration_fraction`` of them is held out: the
+    model trains on the earlier rows with the tuned parameters, the calibrator and then the
+    threshold (``threshold_objective``, see ``metrics.threshold_for``) are fitted on the held-out
+    slice. ``n_trials=0`` skips tuning (default parameters, first imbalance method).
+
+    Returns the fitted classifier and a report: params, imbalance method, tuning score and
+    trials, row counts, windows, the held-out slice's metrics and timings.
+    """
+    ts = pd.to_datetime(pd.Series(np.asarray(timestamps_train)))
+    y_arr = np.asarray(y_train).ravel().astype(np.int64)
+    if not (len(X_train) == len(y_arr) == len(ts)):
+        raise ValueError(f"X_train ({len(X_train)}), y_train ({len(y_arr)}) and timestamps must be aligned")
+    order = np.argsort(ts.to_numpy(), kind="stable")
+    X_sorted = X_train.iloc[order].reset_index(drop=True)
+    y_sorted, ts_sorted = y_arr[order], ts.iloc[order].reset_index(drop=True)
+
+    started = time.perf_counter()
+    tuning: TuningResult | None = None
+    if n_trials == 0:
+        kwargs: dict[str, Any] = {"imbalance_method": imbalance_methods[0]}
+    else:
+        tuning = tune(
+            algorithm, X_sorted, y_sorted, ts_sorted, n_trials=n_trials, timeout_seconds=timeout_seconds,
+            imbalance_methods=imbalance_methods, metric=metric, gap=gap, n_folds=n_folds,
+            random_state=random_state, n_jobs=n_jobs,
+        )  # fmt: skip
+        kwargs = tuning.classifier_kwargs()
+    tuned_at = time.perf_counter()
+
+    cut = len(X_sorted) - round(len(X_sorted) * calibration_fraction)
+    if cut <= 0 or cut >= len(X_sorted):
+        raise ValueError(f"calibration_fraction {calibration_fraction} leaves no rows on one side")
+    X_fit, y_fit = X_sorted.iloc[:cut], y_sorted[:cut]
+    X_hold, y_hold = X_sorted.iloc[cut:], y_sorted[cut:]
+    if n_jobs is not None:
+        kwargs["n_jobs"] = n_jobs
+    clf = FraudClassifier(algorithm, calibration=calibration, random_state=random_state, **kwargs)
+    clf.fit(X_fit, y_fit, X_val=X_hold, y_val=y_hold)
+    threshold = clf.optimize_threshold(X_hold, y_hold, metric=threshold_objective, **(threshold_kwargs or {}))
+    fitted_at = time.perf_counter()
+
+    report: dict[str, Any] = {
+        "algorithm": algorithm,
+        "params": clf.get_params(),
+        "imbalance_method": clf.imbalance_method,
+        "tuning_metric": metric,
+        "tuning_score": tuning.best_score if tuning else None,
+        "n_trials": len(tuning.trials) if tuning else 0,
+        "trials": tuning.trials if tuning else pd.DataFrame(),
+        "n_folds": tuning.n_folds if tuning else 0,
+        "calibration": calibration,
+        "threshold": threshold,
+        "threshold_objective": threshold_objective,
+        "n_train_rows": int(cut),
+        "n_holdout_rows": len(X_hold),
+        "train_window": (str(ts_sorted.iloc[0]), str(ts_sorted.iloc[cut - 1])),
+        "holdout_window": (str(ts_sorted.iloc[cut]), str(ts_sorted.iloc[-1])),
+        "holdout_metrics": clf.evaluate(X_hold, y_hold),
+        "tuning_seconds": tuned_at - started,
+        "fit_seconds": fitted_at - tuned_at,
+    }
+    return clf, report

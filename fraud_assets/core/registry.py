@@ -1,0 +1,141 @@
+"""The MLflow model registry: candidates become versions of `fraud-detector`; one is `champion`.
+
+Format, chosen deliberately: the model is logged with MLflow's **pyfunc** flavour wrapping our
+own model bundle (`fraud_assets.core.bundle`) as an artifact. MLflow 3's scikit-learn flavour
+serializes with skops and refuses XGBoost/LightGBM objects unless declared trusted, and it would
+lose the preprocessor, threshold and SHA-256 that travel in the bundle. The pyfunc model
+verifies the bundle's SHA-256 when it loads, and `mlflow models serve` can serve it.
+
+Every version carries tags (`bundle_uri`, `bundle_sha256`, `algorithm`, the headline metrics),
+so the champion gate and the API can find and verify the champion's bundle without MLflow's
+artifact store in the request path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+MODEL_NAME = "fraud-detector"
+CHAMPION = "champion"
+# Given, so MLflow does not spend ~45 s inferring requirements at every log_model; our own
+# package travels with the model through code_paths.
+PIP_REQUIREMENTS = ["pandas", "numpy", "scikit-learn", "xgboost-cpu", "lightgbm", "fsspec"]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # fraud_assets/
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
+    """Create the experiment with our artifact location if it does not exist yet; its id."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    if artifact_location and "://" not in artifact_location:
+        Path(artifact_location).mkdir(parents=True, exist_ok=True)
+        artifact_location = Path(artifact_location).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+class FraudBundleModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: scores a DataFrame of transactions with a verified model bundle.
+
+    Input rows carry the event columns and history features the bundle's preprocessor uses;
+    the output has `fraud_probability` and `is_fraud` at the bundle's threshold.
+    """
+
+    def load_context(self, context) -> None:
+        from fraud_assets.core.bundle import ModelBundle
+
+        meta = json.loads(Path(context.artifacts["bundle_meta"]).read_text())
+        self.bundle = ModelBundle.load(context.artifacts["bundle"], expected_sha256=meta["sha256"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        matrix = self.bundle.preprocessor.transform(model_input)
+        proba = self.bundle.classifier.predict_proba(matrix)[:, 1]
+        return pd.DataFrame(
+            {"fraud_probability": proba, "is_fraud": (proba >= self.bundle.threshold).astype(int)}
+        )
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    version: str
+    run_id: str
+    bundle_uri: str
+    bundle_sha256: str
+    tags: dict[str, str]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k.removeprefix("metric."): float(v) for k, v in self.tags.items() if k.startswith("metric.")}
+
+
+class ModelRegistry:
+    """Register model versions and move the `champion` alias; tracking URI is configuration."""
+
+    def __init__(self, tracking_uri: str, model_name: str = MODEL_NAME):
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def log_bundle_model(self, bundle_path: str | Path, sha256: str, artifact_path: str = "model") -> str:
+        """Log the bundle as a pyfunc model in the active run; returns the model URI."""
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = Path(tmp) / "bundle_meta.json"
+            meta.write_text(json.dumps({"sha256": sha256, "bundle_uri": str(bundle_path)}))
+            info = mlflow.pyfunc.log_model(
+                name=artifact_path,
+                python_model=FraudBundleModel(),
+                artifacts={"bundle": str(bundle_path), "bundle_meta": str(meta)},
+                pip_requirements=PIP_REQUIREMENTS,
+                code_paths=[str(PACKAGE_DIR)],
+            )
+        return info.model_uri
+
+    def register(
+        self, model_uri: str, run_id: str, bundle_uri: str, sha256: str, tags: dict[str, Any]
+    ) -> str:
+        """A new version of the registered model, tagged so it can be found and verified."""
+        with contextlib.suppress(MlflowException):  # exists already
+            self.client.create_registered_model(self.model_name)
+        version = self.client.create_model_version(
+            self.model_name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+        )
+        for key, value in {"bundle_uri": bundle_uri, "bundle_sha256": sha256}.items():
+            self.client.set_model_version_tag(self.model_name, version.version, key, value)
+        return str(version.version)
+
+    def get(self, version: str) -> RegisteredVersion:
+        mv = self.client.get_model_version(self.model_name, version)
+        return RegisteredVersion(
+            str(mv.version),
+            mv.run_id,
+            mv.tags.get("bundle_uri", ""),
+            mv.tags.get("bundle_sha256", ""),
+            dict(mv.tags),
+        )
+
+    def champion(self) -> RegisteredVersion | None:
+        """The version holding the `champion` alias, or None before the first promotion."""
+        try:
+            mv = self.client.get_model_version_by_alias(self.model_name, CHAMPION)
+        except MlflowException:
+            return None
+        return self.get(str(mv.version))
+
+    def promote(self, version: str) -> None:
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
+
+    def record_challenger(self, version: str, outcome: str) -> None:
+        """Note on a version why it was or was not promoted (visible in the MLflow UI)."""
+        self.client.set_model_version_tag(self.model_name, version, "champion_gate", outcome)

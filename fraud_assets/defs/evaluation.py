@@ -1,0 +1,133 @@
+"""Stage 5, evaluation: every candidate on the same held-out days, with fraud's metrics."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.evaluation import (
+    TARGETS,
+    best_candidate,
+    comparison_table,
+    evaluate_candidate,
+)
+from fraud_assets.core.plots import feature_importance_png, png_markdown, pr_curve_png, roc_curve_png
+from fraud_assets.core.splitting import TEST
+from fraud_assets.defs.training import CANDIDATE_KEYS, split_xy
+
+
+class EvaluationConfig(dg.Config):
+    select_by: str = "average_precision"
+    cost_missed_fraud: float = 100.0
+    cost_false_alarm: float = 5.0
+
+
+TARGET_CHECKS = [
+    dg.AssetCheckSpec(
+        f"meets_{metric}_target",
+        asset="model_evaluation",
+        description=f"The best candidate's {metric} on the held-out days is above the seed's target {target}.",
+    )
+    for metric, target in TARGETS.items()
+]
+
+
+@dg.asset(
+    ins={
+        "training_data": dg.AssetIn(),
+        **{key.path[-1]: dg.AssetIn(key, input_manager_key="model_io_manager") for key in CANDIDATE_KEYS},
+    },
+    group_name="evaluation",
+    kinds={"scikit-learn", "matplotlib"},
+    io_manager_key="model_io_manager",
+    required_resource_keys={"mlflow"},
+    check_specs=TARGET_CHECKS,
+    description=(
+        "Every candidate scored on the held-out days: AUC-ROC, average precision, precision at "
+        "90% recall, precision/recall at the chosen threshold, confusion matrix, expected cost, "
+        "Card Precision@100, metrics per segment; ROC/PR curves and feature importance. Picks the "
+        "best candidate for the champion gate."
+    ),
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext, config: EvaluationConfig, training_data: pd.DataFrame, **candidates
+):
+    test, y = split_xy(training_data, TEST)
+    test = test.reset_index(drop=True)
+    evaluations = {
+        model["algorithm"]: evaluate_candidate(
+            model["algorithm"],
+            model["preprocessor"],
+            model["classifier"],
+            test,
+            cost_fn=config.cost_missed_fraud,
+            cost_fp=config.cost_false_alarm,
+        )
+        for model in candidates.values()
+    }
+    best = best_candidate(evaluations, config.select_by)
+    chosen = evaluations[best]
+    table = comparison_table(evaluations)
+    best_model = next(m for m in candidates.values() if m["algorithm"] == best)
+    importance = best_model["classifier"].get_feature_importance(top_n=20)
+    m = chosen.metrics
+    confusion = pd.DataFrame(
+        {"predicted legit": [m["tn"], m["fn"]], "predicted fraud": [m["fp"], m["tp"]]},
+        index=["actual legit", "actual fraud"],
+    )
+    scores = {name: e.scores for name, e in evaluations.items()}
+    charts = {
+        "roc.png": roc_curve_png(y, scores),
+        "pr.png": pr_curve_png(y, scores),
+        "importance.png": feature_importance_png(importance, top_n=20),
+    }
+    report = {
+        "best": best,
+        "selected_by": config.select_by,
+        "metrics": {name: e.metrics for name, e in evaluations.items()},
+        "segments": chosen.segments.to_dict(orient="records"),
+        "test_window": [str(test[c.TIMESTAMP].min()), str(test[c.TIMESTAMP].max())],
+        "imbalance_methods": {m["algorithm"]: m["report"]["imbalance_method"] for m in candidates.values()},
+    }
+    _log_to_mlflow(context.resources.mlflow, report, table, charts)
+    metadata = {
+        "best_model": best,
+        **{k: dg.MetadataValue.float(round(float(m[k]), 4)) for k in ("auc_roc", "average_precision")},
+        "precision_at_90_recall": dg.MetadataValue.float(round(float(m["precision_at_90_recall"]), 4)),
+        "card_precision_at_100": dg.MetadataValue.float(round(float(m.get("card_precision_at_100", 0)), 4)),
+        "comparison": dg.MetadataValue.md(table.round(4).to_markdown()),
+        "confusion_matrix": dg.MetadataValue.md(confusion.to_markdown()),
+        "segments": dg.MetadataValue.md(chosen.segments.round(4).to_markdown(index=False)),
+        "imbalance_method_by_model": dg.MetadataValue.json(report["imbalance_methods"]),
+        "roc_curves": dg.MetadataValue.md(png_markdown(charts["roc.png"], "ROC curves")),
+        "precision_recall_curves": dg.MetadataValue.md(png_markdown(charts["pr.png"], "PR curves")),
+        "feature_importance": dg.MetadataValue.md(png_markdown(charts["importance.png"], best)),
+        "test_rows": len(test),
+        "test_frauds": int(y.sum()),
+    }
+    yield dg.Output(report, metadata=metadata)
+    for metric, target in TARGETS.items():
+        value = float(m[metric])
+        yield dg.AssetCheckResult(
+            check_name=f"meets_{metric}_target",
+            passed=value > target,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{best}: {metric} = {value:.4f} (target > {target})",
+            metadata={"value": value, "target": target},
+        )
+
+
+def _log_to_mlflow(mlflow, report: dict, table: pd.DataFrame, charts: dict[str, bytes]) -> None:
+    """The report, the comparison and the charts as artifacts of this run's MLflow run."""
+    for name, row in table.iterrows():
+        mlflow.log_metrics({f"test.{name}.{k}": float(v) for k, v in row.items() if pd.notna(v)})
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "evaluation_report.json").write_text(json.dumps(report, indent=2, default=str))
+        (folder / "comparison.md").write_text(table.to_markdown())
+        for filename, png in charts.items():
+            (folder / filename).write_bytes(png)
+        mlflow.log_artifacts(str(folder), artifact_path="evaluation")

@@ -1,0 +1,191 @@
+"""Stage 6, registry: the best candidate becomes a challenger; only a better one becomes champion.
+
+`challenger_model` bundles the best candidate (versioned file with a SHA-256), logs it to MLflow
+and registers it as a new version of `fraud-detector`. The blocking `champion_gate` check
+scores challenger and current champion on the same held-out days; `champion_model`, downstream
+of the gate, moves the `champion` alias and is what the scoring API serves. A challenger that
+fails the gate stays recorded in MLflow (tagged with why) and the champion stays.
+"""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+from dagster_mlflow import end_mlflow_on_run_finished
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.bundle import BundleLoadError, ModelBundle, frame_fingerprint
+from fraud_assets.core.evaluation import fraud_scores
+from fraud_assets.core.metrics import evaluate_scores
+from fraud_assets.core.splitting import TEST, TRAIN
+from fraud_assets.defs.resources import ModelStoreResource
+from fraud_assets.defs.training import CANDIDATE_KEYS, split_xy
+
+GATE_METRIC = "average_precision"
+
+
+@dg.asset(
+    ins={
+        "training_data": dg.AssetIn(),
+        "model_evaluation": dg.AssetIn(input_manager_key="model_io_manager"),
+        **{key.path[-1]: dg.AssetIn(key, input_manager_key="model_io_manager") for key in CANDIDATE_KEYS},
+    },
+    group_name="registry",
+    kinds={"mlflow"},
+    io_manager_key="model_io_manager",
+    required_resource_keys={"mlflow", "model_store", "model_registry"},
+    description=(
+        "The best candidate as one versioned model bundle (preprocessor, model, threshold, feature "
+        "list, training window, data fingerprint, metrics; SHA-256), logged to MLflow as a pyfunc "
+        "model and registered as a new version of `fraud-detector`."
+    ),
+)
+def challenger_model(
+    context: dg.AssetExecutionContext, training_data: pd.DataFrame, model_evaluation: dict, **candidates
+):
+    best = model_evaluation["best"]
+    chosen = next(m for m in candidates.values() if m["algorithm"] == best)
+    train = training_data[training_data["split"] == TRAIN]
+    metrics = {k: float(v) for k, v in model_evaluation["metrics"][best].items()}
+    bundle = ModelBundle(
+        preprocessor=chosen["preprocessor"],
+        classifier=chosen["classifier"],
+        threshold=float(chosen["classifier"].threshold),
+        feature_names=list(chosen["classifier"].feature_names_),
+        algorithm=best,
+        training_window=(str(train[c.TIMESTAMP].min().date()), str(train[c.TIMESTAMP].max().date())),
+        data_fingerprint=frame_fingerprint(train),
+        metrics=metrics,
+    )
+    store: ModelStoreResource = context.resources.model_store
+    path, sha256 = bundle.save(store.bundle_directory())
+    saved = ModelBundle.load(path, expected_sha256=sha256)  # what serving will load, verified
+
+    mlflow = context.resources.mlflow
+    registry = context.resources.model_registry.registry()
+    mlflow.log_params({"best_algorithm": best, "bundle_version": saved.version})
+    mlflow.log_metrics({f"challenger.{k}": v for k, v in metrics.items()})
+    model_uri = registry.log_bundle_model(path, sha256)
+    run_id = mlflow.active_run().info.run_id
+    tags = {
+        "algorithm": best,
+        "bundle_version": saved.version,
+        **{f"metric.{k}": v for k, v in metrics.items()},
+    }
+    version = registry.register(model_uri, run_id, str(path), sha256, tags)
+    mlflow.end_run()  # one MLflow run per training run; ad-hoc UI runs get no end hook
+
+    record = {
+        "bundle_uri": str(path),
+        "bundle_sha256": sha256,
+        "bundle_version": saved.version,
+        "mlflow_model_version": version,
+        "mlflow_run_id": run_id,
+        "algorithm": best,
+        "threshold": bundle.threshold,
+        "training_window": list(bundle.training_window),
+        "metrics": metrics,
+        "dagster_run_id": context.run_id,
+    }
+    context.add_output_metadata(_record_metadata(record))
+    return record
+
+
+def _record_metadata(record: dict) -> dict:
+    metrics = record["metrics"]
+    return {
+        "bundle_uri": dg.MetadataValue.path(record["bundle_uri"]),
+        "bundle_sha256": record["bundle_sha256"],
+        "bundle_version": record["bundle_version"],
+        "mlflow_model_version": record["mlflow_model_version"],
+        "mlflow_run_id": record["mlflow_run_id"],
+        "algorithm": record["algorithm"],
+        "threshold": dg.MetadataValue.float(record["threshold"]),
+        "training_window": " .. ".join(record["training_window"]),
+        **{
+            k: dg.MetadataValue.float(round(metrics[k], 4))
+            for k in ("auc_roc", "average_precision", "precision_at_90_recall")
+            if k in metrics
+        },
+    }
+
+
+@dg.asset_check(
+    asset=challenger_model,
+    additional_ins={"training_data": dg.AssetIn()},
+    blocking=True,
+    required_resource_keys={"model_registry"},
+    description=(
+        "The challenger must score at least as well as the current champion (average precision) on "
+        "the same held-out days; otherwise the champion stays and nothing downstream runs."
+    ),
+)
+def champion_gate(
+    context: dg.AssetCheckExecutionContext, challenger_model: dict, training_data: pd.DataFrame
+):
+    test, y = split_xy(training_data, TEST)
+    registry = context.resources.model_registry.registry()
+    challenger = ModelBundle.load(challenger_model["bundle_uri"], challenger_model["bundle_sha256"])
+    challenger_score = _score(challenger, test, y)
+    champion = registry.champion()
+    if champion is None:
+        outcome = f"first model: no champion yet; challenger {GATE_METRIC} {challenger_score:.4f}"
+        return dg.AssetCheckResult(
+            passed=True, description=outcome, metadata={"challenger": challenger_score}
+        )
+    try:
+        incumbent = ModelBundle.load(champion.bundle_uri, champion.bundle_sha256)
+    except BundleLoadError as err:  # a champion we cannot verify is no reason to keep it
+        context.log.warning(f"champion version {champion.version} cannot be loaded ({err}); replacing it")
+        return dg.AssetCheckResult(
+            passed=True, description=f"champion unusable: {err}", metadata={"challenger": challenger_score}
+        )
+    champion_score = _score(incumbent, test, y)
+    passed = challenger_score >= champion_score
+    outcome = (
+        f"challenger v{challenger_model['mlflow_model_version']} {GATE_METRIC} {challenger_score:.4f} "
+        f"{'>=' if passed else '<'} champion v{champion.version} {champion_score:.4f} on {len(test)} held-out rows"
+    )
+    registry.record_challenger(
+        challenger_model["mlflow_model_version"], ("promoted: " if passed else "rejected: ") + outcome
+    )
+    return dg.AssetCheckResult(
+        passed=passed,
+        description=outcome + ("" if passed else "; the champion stays"),
+        metadata={
+            "challenger": challenger_score,
+            "champion": champion_score,
+            "champion_version": champion.version,
+        },
+    )
+
+
+def _score(bundle: ModelBundle, test: pd.DataFrame, y) -> float:
+    scores = fraud_scores(bundle.preprocessor, bundle.classifier, test)
+    return float(evaluate_scores(y, scores, bundle.threshold)[GATE_METRIC])
+
+
+@dg.asset(
+    group_name="registry",
+    kinds={"mlflow"},
+    io_manager_key="model_io_manager",
+    required_resource_keys={"model_registry"},
+    description=(
+        "The served model: the challenger that passed `champion_gate`, holding MLflow's `champion` "
+        "alias. The scoring API loads the latest materialization of this asset (bundle URI and "
+        "SHA-256 in its metadata)."
+    ),
+)
+def champion_model(context: dg.AssetExecutionContext, challenger_model: dict) -> dict:
+    context.resources.model_registry.registry().promote(challenger_model["mlflow_model_version"])
+    record = {**challenger_model, "promoted_at": dt.datetime.now(dt.UTC).isoformat()}
+    context.add_output_metadata({**_record_metadata(record), "promoted_at": record["promoted_at"]})
+    return record
+
+
+training_job = dg.define_asset_job(
+    "train_models",
+    selection=dg.AssetSelection.groups("training", "models", "evaluation", "registry"),
+    description="Train every candidate, evaluate them, register the best; promote it only if it beats the champion.",
+    hooks={end_mlflow_on_run_finished},
+)

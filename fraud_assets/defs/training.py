@@ -1,0 +1,166 @@
+"""Stage 4, training: the time-ordered training set and one asset per candidate model.
+
+Each candidate (logistic regression baseline, random forest, XGBoost, LightGBM) is its own
+asset, so the lineage shows them side by side; tuning runs under a budget set in the launchpad.
+"""
+
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.bundle import frame_fingerprint
+from fraud_assets.core.preprocessor import FraudPreprocessor
+from fraud_assets.core.splitting import TEST, TRAIN, assign_split, require_both_classes
+from fraud_assets.core.training import ALGORITHMS, train_candidate
+from fraud_assets.defs.metadata import preview
+
+SPLIT = "split"
+
+
+class TrainingWindowConfig(dg.Config):
+    """Which days to learn from and how to hold out the most recent ones."""
+
+    max_days: int = 0  # 0: every materialized day of transaction_features
+    test_fraction: float = 0.2  # the latest share of the window, held out for evaluation
+    gap_days: float = 7.0  # between training and test: the label delay
+
+
+@dg.asset(
+    ins={"transaction_features": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    group_name="training",
+    kinds={"pandas", "parquet"},
+    description=(
+        "Labelled feature rows of the training window, each marked `train` or `test` by time: "
+        "test is the most recent share of days, train ends a label-delay gap earlier and only "
+        "keeps labels that were known when the test window began. Never a random split."
+    ),
+)
+def training_data(
+    context: dg.AssetExecutionContext, config: TrainingWindowConfig, transaction_features: pd.DataFrame
+):
+    frame = transaction_features.sort_values(c.TIMESTAMP, kind="stable").reset_index(drop=True)
+    if config.max_days > 0 and len(frame):
+        start = frame[c.TIMESTAMP].max().normalize() - pd.Timedelta(days=config.max_days - 1)
+        frame = frame[frame[c.TIMESTAMP] >= start].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError("the training window is empty: materialize transaction_features first")
+    role, split = assign_split(frame, config.test_fraction, config.gap_days)
+    frame[SPLIT] = role.to_numpy()
+    frame = frame[frame[SPLIT].isin([TRAIN, TEST])].reset_index(drop=True)
+    require_both_classes(
+        frame.loc[frame[SPLIT] == TRAIN, c.IS_FRAUD], f"the training rows (before {split.train_end})"
+    )
+    require_both_classes(
+        frame.loc[frame[SPLIT] == TEST, c.IS_FRAUD], f"the test rows (from {split.test_start})"
+    )
+    counts = frame.groupby(SPLIT)[c.IS_FRAUD].agg(rows="size", frauds="sum")
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(frame),
+            "train_window": f"{frame.loc[frame[SPLIT] == TRAIN, c.TIMESTAMP].min()} .. {split.train_end}",
+            "test_window": f"{split.test_start} .. {split.test_end}",
+            "rows_by_split": dg.MetadataValue.md(counts.to_markdown()),
+            "data_fingerprint": frame_fingerprint(frame),
+            "preview": preview(frame),
+        }
+    )
+    return frame
+
+
+def split_xy(frame: pd.DataFrame, role: str) -> tuple[pd.DataFrame, np.ndarray]:
+    part = frame[frame[SPLIT] == role]
+    return part, part[c.IS_FRAUD].astype("int64").to_numpy()
+
+
+class CandidateConfig(dg.Config):
+    """Tuning budget and decision rule of one candidate; the defaults keep `make run` quick."""
+
+    n_trials: int = 4
+    timeout_seconds: float = 60.0
+    imbalance_methods: list[str] = ["class_weight", "smote"]  # tuned among: class_weight, smote, none
+    tuning_metric: Literal["average_precision", "auc_roc"] = "average_precision"
+    calibration: Literal["isotonic", "sigmoid", "none"] = "isotonic"
+    threshold_objective: Literal["f1", "recall", "precision", "cost"] = "f1"
+    target_recall: float = 0.9
+    cost_missed_fraud: float = 100.0
+    cost_false_alarm: float = 5.0
+
+
+def _candidate(algorithm: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{algorithm}_model",
+        group_name="models",
+        kinds={"scikit-learn" if algorithm in ("logistic_regression", "random_forest") else algorithm},
+        io_manager_key="model_io_manager",
+        required_resource_keys={"mlflow"},
+        description=(
+            f"{algorithm.replace('_', ' ').title()} candidate: tuned with Optuna on prequential time "
+            "folds (imbalance handling tuned too, SMOTE inside training folds only), refit, "
+            "calibrated on the latest training slice, threshold chosen there."
+        ),
+    )
+    def candidate(
+        context: dg.AssetExecutionContext, config: CandidateConfig, training_data: pd.DataFrame
+    ) -> dict:
+        train, y_train = split_xy(training_data, TRAIN)
+        preprocessor = FraudPreprocessor().fit(train, y_train)
+        classifier, report = train_candidate(
+            algorithm,
+            preprocessor.transform(train),
+            y_train,
+            train[c.TIMESTAMP],
+            n_trials=config.n_trials,
+            timeout_seconds=config.timeout_seconds,
+            imbalance_methods=tuple(config.imbalance_methods),
+            metric=config.tuning_metric,
+            calibration=config.calibration,
+            threshold_objective=config.threshold_objective,
+            threshold_kwargs=_threshold_kwargs(config),
+        )
+        holdout = report["holdout_metrics"]
+        mlflow = context.resources.mlflow
+        mlflow.log_params({f"{algorithm}.{k}": v for k, v in report["params"].items()})
+        mlflow.log_metrics({f"{algorithm}.holdout_{k}": float(v) for k, v in holdout.items()})
+        context.add_output_metadata(
+            {
+                "imbalance_method": report["imbalance_method"],
+                "tuning_score": float(report["tuning_score"] or np.nan),
+                "trials": report["n_trials"],
+                "tuning_seconds": round(report["tuning_seconds"], 1),
+                "fit_seconds": round(report["fit_seconds"], 1),
+                "threshold": round(float(report["threshold"]), 6),
+                "holdout_average_precision": round(float(holdout["average_precision"]), 4),
+                "features": len(preprocessor.feature_names_),
+                "features_left_out": dg.MetadataValue.json(preprocessor.missing_features_),
+                "trials_table": dg.MetadataValue.md(_trials_markdown(report["trials"])),
+            }
+        )
+        return {
+            "algorithm": algorithm,
+            "preprocessor": preprocessor,
+            "classifier": classifier,
+            "report": report,
+        }
+
+    return candidate
+
+
+def _threshold_kwargs(config: CandidateConfig) -> dict:
+    if config.threshold_objective == "recall":
+        return {"target_recall": config.target_recall}
+    if config.threshold_objective == "cost":
+        return {"cost_fn": config.cost_missed_fraud, "cost_fp": config.cost_false_alarm}
+    return {}
+
+
+def _trials_markdown(trials: pd.DataFrame) -> str:
+    if trials is None or trials.empty:
+        return "_no tuning_"
+    return trials.sort_values("score", ascending=False).head(10).to_markdown(index=False)
+
+
+CANDIDATE_ASSETS = [_candidate(algorithm) for algorithm in ALGORITHMS]
+CANDIDATE_KEYS = [a.key for a in CANDIDATE_ASSETS]

@@ -1,0 +1,141 @@
+"""ModelBundle: save/load round trip, integrity check before unpickling, immutable versioned paths."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.preprocessing import StandardScaler
+
+from fraud_assets.core.bundle import (
+    BundleIntegrityError,
+    BundleLoadError,
+    ModelBundle,
+    frame_fingerprint,
+    sha256_file,
+)
+from fraud_assets.core.training import FraudClassifier
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.normal(size=(1500, 5)), columns=[f"f{i}" for i in range(5)])
+    y = (rng.random(1500) < 1 / (1 + np.exp(-(-4.5 + 2 * X["f0"])))).astype(int)
+    return X, y.to_numpy()
+
+
+@pytest.fixture
+def bundle(data):
+    X, y = data
+    clf = FraudClassifier("logistic_regression").fit(X, y)
+    clf.threshold = 0.2
+    return ModelBundle(
+        preprocessor=StandardScaler().fit(X),
+        classifier=clf,
+        threshold=clf.threshold,
+        feature_names=list(X.columns),
+        algorithm="logistic_regression",
+        training_window=("2025-01-01", "2025-01-30"),
+        data_fingerprint=frame_fingerprint(X),
+        metrics={"auc_roc": 0.9, "average_precision": 0.4},
+        created_at="2026-11-27T10:15:00+00:00",
+    )
+
+
+def test_round_trip(bundle, data, tmp_path):
+    X, _ = data
+    path, digest = bundle.save(tmp_path / "bundles")
+    assert path.exists() and path.parent == tmp_path / "bundles"
+    assert re.fullmatch(r"20261127T101500-logistic_regression-[0-9a-f]{8}", bundle.version)
+    assert path.name == f"{bundle.version}.pkl"
+    assert digest == sha256_file(path)
+    loaded = ModelBundle.load(path, expected_sha256=digest)
+    assert loaded.version == bundle.version and loaded.threshold == 0.2
+    assert loaded.feature_names == list(X.columns) and loaded.metrics == bundle.metrics
+    np.testing.assert_array_equal(loaded.classifier.predict_proba(X), bundle.classifier.predict_proba(X))
+    np.testing.assert_array_equal(loaded.preprocessor.transform(X), bundle.preprocessor.transform(X))
+    assert ModelBundle.load(str(path), None).version == bundle.version  # explicit opt-out of the check
+    assert loaded.summary()["version"] == bundle.version
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # one file, no leftovers
+
+
+def test_tampered_byte_is_refused_before_unpickling(bundle, tmp_path, monkeypatch):
+    path, digest = bundle.save(tmp_path)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    import fraud_assets.core.bundle as bundle_module
+
+    def no_unpickling(*_a, **_k):
+        raise AssertionError("unpickled a file that failed its integrity check")
+
+    monkeypatch.setattr(bundle_module.pickle, "loads", no_unpickling)
+    with pytest.raises(BundleIntegrityError) as info:
+        ModelBundle.load(path, expected_sha256=digest)
+    assert digest in str(info.value) and sha256_file(path) in str(info.value)
+    assert isinstance(info.value, BundleLoadError)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(BundleLoadError, match="cannot read"):
+        ModelBundle.load(tmp_path / "nope.pkl", expected_sha256=None)
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"not a pickle at all")
+    with pytest.raises(BundleLoadError, match="corrupt"):
+        ModelBundle.load(junk, expected_sha256=sha256_file(junk))
+    other = tmp_path / "other.pkl"
+    import pickle
+
+    other.write_bytes(pickle.dumps({"a": 1}, protocol=5))
+    with pytest.raises(BundleLoadError, match="not a ModelBundle"):
+        ModelBundle.load(other, expected_sha256=None)
+
+
+def test_versions_are_never_overwritten(bundle, tmp_path):
+    path, digest = bundle.save(tmp_path)
+    mtime = path.stat().st_mtime_ns
+    again, digest_again = bundle.save(tmp_path)  # the same bundle: same version, file left as is
+    assert (again, digest_again) == (path, digest) and path.stat().st_mtime_ns == mtime
+    bundle.metrics = {"auc_roc": 0.91}
+    bundle.version = ""
+    other, other_digest = bundle.save(tmp_path)  # different content: a new version next to the old
+    assert other != path and other_digest != digest
+    assert sha256_file(path) == digest
+    # A different file already at the version's path is an error, not an overwrite.
+    other.write_bytes(b"something else")
+    with pytest.raises(FileExistsError, match="not overwriting"):
+        bundle.save(tmp_path)
+    assert other.read_bytes() == b"something else"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_save_checks_consistency(bundle, tmp_path):
+    bundle.feature_names = ["a", "b"]
+    with pytest.raises(ValueError, match="feature_names"):
+        bundle.save(tmp_path)
+
+
+def test_frame_fingerprint():
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "z"]})
+    fp = frame_fingerprint(df)
+    assert re.fullmatch(r"[0-9a-f]{64}", fp)
+    assert frame_fingerprint(df.copy()) == fp
+    assert frame_fingerprint(df.set_axis([10, 11, 12])) == fp  # the index is not content
+    assert frame_fingerprint(df.assign(a=[1.0, 2.0, 3.5])) != fp
+    assert frame_fingerprint(df.rename(columns={"b": "c"})) != fp
+    assert frame_fingerprint(df.iloc[::-1]) != fp
+    assert frame_fingerprint(df.astype({"a": "float32"})) != fp
+
+
+def test_fsspec_urls(bundle, data):
+    X, _ = data
+    path, digest = bundle.save("memory://fraudops-test/bundles")
+    assert str(path).startswith("memory://fraudops-test/bundles/") and str(path).endswith(".pkl")
+    assert sha256_file(path) == digest
+    loaded = ModelBundle.load(path, expected_sha256=digest)
+    np.testing.assert_array_equal(loaded.classifier.predict_proba(X), bundle.classifier.predict_proba(X))
+    assert bundle.save("memory://fraudops-test/bundles") == (path, digest)

@@ -1,0 +1,303 @@
+"""FraudClassifier, time folds and tuning on small synthetic, imbalanced, time-stamped data."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_assets.core.models import classifier as classifier_module
+from fraud_assets.core.training import (
+    ALGORITHMS,
+    FraudClassifier,
+    NotFittedError,
+    time_ordered_folds,
+    train_candidate,
+    tune,
+)
+from fraud_assets.fraud_classifier import FraudClassifier as SeedFraudClassifier
+
+FAST = {"n_estimators": 40}  # small ensembles keep the suite quick
+
+
+def make_problem(n: int = 4000, n_features: int = 8, days: int = 60, seed: int = 0):
+    """About 2% fraud driven mostly by f0 (then f1, and an f2*f3 interaction), over ``days`` days."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_features))
+    z = -6.5 + 2.2 * X[:, 0] + 1.0 * X[:, 1] - 0.7 * X[:, 2] * X[:, 3]
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    ts = pd.Timestamp("2025-01-01") + pd.to_timedelta(np.sort(rng.uniform(0, days, n)), unit="D")
+    return pd.DataFrame(X, columns=[f"f{i}" for i in range(n_features)]), y, pd.Series(ts)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    X, y, ts = make_problem()
+    assert 0.01 < y.mean() < 0.04
+    cut = 3000  # time-ordered: train on the past, test on the later rows
+    return X.iloc[:cut], y[:cut], X.iloc[cut:], y[cut:], ts
+
+
+@pytest.fixture(scope="module")
+def fitted(problem):
+    X_tr, y_tr, *_ = problem
+    return {algo: FraudClassifier(algo, **FAST).fit(X_tr, y_tr) for algo in ALGORITHMS}
+
+
+def test_seed_import_path():
+    assert SeedFraudClassifier is FraudClassifier
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_each_algorithm_beats_random(fitted, problem, algorithm):
+    *_, X_te, y_te, _ = problem
+    clf = fitted[algorithm]
+    proba = clf.predict_proba(X_te)
+    assert proba.shape == (len(X_te), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    m = clf.evaluate(X_te, y_te)
+    assert m["auc_roc"] > 0.8
+    assert m["average_precision"] > 3 * y_te.mean()
+    assert set(np.unique(clf.predict(X_te))) <= {0, 1}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_fast_path_equals_predict_proba(fitted, problem, algorithm):
+    *_, X_te, _, _ = problem
+    clf = fitted[algorithm]
+    full = clf.predict_proba(X_te)[:, 1]
+    x = X_te.to_numpy()
+    np.testing.assert_allclose(clf.predict_proba_fast(x), full, atol=1e-6, rtol=0)
+    one = clf.predict_proba_fast(x[3])  # a 1-D row works too
+    assert one.shape == (1,)
+    assert abs(one[0] - full[3]) < 1e-6
+    with pytest.raises(ValueError, match="shape"):
+        clf.predict_proba_fast(x[:, :-1])
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_contributions_and_importance_find_the_driver(fitted, problem, algorithm):
+    *_, X_te, _, _ = problem
+    clf = fitted[algorithm]
+    contrib = clf.contributions(X_te)
+    assert contrib.shape == X_te.shape
+    mean_abs = pd.Series(np.abs(contrib).mean(axis=0), index=X_te.columns)
+    assert mean_abs.idxmax() == "f0"
+    # For the riskiest rows, f0 pushes towards fraud.
+    top = np.argsort(-clf.predict_proba(X_te)[:, 1])[:20]
+    assert np.median(contrib[top, 0]) > 0
+    imp = clf.get_feature_importance(top_n=3)
+    assert list(imp.columns) == ["feature", "importance"]
+    assert len(imp) == 3 and imp["feature"].iloc[0] == "f0"
+    codes = clf.reason_codes(X_te.iloc[top[:2]], top_k=2)
+    assert len(codes) == 2 and len(codes[0]) == 2
+
+
+def test_xgboost_contributions_sum_to_the_margin(fitted, problem):
+    *_, X_te, _, _ = problem
+    clf = fitted["xgboost"]
+    raw = clf.backend_.raw_proba(X_te)
+    booster = clf.backend_.model.get_booster()
+    margin = booster.inplace_predict(X_te.to_numpy(), predict_type="margin", validate_features=False)
+    bias = margin - clf.contributions(X_te).sum(axis=1)
+    assert np.ptp(bias) < 1e-3  # the dropped bias column is the same for every row
+    np.testing.assert_allclose(1 / (1 + np.exp(-margin)), raw, atol=1e-5)
+
+
+def test_deterministic_given_random_state(problem):
+    X_tr, y_tr, X_te, *_ = problem
+    for algo in ("xgboost", "lightgbm", "random_forest"):
+        a = FraudClassifier(algo, **FAST).fit(X_tr, y_tr).predict_proba(X_te)
+        b = FraudClassifier(algo, **FAST).fit(X_tr, y_tr).predict_proba(X_te)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_smote_touches_training_rows_only(problem, monkeypatch):
+    X_tr, y_tr, X_te, y_te, _ = problem
+    calls = []
+    real = classifier_module.smote_resample
+
+    def spy(X, y, **kw):
+        calls.append(len(X))
+        X_res, y_res = real(X, y, **kw)
+        calls.append(len(X_res))
+        return X_res, y_res
+
+    monkeypatch.setattr(classifier_module, "smote_resample", spy)
+    clf = FraudClassifier("xgboost", imbalance_method="smote", **FAST).fit(X_tr, y_tr)
+    # The latest 20% calibrates; SMOTE sees the first 80% only and adds rows to it alone.
+    assert calls[0] == 2400 and calls[1] > 2400
+    assert clf.fit_info_["n_calibration_rows"] == 600
+    assert clf.fit_info_["n_train_rows"] == 2400
+    assert clf.fit_info_["n_train_rows_after_resampling"] == calls[1]
+    calls.clear()
+    clf = FraudClassifier("lightgbm", imbalance_method="smote", **FAST).fit(X_tr, y_tr, X_te, y_te)
+    assert calls[0] == len(X_tr) and clf.fit_info_["n_calibration_rows"] == len(X_te)
+    assert clf.evaluate(X_te, y_te)["auc_roc"] > 0.8
+
+
+def test_handle_imbalance_false_means_none(problem):
+    X_tr, y_tr, *_ = problem
+    clf = FraudClassifier("xgboost", handle_imbalance=False, imbalance_method="smote", **FAST).fit(X_tr, y_tr)
+    assert clf.imbalance_method == "none" and clf.fit_info_["pos_weight"] is None
+
+
+def _brier(y, p):
+    return float(np.mean((p - y) ** 2))
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_calibration_improves_brier(problem, method):
+    X_tr, y_tr, X_te, y_te, _ = problem
+    # class weighting inflates raw probabilities; the calibrator, fitted on the latest slice, undoes it
+    raw = FraudClassifier("xgboost", calibration="none", **FAST).fit(X_tr, y_tr)
+    cal = FraudClassifier("xgboost", calibration=method, **FAST).fit(X_tr, y_tr)
+    p_raw, p_cal = raw.predict_proba(X_te)[:, 1], cal.predict_proba(X_te)[:, 1]
+    assert _brier(y_te, p_cal) < 0.8 * _brier(y_te, p_raw)
+    assert abs(p_cal.mean() - y_te.mean()) < abs(p_raw.mean() - y_te.mean())
+    np.testing.assert_allclose(cal.predict_proba_fast(X_te.to_numpy()), p_cal, atol=1e-6, rtol=0)
+
+
+def test_optimize_threshold_sets_predict_threshold(problem):
+    X_tr, y_tr, X_te, y_te, _ = problem
+    clf = FraudClassifier("lightgbm", **FAST).fit(X_tr, y_tr)
+    assert clf.threshold == 0.5
+    for metric in ("f1", "precision", "recall", "cost"):
+        t = clf.optimize_threshold(X_te, y_te, metric=metric)
+        assert clf.threshold == t and 0 <= t <= 1
+    t = clf.optimize_threshold(X_te, y_te, metric="recall", target_recall=0.9)
+    assert clf.evaluate(X_te, y_te)["recall"] >= 0.9
+    assert clf.predict(X_te).sum() == (clf.predict_proba(X_te)[:, 1] >= t).sum()
+    with pytest.raises(ValueError, match="valid"):
+        clf.optimize_threshold(X_te, y_te, metric="accuracy")
+
+
+def test_save_load_round_trip(fitted, problem, tmp_path):
+    *_, X_te, _, _ = problem
+    clf = fitted["lightgbm"]
+    clf.threshold = 0.3
+    path = clf.save(tmp_path / "m" / "clf.pkl")
+    loaded = FraudClassifier.load(path)
+    assert loaded.threshold == 0.3
+    np.testing.assert_array_equal(loaded.predict_proba(X_te), clf.predict_proba(X_te))
+
+
+def test_errors(problem):
+    X_tr, y_tr, X_te, *_ = problem
+    with pytest.raises(ValueError, match="logistic_regression, random_forest, xgboost, lightgbm"):
+        FraudClassifier("catboost")
+    with pytest.raises(ValueError, match="imbalance_method"):
+        FraudClassifier(imbalance_method="adasyn")
+    with pytest.raises(NotFittedError, match="call fit first"):
+        FraudClassifier().predict_proba(X_te)
+    with pytest.raises(NotFittedError, match="call fit first"):
+        FraudClassifier().predict_proba_fast(X_te.to_numpy())
+    with pytest.raises(ValueError, match="no fraud"):
+        FraudClassifier("logistic_regression").fit(X_tr, np.zeros(len(X_tr), dtype=int))
+    with pytest.raises(ValueError, match=r"all .* rows are fraud"):
+        FraudClassifier("logistic_regression").fit(X_tr, np.ones(len(X_tr), dtype=int))
+    with pytest.raises(ValueError, match="no rows"):
+        FraudClassifier("logistic_regression").fit(X_tr.iloc[:0], y_tr[:0])
+    y_late_clean = y_tr.copy()
+    y_late_clean[-700:] = 0  # no fraud in the latest slice: nothing to calibrate on
+    with pytest.raises(ValueError, match="calibration"):
+        FraudClassifier("logistic_regression").fit(X_tr, y_late_clean)
+    clf = FraudClassifier("logistic_regression").fit(X_tr, y_tr)
+    with pytest.raises(ValueError, match=r"missing \['f7'\], extra \[\]"):
+        clf.predict_proba(X_te.drop(columns="f7"))
+    with pytest.raises(ValueError, match=r"extra \['zz'\]"):
+        clf.predict_proba(X_te.assign(zz=1.0))
+    with pytest.raises(ValueError, match="different order"):
+        clf.predict_proba(X_te[X_te.columns[::-1]])
+    with pytest.raises(TypeError, match="DataFrame"):
+        clf.predict_proba(X_te.to_numpy())
+    with pytest.raises(ValueError, match="NaN"):
+        FraudClassifier("logistic_regression").fit(X_tr.assign(f0=np.nan), y_tr)
+
+
+def test_time_ordered_folds_respect_time_and_gap():
+    _, _, ts = make_problem(n=3000, days=90)
+    shuffled = ts.sample(frac=1.0, random_state=1).reset_index(drop=True)  # positions need not be sorted
+    gap = pd.Timedelta("7D")
+    for stamps in (ts, shuffled):
+        folds = time_ordered_folds(stamps, n_folds=3, gap=gap)
+        assert len(folds) == 3
+        values = stamps.to_numpy()
+        prev_train = 0
+        for train, val in folds:
+            assert len(train) > prev_train  # expanding window
+            prev_train = len(train)
+            assert not set(train) & set(val)
+            assert values[val].min() - values[train].max() >= gap
+        assert values[folds[-1][1]].max() == values.max()  # the last block reaches the end
+    with pytest.raises(ValueError, match="more"):
+        time_ordered_folds(ts, n_folds=3, gap=pd.Timedelta("60D"))
+
+
+def test_tune_respects_n_trials(problem):
+    X_tr, y_tr, _, _, ts = problem
+    result = tune("lightgbm", X_tr, y_tr, ts.iloc[:3000], n_trials=3, gap="3D")
+    assert len(result.trials) == 3 and (result.trials["state"] == "COMPLETE").all()
+    assert result.imbalance_method in ("class_weight", "smote")
+    assert result.best_score == pytest.approx(result.trials["score"].max())
+    assert {"n_estimators", "num_leaves", "learning_rate"} <= set(result.best_params)
+    assert result.n_folds == 3 and result.elapsed_seconds > 0
+    # Seeded: the same budget gives the same trials.
+    again = tune("lightgbm", X_tr, y_tr, ts.iloc[:3000], n_trials=3, gap="3D")
+    assert again.trials["score"].tolist() == result.trials["score"].tolist()
+
+
+def test_tune_respects_timeout(problem):
+    X_tr, y_tr, _, _, ts = problem
+    started = time.perf_counter()
+    result = tune(
+        "logistic_regression", X_tr, y_tr, ts.iloc[:3000], n_trials=None, timeout_seconds=1.0, gap="3D"
+    )
+    elapsed = time.perf_counter() - started
+    longest = result.trials["seconds"].max()
+    assert len(result.trials) >= 1
+    assert elapsed < 1.0 + longest + 1.0  # a running trial finishes, then it stops
+    with pytest.raises(ValueError, match="budget"):
+        tune("logistic_regression", X_tr, y_tr, ts.iloc[:3000], n_trials=None)
+
+
+def test_tune_applies_smote_inside_training_folds_only(problem, monkeypatch):
+    X_tr, y_tr, _, _, ts = problem
+    seen = []
+    real = classifier_module.smote_resample
+    monkeypatch.setattr(
+        classifier_module, "smote_resample", lambda X, y, **kw: (seen.append(len(X)), real(X, y, **kw))[1]
+    )
+    folds = time_ordered_folds(ts.iloc[:3000], n_folds=3, gap="3D")
+    tune(
+        "logistic_regression", X_tr, y_tr, ts.iloc[:3000], n_trials=2, imbalance_methods=("smote",), gap="3D"
+    )
+    assert sorted(set(seen)) == sorted({len(train) for train, _ in folds})
+
+
+def test_tune_errors(problem):
+    X_tr, y_tr, _, _, ts = problem
+    with pytest.raises(ValueError, match="valid"):
+        tune("catboost", X_tr, y_tr, ts.iloc[:3000], n_trials=1)
+    with pytest.raises(ValueError, match="no time fold has fraud"):
+        tune("logistic_regression", X_tr, np.r_[y_tr[:100], np.zeros(2900, int)], ts.iloc[:3000], n_trials=1)
+
+
+def test_train_candidate(problem):
+    X_tr, y_tr, X_te, y_te, ts = problem
+    # Shuffle the rows: train_candidate puts them back in time order itself.
+    order = np.random.default_rng(3).permutation(3000)
+    clf, report = train_candidate(
+        "xgboost", X_tr.iloc[order], y_tr[order], ts.iloc[:3000].iloc[order], n_trials=2, gap="3D",
+        calibration="sigmoid", threshold_objective="recall", threshold_kwargs={"target_recall": 0.8},
+    )  # fmt: skip
+    assert clf.is_fitted and clf.threshold == report["threshold"]
+    assert report["n_trials"] == 2 and report["imbalance_method"] in ("class_weight", "smote")
+    assert report["n_train_rows"] == 2400 and report["n_holdout_rows"] == 600
+    assert report["train_window"][1] < report["holdout_window"][0]
+    assert report["holdout_metrics"]["recall"] >= 0.8
+    assert clf.evaluate(X_te, y_te)["auc_roc"] > 0.8
+    quick, quick_report = train_candidate("logistic_regression", X_tr, y_tr, ts.iloc[:3000], n_trials=0)
+    assert quick_report["tuning_score"] is None and quick.is_fitted

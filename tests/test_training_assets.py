@@ -1,0 +1,165 @@
+"""Training through Dagster on small data: candidates, evaluation, MLflow registry, champion gate."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.registry import ModelRegistry
+from fraud_assets.defs.evaluation import model_evaluation
+from fraud_assets.defs.features import features_job, merchant_risk, transaction_features
+from fraud_assets.defs.ingestion import raw_transactions
+from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
+from fraud_assets.defs.registry import challenger_model, champion_gate, champion_model, training_job
+from fraud_assets.defs.resources import (
+    LandingZoneResource,
+    ModelRegistryResource,
+    ModelStoreResource,
+    TransactionSimulatorResource,
+    mlflow_resource,
+)
+from fraud_assets.defs.sensors import RANGE_END, RANGE_START, ingest_transactions_job
+from fraud_assets.defs.training import CANDIDATE_ASSETS, training_data
+from fraud_assets.defs.validation import validate_transactions
+
+FIRST, LAST = "2026-03-01", "2026-03-28"
+QUICK = {"n_trials": 1, "timeout_seconds": 5.0, "imbalance_methods": ["class_weight"]}
+CANDIDATES = [a.key.path[-1] for a in CANDIDATE_ASSETS]
+
+
+def platform_defs(tmp_path) -> dg.Definitions:
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    return dg.Definitions(
+        assets=[
+            raw_transactions,
+            validate_transactions,
+            transaction_features,
+            merchant_risk,
+            training_data,
+            *CANDIDATE_ASSETS,
+            model_evaluation,
+            challenger_model,
+            champion_model,
+        ],
+        asset_checks=[champion_gate],
+        jobs=[ingest_transactions_job, features_job, training_job],
+        resources={
+            "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),
+            "model_io_manager": PickleIOManager(base_path=str(tmp_path / "objects")),
+            "simulator": TransactionSimulatorResource(n_cardholders=500, seed=3),
+            "landing_zone": LandingZoneResource(path=str(tmp_path / "landing")),
+            "model_store": ModelStoreResource(base_path=str(tmp_path / "models")),
+            "model_registry": ModelRegistryResource(tracking_uri=tracking),
+            "mlflow": mlflow_resource.configured(
+                {
+                    "experiment_name": "test",
+                    "mlflow_tracking_uri": tracking,
+                    "artifact_location": str(tmp_path / "artifacts"),
+                }
+            ),
+        },
+    )
+
+
+def train(defs, instance, selection=None):
+    run_config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}
+    if selection:
+        run_config = {"ops": {}}
+    return defs.resolve_job_def("train_models").execute_in_process(
+        instance=instance, run_config=run_config, asset_selection=selection, raise_on_error=False
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("platform")
+    defs = platform_defs(tmp_path)
+    with dg.instance_for_test() as instance:
+        tags = {RANGE_START: FIRST, RANGE_END: LAST}
+        for job in ("ingest_transactions", "build_features"):
+            assert defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags).success
+        result = train(defs, instance)
+        yield defs, instance, tmp_path, result
+
+
+def test_training_registers_a_champion_with_its_report(trained):
+    _, instance, tmp_path, result = trained
+    assert result.success
+    meta = instance.get_latest_materialization_event(
+        dg.AssetKey("model_evaluation")
+    ).asset_materialization.metadata
+    assert meta["best_model"].value in ("logistic_regression", "random_forest", "xgboost", "lightgbm")
+    assert 0.5 < meta["auc_roc"].value <= 1 and 0 < meta["average_precision"].value <= 1
+    for key in ("comparison", "confusion_matrix", "segments", "roc_curves", "precision_recall_curves"):
+        assert key in meta
+    assert "data:image/png;base64," in meta["roc_curves"].value
+    champion = instance.get_latest_materialization_event(dg.AssetKey("champion_model")).asset_materialization
+    sha = champion.metadata["bundle_sha256"].value
+    registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db")
+    assert registry.champion().version == champion.metadata["mlflow_model_version"].value == "1"
+    assert registry.champion().bundle_sha256 == sha
+    run = registry.client.get_run(champion.metadata["mlflow_run_id"].value)
+    assert run.info.status == "FINISHED"
+    assert any(k.startswith("test.") for k in run.data.metrics)
+    artifacts = {a.path for a in registry.client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/evaluation_report.json" in artifacts and "evaluation/roc.png" in artifacts
+
+
+def test_a_worse_challenger_is_recorded_but_not_promoted(trained):
+    defs, instance, tmp_path, _ = trained
+    # Candidates trained on shuffled labels: real models, deliberately worse.
+    from fraud_assets.core.preprocessor import FraudPreprocessor
+    from fraud_assets.core.training import FraudClassifier
+
+    training = pd.read_parquet(tmp_path / "storage" / "training_data.parquet")
+    rows = training[training["split"] == "train"]
+    shuffled = np.random.default_rng(0).permutation(rows[c.IS_FRAUD].astype(int).to_numpy())
+    pre = FraudPreprocessor().fit(rows)
+    X = pre.transform(rows)
+    for name in CANDIDATES:
+        algorithm = name.removesuffix("_model")
+        clf = FraudClassifier(algorithm, n_estimators=20, calibration="none").fit(X, shuffled)
+        obj = {
+            "algorithm": algorithm,
+            "preprocessor": pre,
+            "classifier": clf,
+            "report": {"imbalance_method": "none"},
+        }
+        pd.to_pickle(obj, tmp_path / "objects" / f"{name}.pkl")
+    result = train(
+        defs,
+        instance,
+        selection=[dg.AssetKey(k) for k in ("model_evaluation", "challenger_model", "champion_model")],
+    )
+    assert not result.success  # the blocking gate failed
+    (gate,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "champion_gate"]
+    assert not gate.passed and "the champion stays" in gate.description
+    registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db")
+    assert registry.champion().version == "1"
+    assert registry.get("2").tags["champion_gate"].startswith("rejected:")
+    latest = instance.get_latest_materialization_event(dg.AssetKey("champion_model")).asset_materialization
+    assert latest.metadata["mlflow_model_version"].value == "1"
+
+
+def test_bad_training_windows_fail_clearly(tmp_path):
+    defs = platform_defs(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("train_models").execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("training_data")], raise_on_error=False
+        )
+        assert not result.success
+        assert "transaction_features: none of the requested partitions exists" in failure_text(result)
+
+
+def failure_text(result) -> str:
+    """Every message in the failed steps' error chains."""
+    texts = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause
+    return " ".join(texts)
