@@ -259,8 +259,19 @@ class TransactionSimulator:
         return self.generate_days(day, day)
 
 
+# FraudDataGenerator: the shortest span its rows cover, and the fewest cardholders it simulates.
+MIN_DAYS = 28
+MIN_CARDHOLDERS = 50
+WEEKLY_RATE_FACTOR = 1.1  # weekends raise the average daily rate a little above the nominal one
+
+
 class FraudDataGenerator:
     """The seed guide's API: ``n_samples`` rows from ``start_date`` onwards.
+
+    The rows always span at least ``MIN_DAYS`` days, so that a time-ordered split with a
+    label-delay gap works on them: when ``n_samples`` is smaller than ``MIN_DAYS`` days of
+    ``n_cardholders`` spending, fewer cardholders are simulated (``n_cardholders`` is the
+    upper bound; ``cardholders`` tells how many were used).
 
     Example:
         >>> gen = FraudDataGenerator(n_samples=1_000, n_cardholders=300)
@@ -285,9 +296,13 @@ class FraudDataGenerator:
         self.n_samples = int(n_samples)
         self.start_date = start_date
         self.output_dir = Path(output_dir)
+        per_card = SimulationConfig.transactions_per_card_per_day * WEEKLY_RATE_FACTOR
+        self.cardholders = int(
+            min(n_cardholders, max(MIN_CARDHOLDERS, math.ceil(n_samples / (MIN_DAYS * per_card))))
+        )
         self.config = SimulationConfig(
             seed=seed,
-            n_cardholders=n_cardholders,
+            n_cardholders=self.cardholders,
             fraud_rate=fraud_rate,
             drift=drift if drift is not None else DriftKnobs(),
         )

@@ -78,8 +78,8 @@ def split_xy(frame: pd.DataFrame, role: str) -> tuple[pd.DataFrame, np.ndarray]:
 class CandidateConfig(dg.Config):
     """Tuning budget and decision rule of one candidate; the defaults keep `make run` quick."""
 
-    n_trials: int = 4
-    timeout_seconds: float = 60.0
+    n_trials: int = 3
+    timeout_seconds: float = 30.0
     imbalance_methods: list[str] = ["class_weight", "smote"]  # tuned among: class_weight, smote, none
     tuning_metric: Literal["average_precision", "auc_roc"] = "average_precision"
     calibration: Literal["isotonic", "sigmoid", "none"] = "isotonic"

@@ -89,7 +89,7 @@ class RandomForestBackend(Backend):
     def fit(self, X, y, *, pos_weight):
         from sklearn.ensemble import RandomForestClassifier
 
-        params = {"min_samples_leaf": 5, "max_features": "sqrt", **self.params}
+        params = {"min_samples_leaf": 5, "max_features": "sqrt", "max_samples": 0.3, **self.params}
         self.model = RandomForestClassifier(
             n_estimators=self.n_estimators,
             max_depth=self.max_depth,
