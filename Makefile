@@ -7,7 +7,7 @@ STATE  := .fraudops
 VENV   := .venv
 # uv from PATH, else a private copy installed with pip on first use.
 UV     ?= $(shell command -v uv || echo $(STATE)/bootstrap/bin/uv)
-DAYS   ?= 30
+DAYS   ?= 75
 HOST   ?= 127.0.0.1
 PORT   ?= 3000
 

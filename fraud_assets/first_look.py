@@ -36,7 +36,9 @@ def run_job(instance: dg.DagsterInstance, name: str, tags: dict[str, str]) -> bo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=30, help="how many days of data (default 30)")
+    parser.add_argument(
+        "--days", type=int, default=75, help="days of data (default 75: 37 warm up the history windows)"
+    )
     parser.add_argument(
         "--end",
         type=dt.date.fromisoformat,

@@ -13,6 +13,7 @@ from fraud_assets.defs.evaluation import model_evaluation
 from fraud_assets.defs.features import features_job, merchant_risk, transaction_features
 from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
+from fraud_assets.defs.monitoring import drift_reference
 from fraud_assets.defs.registry import challenger_model, champion_gate, champion_model, training_job
 from fraud_assets.defs.resources import (
     LandingZoneResource,
@@ -43,6 +44,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
             model_evaluation,
             challenger_model,
             champion_model,
+            drift_reference,
         ],
         asset_checks=[champion_gate],
         jobs=[ingest_transactions_job, features_job, training_job],
@@ -66,6 +68,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
 
 def train(defs, instance, selection=None):
     run_config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}
+    run_config["ops"]["training_data"] = {"config": {"warmup_days": 0}}  # 28 days: no room to warm up
     if selection:
         run_config = {"ops": {}}
     return defs.resolve_job_def("train_models").execute_in_process(

@@ -185,7 +185,8 @@ def champion_model(context: dg.AssetExecutionContext, challenger_model: dict) ->
 
 training_job = dg.define_asset_job(
     "train_models",
-    selection=dg.AssetSelection.groups("training", "models", "evaluation", "registry"),
+    selection=dg.AssetSelection.groups("training", "models", "evaluation", "registry")
+    | dg.AssetSelection.assets("drift_reference"),
     description="Train every candidate, evaluate them, register the best; promote it only if it beats the champion.",
     hooks={end_mlflow_on_run_finished},
 )

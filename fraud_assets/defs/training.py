@@ -12,6 +12,7 @@ import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import frame_fingerprint
+from fraud_assets.core.features import LOOKBACK_DAYS
 from fraud_assets.core.preprocessor import FraudPreprocessor
 from fraud_assets.core.splitting import TEST, TRAIN, assign_split, require_both_classes
 from fraud_assets.core.training import ALGORITHMS, train_candidate
@@ -26,6 +27,10 @@ class TrainingWindowConfig(dg.Config):
     max_days: int = 0  # 0: every materialized day of transaction_features
     test_fraction: float = 0.2  # the latest share of the window, held out for evaluation
     gap_days: float = 7.0  # between training and test: the label delay
+    # Rows of the first days of the data have incomplete history windows (a 30-day velocity on
+    # day 3 counts 3 days), unlike anything served later: leave them out of training and of
+    # the drift reference.
+    warmup_days: int = LOOKBACK_DAYS
 
 
 @dg.asset(
@@ -45,8 +50,18 @@ def training_data(
     if config.max_days > 0 and len(frame):
         start = frame[c.TIMESTAMP].max().normalize() - pd.Timedelta(days=config.max_days - 1)
         frame = frame[frame[c.TIMESTAMP] >= start].reset_index(drop=True)
+    if config.warmup_days > 0 and len(frame):
+        warm = frame[c.TIMESTAMP].min().normalize() + pd.Timedelta(days=config.warmup_days)
+        warmup_rows = int((frame[c.TIMESTAMP] < warm).sum())
+        frame = frame[frame[c.TIMESTAMP] >= warm].reset_index(drop=True)
+        context.log.info(
+            f"left out {warmup_rows} rows before {warm.date()}: their history windows are incomplete"
+        )
     if frame.empty:
-        raise ValueError("the training window is empty: materialize transaction_features first")
+        raise ValueError(
+            "the training window is empty: materialize transaction_features for more days (the first "
+            f"{config.warmup_days} days only warm up the history windows; set warmup_days to change that)"
+        )
     role, split = assign_split(frame, config.test_fraction, config.gap_days)
     frame[SPLIT] = role.to_numpy()
     frame = frame[frame[SPLIT].isin([TRAIN, TEST])].reset_index(drop=True)

@@ -1,0 +1,259 @@
+"""Stage 7, monitoring: drift of each day against the champion's reference, and the served
+model's performance once the chargebacks are in.
+
+`drift_reference` is a fixed sample of the champion's training rows with the champion's scores,
+materialized with every training run, so each drift report compares against the data the
+served model learned from.
+"""
+
+import os
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.bundle import ModelBundle
+from fraud_assets.core.drift import DriftThresholds, drift_report, performance_report
+from fraud_assets.core.evaluation import fraud_scores
+from fraud_assets.core.splitting import TRAIN
+from fraud_assets.defs.partitions import daily_partitions, single_run
+from fraud_assets.defs.resources import STATE_DIR
+
+SCORE = "fraud_score"
+REFERENCE_ROWS = 20_000
+PERFORMANCE_WINDOW = (-14, -8)  # days before the partition: one week whose labels are known
+# The columns a drift report compares: what the model sees, plus its score.
+MONITORED = (
+    c.AMOUNT,
+    c.HOUR_OF_DAY,
+    c.DAY_OF_WEEK,
+    c.IS_ONLINE,
+    c.IS_FOREIGN,
+    c.DISTANCE_FROM_HOME,
+    c.MERCHANT_CATEGORY,
+    c.ENTRY_MODE,
+    "transactions_last_1h",
+    "transactions_last_24h",
+    "transactions_last_7d",
+    "total_amount_last_24h",
+    "amount_to_avg_30d",
+    "seconds_since_last_txn",
+    "is_new_merchant",
+    "is_new_device",
+    "merchant_fraud_rate_30d",
+    SCORE,
+)
+
+
+class DriftConfig(dg.Config):
+    """The seed's drift-score thresholds (share of drifted columns)."""
+
+    warning: float = 0.15
+    critical: float = 0.20
+
+
+def monitored_columns(frame: pd.DataFrame) -> list[str]:
+    return [col for col in MONITORED if col in frame]
+
+
+def _champion_bundle(champion_model: dict) -> ModelBundle:
+    return ModelBundle.load(champion_model["bundle_uri"], champion_model["bundle_sha256"])
+
+
+def _scored(frame: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
+    return frame.assign(**{SCORE: fraud_scores(bundle.preprocessor, bundle.classifier, frame)})
+
+
+@dg.asset(
+    ins={
+        "training_data": dg.AssetIn(),
+        "champion_model": dg.AssetIn(input_manager_key="model_io_manager"),
+    },
+    group_name="monitoring",
+    kinds={"pandas", "parquet"},
+    description=(
+        "A fixed, seeded sample of the served champion's training rows with the champion's scores: "
+        "the reference every drift report compares against."
+    ),
+)
+def drift_reference(context: dg.AssetExecutionContext, training_data: pd.DataFrame, champion_model: dict):
+    bundle = _champion_bundle(champion_model)
+    train = training_data[training_data["split"] == TRAIN]
+    sample = train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=0).sort_values(c.TIMESTAMP)
+    reference = _scored(sample, bundle)[[c.TIMESTAMP, *monitored_columns(sample), SCORE]].reset_index(
+        drop=True
+    )
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(reference),
+            "champion_version": champion_model["mlflow_model_version"],
+            "columns": dg.MetadataValue.json(monitored_columns(reference)),
+        }
+    )
+    return reference
+
+
+def _report_metadata(result, html_path: str | None, thresholds: DriftConfig) -> dict:
+    table = result.per_feature
+    meta = {
+        "drift_score": dg.MetadataValue.float(round(float(result.drift_share), 4)),
+        "drift_level": result.level,
+        "dataset_drift": bool(result.dataset_drift),
+        "thresholds": f"warning > {thresholds.warning}, critical > {thresholds.critical}",
+        "drifted_columns": dg.MetadataValue.json(table.loc[table["drifted"], "column"].tolist()),
+        "per_feature": dg.MetadataValue.md(table.round(4).to_markdown(index=False)),
+        "rows_current": result.n_current,
+        "rows_reference": result.n_reference,
+    }
+    if html_path:
+        meta["html_report"] = dg.MetadataValue.path(html_path)
+    return meta
+
+
+def _save_html(html: str | None, kind: str, day: str) -> str | None:
+    if not html:
+        return None
+    folder = os.path.abspath(os.path.join(os.getenv("FRAUDOPS_REPORTS", f"{STATE_DIR}/reports"), kind))
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{day}.html")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(html)
+    return path
+
+
+DRIFT_CHECK = dg.AssetCheckSpec(
+    "drift_below_critical",
+    asset="drift_report",
+    description="The day's drift score stays at or below the critical threshold (warning above 0.15).",
+)
+
+
+@dg.asset(
+    name="drift_report",
+    ins={
+        "transaction_features": dg.AssetIn(),
+        "drift_reference": dg.AssetIn(),
+        "champion_model": dg.AssetIn(input_manager_key="model_io_manager"),
+    },
+    partitions_def=daily_partitions,
+    group_name="monitoring",
+    kinds={"evidently"},
+    io_manager_key="model_io_manager",
+    check_specs=[DRIFT_CHECK],
+    description=(
+        "Evidently data drift of the day's features and champion scores against the champion's "
+        "training reference: per-feature table, the share of drifted columns as the drift score, "
+        "the dataset-drift flag, and the full HTML report."
+    ),
+)
+def daily_drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    transaction_features: pd.DataFrame,
+    drift_reference: pd.DataFrame,
+    champion_model: dict,
+):
+    current = _scored(transaction_features, _champion_bundle(champion_model))
+    result = _drift(drift_reference, current, config)
+    html_path = _save_html(result.html, "drift", context.partition_key)
+    yield dg.Output(_summary(result, html_path), metadata=_report_metadata(result, html_path, config))
+    yield _drift_check(result, config)
+
+
+def _drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig):
+    if reference is None or reference.empty:
+        raise ValueError(
+            "the champion's drift reference is missing or empty: materialize `drift_reference` "
+            "(it is built by the train_models job) before drift reports"
+        )
+    columns = [col for col in monitored_columns(reference) if col in current]
+    return drift_report(
+        reference, current, columns, thresholds=DriftThresholds(config.warning, config.critical)
+    )
+
+
+def _summary(result, html_path: str | None) -> dict:
+    return {
+        "drift_score": float(result.drift_share),
+        "level": result.level,
+        "dataset_drift": bool(result.dataset_drift),
+        "per_feature": result.per_feature,
+        "html_report": html_path,
+    }
+
+
+def _drift_check(result, config: DriftConfig) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=result.level != "critical",
+        severity=dg.AssetCheckSeverity.ERROR if result.level == "critical" else dg.AssetCheckSeverity.WARN,
+        description=f"drift score {result.drift_share:.3f}: {result.level} (warning > {config.warning}, critical > {config.critical})",
+        metadata={"drift_score": float(result.drift_share)},
+    )
+
+
+@dg.asset(
+    ins={
+        "transaction_features": dg.AssetIn(
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=PERFORMANCE_WINDOW[0], end_offset=PERFORMANCE_WINDOW[1]
+            ),
+            metadata={"allow_missing_partitions": True},
+        ),
+        "champion_model": dg.AssetIn(input_manager_key="model_io_manager"),
+    },
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    group_name="monitoring",
+    kinds={"scikit-learn"},
+    io_manager_key="model_io_manager",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "served_model_auc",
+            asset="model_performance",
+            description="AUC-ROC of the served model on labelled traffic: warning below 0.80, critical below 0.75.",
+        )
+    ],
+    description=(
+        "The served champion scored on the week of transactions whose labels have arrived "
+        "(8 to 14 days before the partition's day): AUC-ROC, average precision, Card Precision@100."
+    ),
+)
+def model_performance(
+    context: dg.AssetExecutionContext, transaction_features: pd.DataFrame, champion_model: dict
+):
+    as_of = pd.Timestamp(context.partition_time_window.end).tz_localize(None)
+    frame = transaction_features
+    known = frame[c.IS_FRAUD].notna() & (frame[c.LABEL_KNOWN_AT] < as_of) if c.IS_FRAUD in frame else None
+    labelled = frame[known] if known is not None else frame.iloc[0:0]
+    bundle = _champion_bundle(champion_model)
+    scores = fraud_scores(bundle.preprocessor, bundle.classifier, labelled) if len(labelled) else np.array([])
+    context_cols = [col for col in (c.TIMESTAMP, c.CARD_ID) if col in labelled]
+    report = performance_report(
+        labelled[c.IS_FRAUD].astype("int64").to_numpy() if len(labelled) else np.array([], dtype="int64"),
+        scores,
+        bundle.threshold,
+        context=labelled[context_cols].reset_index(drop=True) if len(labelled) else None,
+    )
+    level = report["level"]
+    auc = report.get("auc_roc")
+    yield dg.Output(
+        report,
+        metadata={
+            "level": level,
+            "labelled_rows": len(labelled),
+            "champion_version": champion_model["mlflow_model_version"],
+            **{
+                k: dg.MetadataValue.float(round(float(v), 4))
+                for k, v in report.items()
+                if k in ("auc_roc", "average_precision", "card_precision_at_100") and v is not None
+            },
+        },
+    )
+    yield dg.AssetCheckResult(
+        passed=level in ("ok", "unknown"),
+        severity=dg.AssetCheckSeverity.ERROR if level == "critical" else dg.AssetCheckSeverity.WARN,
+        description=f"AUC-ROC {auc:.3f}: {level}"
+        if auc is not None
+        else f"no AUC yet: {report.get('reason', level)}",
+    )

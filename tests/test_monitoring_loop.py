@@ -1,0 +1,182 @@
+"""The closed loop on small data: drift appears, the report goes critical, the sensor retrains once,
+the gate decides, and only a better model becomes champion. The sensor is evaluated against the
+instance, never by sleeping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from fraud_assets.core.registry import ModelRegistry
+from fraud_assets.defs.automation import (
+    daily_monitoring_job,
+    daily_pipeline_job,
+    daily_pipeline_schedule,
+    drift_retraining_sensor,
+)
+from fraud_assets.defs.monitoring import daily_drift_report, model_performance
+from fraud_assets.defs.resources import TransactionSimulatorResource
+from fraud_assets.defs.sensors import RANGE_END, RANGE_START
+from tests.test_training_assets import CANDIDATES, QUICK, platform_defs
+
+TRAIN_FIRST, TRAIN_LAST = "2026-01-20", "2026-03-28"  # the first 37 days warm up the history
+DRIFT_FIRST, DRIFT_LAST = "2026-03-29", "2026-04-02"
+
+
+def loop_defs(tmp_path) -> dg.Definitions:
+    base = platform_defs(tmp_path)
+    drifted = TransactionSimulatorResource(
+        n_cardholders=500,
+        seed=3,
+        drift_start=DRIFT_FIRST,
+        amount_multiplier=3.0,
+        merchant_mix_shift=0.7,
+        device_mix_shift=0.8,
+        new_fraud_pattern=True,
+    )
+    return dg.Definitions(
+        assets=[*base.assets, daily_drift_report, model_performance],
+        asset_checks=base.asset_checks,
+        jobs=[*base.jobs, daily_pipeline_job, daily_monitoring_job],
+        schedules=[daily_pipeline_schedule],
+        sensors=[drift_retraining_sensor],
+        resources={**base.resources, "simulator": drifted},
+    )
+
+
+def run_days(defs, instance, job, first, last):
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, tags={RANGE_START: first, RANGE_END: last}, raise_on_error=False
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure][:3]
+    return result
+
+
+def train(defs, instance, tags=None):
+    run_config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}
+    return defs.resolve_job_def("train_models").execute_in_process(
+        instance=instance, run_config=run_config, tags=tags or {}, raise_on_error=False
+    )
+
+
+def tick(defs, instance, cursor=None):
+    context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
+    return drift_retraining_sensor.evaluate_tick(context)
+
+
+def drift_days(defs, instance, first, last):
+    """Drift reports of a range of days, one run per day (drift_report is not a backfill asset)."""
+    for day in _days(first, last):
+        result = defs.resolve_job_def("daily_monitoring").execute_in_process(
+            instance=instance, partition_key=day, raise_on_error=False
+        )
+        assert result.success, [e.message for e in result.all_events if e.is_failure][:3]
+
+
+def _days(first, last):
+    return [d.date().isoformat() for d in pd.date_range(first, last)]
+
+
+def level_of(instance, day):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report"), asset_partitions=[day]), limit=1
+    ).records
+    return records[0].asset_materialization.metadata["drift_level"].value
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("loop")
+    defs = loop_defs(tmp_path)
+    with dg.instance_for_test() as instance:
+        run_days(defs, instance, "ingest_transactions", TRAIN_FIRST, TRAIN_LAST)
+        run_days(defs, instance, "build_features", TRAIN_FIRST, TRAIN_LAST)
+        first = train(defs, instance)
+        assert first.success
+        run_days(defs, instance, "ingest_transactions", DRIFT_FIRST, DRIFT_LAST)
+        run_days(defs, instance, "build_features", DRIFT_FIRST, DRIFT_LAST)
+        yield defs, instance, tmp_path
+
+
+def test_no_critical_report_no_retrain(loop):
+    defs, instance, _ = loop
+    drift_days(defs, instance, "2026-03-20", "2026-03-21")
+    assert {level_of(instance, d) for d in ("2026-03-20", "2026-03-21")} <= {"ok", "warning"}
+    result = tick(defs, instance)
+    assert result.run_requests == [] and "no new critical" in result.skip_message
+
+
+def test_drifted_days_trigger_one_retrain_and_the_gate_decides(loop):
+    defs, instance, tmp_path = loop
+    cursor = tick(defs, instance).cursor  # everything so far has been read
+    drift_days(defs, instance, DRIFT_FIRST, DRIFT_LAST)  # a storm: five drifted days
+    assert {level_of(instance, d) for d in _days(DRIFT_FIRST, DRIFT_LAST)} == {"critical"}
+
+    first = tick(defs, instance, cursor)
+    (request,) = first.run_requests  # one retrain for the whole storm
+    assert request.tags["fraudops/trigger"] == "drift_retraining_sensor"
+    assert (
+        "drift_report" in request.tags["fraudops/evidence"]
+        and "critical" in request.tags["fraudops/evidence"]
+    )
+    assert request.tags["fraudops/critical_reports"] == "5"
+
+    again = tick(defs, instance, first.cursor)
+    assert again.run_requests == []  # each report triggers at most once
+    drift_days(defs, instance, DRIFT_LAST, DRIFT_LAST)  # a new critical report within the cooldown
+    cooled = tick(defs, instance, again.cursor)
+    assert cooled.run_requests == [] and "cooldown" in cooled.skip_message
+    assert json.loads(cooled.cursor)["last_trigger"] == json.loads(first.cursor)["last_trigger"]
+
+    registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db")
+    before = registry.champion()
+    retrain = train(defs, instance, tags=request.tags)
+    (gate,) = [e for e in retrain.get_asset_check_evaluations() if e.check_name == "champion_gate"]
+    after = registry.champion()
+    latest = registry.get(str(int(before.version) + 1))
+    if gate.passed:  # promoted only because it is at least as good on the same held-out days
+        assert after.version == latest.version and retrain.success
+        assert latest.tags["champion_gate"].startswith("promoted:")
+    else:
+        assert after.version == before.version and not retrain.success
+        assert latest.tags["champion_gate"].startswith("rejected:")
+    run = instance.get_run_by_id(retrain.run_id)
+    assert run.tags["fraudops/evidence"] == request.tags["fraudops/evidence"]
+
+
+def test_missing_reference_fails_with_a_clear_message(tmp_path):
+    defs = loop_defs(tmp_path)
+    with dg.instance_for_test() as instance:
+        run_days(defs, instance, "ingest_transactions", "2026-03-01", "2026-03-02")
+        run_days(defs, instance, "build_features", "2026-03-01", "2026-03-02")
+        result = defs.resolve_job_def("daily_monitoring").execute_in_process(
+            instance=instance, partition_key="2026-03-02", raise_on_error=False
+        )
+        assert not result.success
+        text = " ".join(
+            err.message
+            for event in result.get_step_failure_events()
+            for err in _chain(event.step_failure_data.error)
+        )
+        assert "drift_reference" in text or "champion_model" in text
+
+
+def _chain(error):
+    while error is not None:
+        yield error
+        error = error.cause
+
+
+def test_daily_schedule_targets_yesterday(loop):
+    defs, instance, _ = loop
+    context = dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=dt.datetime(2026, 4, 3, 0, 15),
+        repository_def=defs.get_repository_def(),
+    )
+    request = daily_pipeline_schedule.evaluate_tick(context).run_requests[0]
+    assert request.partition_key == "2026-04-02"
