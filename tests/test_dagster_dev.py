@@ -22,7 +22,8 @@ QUERY = """
   assetNodes { assetKey { path } groupName
     assetChecksOrError { ... on AssetChecks { checks { name blocking } } } }
   repositoriesOrError { ... on RepositoryConnection { nodes { name
-    sensors { name sensorState { status } } } } }
+    sensors { name sensorState { status } }
+    schedules { name scheduleState { status } } } } }
   instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } }
 }
 """
@@ -77,10 +78,26 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
             time.sleep(2)
         assert data and data["assetNodes"], "dagster dev did not serve the asset graph in time"
 
-        assets = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-        assert {"raw_transactions", "validated_transactions", "rejected_transactions"} <= set(assets)
-        assert assets["raw_transactions"]["groupName"] == "ingestion"
-        assert assets["validated_transactions"]["groupName"] == "validation"
+        assets = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in data["assetNodes"]}
+        expected = {
+            "raw_transactions": "ingestion",
+            "validated_transactions": "validation",
+            "rejected_transactions": "validation",
+            "transaction_features": "features",
+            "merchant_risk": "features",
+            "training_data": "training",
+            "xgboost_model": "models",
+            "lightgbm_model": "models",
+            "random_forest_model": "models",
+            "logistic_regression_model": "models",
+            "model_evaluation": "evaluation",
+            "challenger_model": "registry",
+            "champion_model": "registry",
+            "drift_reference": "monitoring",
+            "drift_report": "monitoring",
+            "model_performance": "monitoring",
+        }
+        assert {k: assets.get(k) for k in expected} == expected
         checks = {
             check["name"]: check["blocking"]
             for node in data["assetNodes"]
@@ -99,6 +116,17 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
             for s in repo["sensors"]
         }
         assert sensors.get("landing_files_sensor") == "RUNNING"
+        assert sensors.get("drift_retraining_sensor") == "RUNNING"
+        schedules = {
+            s["name"]: s["scheduleState"]["status"]
+            for repo in data["repositoriesOrError"]["nodes"]
+            for s in repo["schedules"]
+        }
+        assert schedules == {
+            "daily_pipeline_schedule": "RUNNING",
+            "daily_monitoring_schedule": "STOPPED",
+            "weekly_retraining_schedule": "STOPPED",
+        }
         daemons = {
             d["daemonType"]: d["healthy"] for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]
         }

@@ -121,10 +121,16 @@ def landing_zone_from_env() -> LandingZoneResource:
 
 
 def simulator_from_env() -> TransactionSimulatorResource:
+    """The generator as the environment configures it, drift knobs included (off by default)."""
     return TransactionSimulatorResource(
         seed=int(_env_float("FRAUDOPS_SEED", 42)),
         n_cardholders=int(_env_float("FRAUDOPS_CARDHOLDERS", 3_000)),
         fraud_rate=_env_float("FRAUDOPS_FRAUD_RATE", 0.01),
+        drift_start=os.getenv("FRAUDOPS_DRIFT_START") or None,
+        amount_multiplier=_env_float("FRAUDOPS_DRIFT_AMOUNT_MULTIPLIER", 1.0),
+        merchant_mix_shift=_env_float("FRAUDOPS_DRIFT_MERCHANT_MIX", 0.0),
+        device_mix_shift=_env_float("FRAUDOPS_DRIFT_DEVICE_MIX", 0.0),
+        new_fraud_pattern=os.getenv("FRAUDOPS_DRIFT_NEW_PATTERN", "").lower() in ("1", "true", "yes"),
     )
 
 
