@@ -10,6 +10,7 @@ UV     ?= $(shell command -v uv || echo $(STATE)/bootstrap/bin/uv)
 DAYS   ?= 75
 HOST   ?= 127.0.0.1
 PORT   ?= 3000
+API_PORT ?= 8000
 
 # The project root is the Dagster home, so the top-level dagster.yaml configures the instance.
 export DAGSTER_HOME := $(CURDIR)
@@ -18,6 +19,7 @@ export DAGSTER_HOME := $(CURDIR)
 
 help:
 	@echo "make run    - set up, materialize the last $(DAYS) days of data, start the Dagster UI on http://$(HOST):$(PORT)"
+	@echo "             and the scoring API on http://$(HOST):$(API_PORT)"
 	@echo "make test   - set up and run the tests"
 	@echo "make lint   - ruff check and format check"
 	@echo "make bench  - run the benchmarks in bench/"
@@ -35,6 +37,11 @@ env: $(VENV)/.synced
 
 run: env
 	$(VENV)/bin/python -m fraud_assets.first_look --days $(DAYS)
+	@# The scoring API (docs/serving.md) runs in the background beside dagster dev and stops with it.
+	$(VENV)/bin/uvicorn fraud_serving.app:app --host $(HOST) --port $(API_PORT) & api=$$!; \
+	trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
+	echo "scoring API on http://$(HOST):$(API_PORT) (docs: /docs)"; \
 	$(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 test: env

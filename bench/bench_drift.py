@@ -23,21 +23,8 @@ import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.drift import MAX_ROWS, drift_report, reference_profile
-from fraud_assets.core.features import HISTORY_FEATURES, LOOKBACK_DAYS, add_history_features
+from fraud_assets.core.features import FEATURE_COLUMNS, LOOKBACK_DAYS, add_history_features
 from fraud_assets.core.generator import SimulationConfig, TransactionSimulator
-
-FEATURE_COLUMNS = (
-    *HISTORY_FEATURES,
-    c.AMOUNT,
-    c.HOUR_OF_DAY,
-    c.DAY_OF_WEEK,
-    c.IS_WEEKEND,
-    c.IS_ONLINE,
-    c.IS_FOREIGN,
-    c.DISTANCE_FROM_HOME,
-    c.MERCHANT_CATEGORY,
-    c.ENTRY_MODE,
-)
 
 
 def best_of(repeat: int, fn) -> tuple[float, object]:

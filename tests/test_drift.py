@@ -16,21 +16,10 @@ from fraud_assets.core.drift import (
     performance_report,
     reference_profile,
 )
-from fraud_assets.core.features import HISTORY_FEATURES, LOOKBACK_DAYS, add_history_features
+from fraud_assets.core.features import FEATURE_COLUMNS, LOOKBACK_DAYS, add_history_features
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
 
-COLUMNS = [
-    *HISTORY_FEATURES,
-    c.AMOUNT,
-    c.HOUR_OF_DAY,
-    c.DAY_OF_WEEK,
-    c.IS_WEEKEND,
-    c.IS_ONLINE,
-    c.IS_FOREIGN,
-    c.DISTANCE_FROM_HOME,
-    c.MERCHANT_CATEGORY,
-    c.ENTRY_MODE,
-]
+COLUMNS = list(FEATURE_COLUMNS)
 LEVELS_KNOWN = ("ok", "warning", "critical")
 CARDHOLDERS = 1_500  # about 3,900 transactions a day
 FIRST = dt.date(2026, 1, 1)

@@ -57,6 +57,19 @@ MERCHANT_FEATURES: tuple[str, ...] = (
     *(f"merchant_labelled_{w}" for w in MERCHANT_WINDOWS_DAYS),
 )
 HISTORY_FEATURES: tuple[str, ...] = (*CARD_FEATURES, *DEVICE_FEATURES, *MERCHANT_FEATURES)
+# The event columns models read beside the history features; together, what drift monitoring watches.
+EVENT_FEATURE_COLUMNS: tuple[str, ...] = (
+    c.AMOUNT,
+    c.HOUR_OF_DAY,
+    c.DAY_OF_WEEK,
+    c.IS_WEEKEND,
+    c.IS_ONLINE,
+    c.IS_FOREIGN,
+    c.DISTANCE_FROM_HOME,
+    c.MERCHANT_CATEGORY,
+    c.ENTRY_MODE,
+)
+FEATURE_COLUMNS: tuple[str, ...] = (*EVENT_FEATURE_COLUMNS, *HISTORY_FEATURES)
 
 
 def available_history_features(columns: set[str] | list[str]) -> tuple[str, ...]:

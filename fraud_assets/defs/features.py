@@ -12,6 +12,7 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.features import (
+    EVENT_FEATURE_COLUMNS,
     HISTORY_FEATURES,
     LOOKBACK_DAYS,
     MerchantRiskSnapshot,
@@ -31,15 +32,7 @@ CARRIED = (
     c.TIMESTAMP,
     c.CARD_ID,
     c.MERCHANT_ID,
-    c.AMOUNT,
-    c.MERCHANT_CATEGORY,
-    c.ENTRY_MODE,
-    c.HOUR_OF_DAY,
-    c.DAY_OF_WEEK,
-    c.IS_WEEKEND,
-    c.IS_ONLINE,
-    c.IS_FOREIGN,
-    c.DISTANCE_FROM_HOME,
+    *EVENT_FEATURE_COLUMNS,
     c.IS_FRAUD,
     c.LABEL_KNOWN_AT,
     c.FRAUD_SCENARIO,

@@ -16,6 +16,7 @@ from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import ModelBundle
 from fraud_assets.core.drift import DriftThresholds, drift_report, performance_report
 from fraud_assets.core.evaluation import fraud_scores
+from fraud_assets.core.features import FEATURE_COLUMNS
 from fraud_assets.core.splitting import TRAIN
 from fraud_assets.defs.partitions import daily_partitions, single_run
 from fraud_assets.defs.resources import STATE_DIR
@@ -24,26 +25,7 @@ SCORE = "fraud_score"
 REFERENCE_ROWS = 20_000
 PERFORMANCE_WINDOW = (-14, -8)  # days before the partition: one week whose labels are known
 # The columns a drift report compares: what the model sees, plus its score.
-MONITORED = (
-    c.AMOUNT,
-    c.HOUR_OF_DAY,
-    c.DAY_OF_WEEK,
-    c.IS_ONLINE,
-    c.IS_FOREIGN,
-    c.DISTANCE_FROM_HOME,
-    c.MERCHANT_CATEGORY,
-    c.ENTRY_MODE,
-    "transactions_last_1h",
-    "transactions_last_24h",
-    "transactions_last_7d",
-    "total_amount_last_24h",
-    "amount_to_avg_30d",
-    "seconds_since_last_txn",
-    "is_new_merchant",
-    "is_new_device",
-    "merchant_fraud_rate_30d",
-    SCORE,
-)
+MONITORED = (*FEATURE_COLUMNS, SCORE)
 
 
 class DriftConfig(dg.Config):

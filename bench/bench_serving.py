@@ -1,0 +1,284 @@
+"""Scoring API latency and throughput, beside `mlflow models serve` on the same champion.
+
+Starts one real uvicorn worker of `fraud_serving.app:app` on a free port, serving the champion of
+the Dagster instance at DAGSTER_HOME (default: the project root; `make run` creates one), and
+`mlflow models serve -m models:/fraud-detector@champion --env-manager local -w 1` on another.
+Payloads are the latest day of `validated_transactions`, moved one day forward so that they are
+new transactions of cards the API knows (history features come from its card state).
+
+(a) one client, sequential single-transaction requests with card history: p50 / p99 latency,
+    measured by the client (everything included: HTTP, parsing, history, model, reasons, log);
+(b) 8 concurrent clients (keep-alive connections, a small asyncio client): throughput of the API
+    and of MLflow's server on the same rows (MLflow gets `{"dataframe_records": [row]}` with the
+    preprocessor's input columns, the history features precomputed);
+(c) 1,000-transaction batches: p50 latency, with exact, approximate and no reason codes.
+
+    .venv/bin/python bench/bench_serving.py [--singles 2000] [--seconds 10] [--batches 15] [--skip-mlflow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".fraudops"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ok(httpx.get(url, timeout=2)):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{url} did not come up within {timeout:.0f} s")
+
+
+def bodies_from(frame: pd.DataFrame, shift: pd.Timedelta) -> list[dict]:
+    out = []
+    for row in frame.itertuples():
+        body = {
+            "transaction_id": f"{row.transaction_id}-{int(shift.total_seconds())}",
+            "amount": float(row.amount),
+            "card_id": row.card_id,
+            "merchant_id": row.merchant_id,
+            "timestamp": (row.timestamp + shift).isoformat(),
+            "merchant_category": row.merchant_category,
+            "entry_mode": row.entry_mode,
+            "is_online": bool(row.is_online),
+            "is_foreign": bool(row.is_foreign),
+            "distance_from_home": float(row.distance_from_home),
+        }
+        if isinstance(row.device_fingerprint, str):
+            body["device_fingerprint"] = row.device_fingerprint
+        out.append(body)
+    return out
+
+
+def http_request(host: str, port: int, path: str, body: dict | list) -> bytes:
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def throughput(
+    port: int, requests: list[bytes], clients: int, seconds: float
+) -> tuple[float, int, int]:
+    """Requests per second of ``clients`` keep-alive connections, each sending requests in turn."""
+    done = errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client(k: int) -> None:
+        nonlocal done, errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while time.perf_counter() < stop_at:
+            writer.write(requests[i % len(requests)])
+            await writer.drain()
+            status = await read_response(reader)
+            done += 1
+            errors += status != 200
+            i += clients
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    return done / (time.perf_counter() - started), done, errors
+
+
+def sequential(port: int, requests: list[bytes]) -> np.ndarray:
+    async def run() -> list[float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        times = []
+        for req in requests:
+            t0 = time.perf_counter()
+            writer.write(req)
+            await writer.drain()
+            status = await read_response(reader)
+            times.append(time.perf_counter() - t0)
+            if status != 200:
+                raise SystemExit(f"request failed with {status}")
+        writer.close()
+        return times
+
+    return np.array(asyncio.run(run())) * 1000
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--singles", type=int, default=2000)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--batches", type=int, default=15)
+    p.add_argument("--skip-mlflow", action="store_true")
+    args = p.parse_args()
+
+    os.environ.setdefault("DAGSTER_HOME", str(ROOT))
+    storage = Path(os.getenv("FRAUDOPS_STORAGE", STATE / "storage"))
+    days = sorted((storage / "validated_transactions").glob("*.parquet"))
+    feature_days = sorted((storage / "transaction_features").glob("*.parquet"))
+    if not days:
+        raise SystemExit("no validated_transactions: run `make run` (or fraud_assets.first_look) first")
+    last = pd.read_parquet(days[-1]).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    print(f"payload rows: {len(last)} transactions of {days[-1].stem}")
+
+    logs = tempfile.mkdtemp(prefix="fraudops-bench-log-")
+    api_port = free_port()
+    env = {**os.environ, "FRAUDOPS_PREDICTION_LOG_DIR": logs, "FRAUDOPS_MAX_BATCH": "1000"}
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(api_port), "--workers", "1",
+         "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    procs = [api]
+    try:
+        wait_http(f"http://127.0.0.1:{api_port}/health", 120, lambda r: r.json()["status"] != "no_model")
+        model = httpx.get(f"http://127.0.0.1:{api_port}/model").json()
+        print(
+            f"model {model['bundle_version']} ({model['algorithm']}, MLflow v{model['mlflow_model_version']})"
+        )
+
+        # (a) sequential singles, new transactions of known cards (1 day after the stored day)
+        singles = bodies_from(last.iloc[: args.singles + 200], pd.Timedelta(days=1))
+        reqs = [http_request("127.0.0.1", api_port, "/predict", b) for b in singles]
+        sequential(api_port, reqs[:200])  # warm-up
+        lat = sequential(api_port, reqs[200:])
+        a = {"p50": np.percentile(lat, 50), "p99": np.percentile(lat, 99), "mean": lat.mean(), "n": len(lat)}
+        print(f"(a) sequential /predict with card history: p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms "
+              f"(mean {a['mean']:.2f} ms, n={a['n']})")  # fmt: skip
+
+        # (b) throughput, 8 clients
+        rows = last.iloc[args.singles + 200 :].head(5000)
+        tp_bodies = bodies_from(rows, pd.Timedelta(days=2))
+        tp_reqs = [http_request("127.0.0.1", api_port, "/predict", b) for b in tp_bodies]
+        ours, n_ours, err_ours = asyncio.run(throughput(api_port, tp_reqs, args.clients, args.seconds))
+        print(
+            f"(b) {args.clients} clients, /predict: {ours:,.0f} req/s ({n_ours} requests, {err_ours} errors)"
+        )
+
+        # (b') like for like with MLflow: history features given in the body, no reason codes
+        like = None
+        if feature_days:
+            feats = pd.read_parquet(feature_days[-1]).set_index("transaction_id").loc[rows["transaction_id"]]
+            given = json.loads(feats[model["input_columns"]].to_json(orient="records", date_format="iso"))
+            like_reqs = [
+                http_request(
+                    "127.0.0.1",
+                    api_port,
+                    "/predict?reasons=none",
+                    {k: v for k, v in g.items() if v is not None},
+                )
+                for g in given
+            ]
+            like, n_like, err_like = asyncio.run(throughput(api_port, like_reqs, args.clients, args.seconds))
+            print(f"(b') {args.clients} clients, /predict?reasons=none with the features given (MLflow's input): "
+                  f"{like:,.0f} req/s ({n_like} requests, {err_like} errors)")  # fmt: skip
+
+        # (c) 1,000-transaction batches
+        batch_rows = last
+        c_results = {}
+        seed = {"amount": 150.5, "merchant_category": "online_retail", "merchant_country": "USA", "hour_of_day": 14,
+                "day_of_week": 2, "is_online": True, "is_weekend": False, "transactions_last_24h": 3,
+                "total_amount_last_24h": 450.75, "transactions_last_1h": 0, "distance_from_home": 0.0}  # fmt: skip
+        for reasons in ("exact", "none"):
+            req = http_request(
+                "127.0.0.1", api_port, f"/predict/batch?reasons={reasons}", {"transactions": [seed] * 1000}
+            )
+            times = sequential(api_port, [req] * args.batches)
+            print(f"(c) /predict/batch of 1,000 seed-guide bodies (no card history), reasons={reasons}: "
+                  f"p50 {np.median(times[2:]):.1f} ms")  # fmt: skip
+        for reasons in ("exact", "approx", "none"):
+            times = []
+            for k in range(args.batches):
+                chunk = batch_rows.iloc[(k * 1000) % max(len(batch_rows) - 1000, 1) :].head(1000)
+                shift = pd.Timedelta(days=3 + k + 100 * ("exact", "approx", "none").index(reasons))
+                body = {"transactions": bodies_from(chunk, shift)}
+                req = http_request("127.0.0.1", api_port, f"/predict/batch?reasons={reasons}", body)
+                times.append(sequential(api_port, [req])[0])
+            c_results[reasons] = float(np.median(times[2:] if len(times) > 4 else times))
+            print(
+                f"(c) /predict/batch of 1,000 with card history, reasons={reasons}: p50 {c_results[reasons]:.1f} ms"
+            )
+
+        mlflow_tp = None
+        if not args.skip_mlflow:
+            tracking = os.getenv("MLFLOW_TRACKING_URI", f"sqlite:///{STATE.resolve()}/mlflow/mlflow.db")
+            ml_port = free_port()
+            ml = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                 "models:/fraud-detector@champion", "--env-manager", "local", "-p", str(ml_port), "-w", "1"],
+                cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": tracking,
+                               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            procs.append(ml)
+            wait_http(f"http://127.0.0.1:{ml_port}/ping", 240)
+            features = pd.read_parquet(feature_days[-1]) if feature_days else None
+            inputs = model["input_columns"]
+            if features is None or any(col not in features for col in inputs):
+                raise SystemExit("transaction_features of the last day are needed for MLflow's payloads")
+            features = features.set_index("transaction_id").loc[rows["transaction_id"]]
+            records = json.loads(features[inputs].to_json(orient="records", date_format="iso"))
+            ml_reqs = [
+                http_request("127.0.0.1", ml_port, "/invocations", {"dataframe_records": [r]})
+                for r in records
+            ]
+            check = httpx.post(
+                f"http://127.0.0.1:{ml_port}/invocations", json={"dataframe_records": records[:1]}
+            )
+            print(f"MLflow answer: {check.text[:160]}")
+            asyncio.run(throughput(ml_port, ml_reqs, args.clients, 2))  # warm-up
+            mlflow_tp, n_ml, err_ml = asyncio.run(throughput(ml_port, ml_reqs, args.clients, args.seconds))
+            print(f"(b) {args.clients} clients, mlflow models serve: {mlflow_tp:,.0f} req/s "
+                  f"({n_ml} requests, {err_ml} errors); ours / MLflow = {ours / mlflow_tp:.1f}x"
+                  + (f", like for like {like / mlflow_tp:.1f}x" if like else ""))  # fmt: skip
+        load = os.getloadavg()[0]
+        print(f"machine: {os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}, "
+              f"load {load:.1f}")  # fmt: skip
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

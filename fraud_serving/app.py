@@ -1,0 +1,400 @@
+"""The fraudops scoring API: ``uvicorn fraud_serving.app:app``.
+
+Serves the latest materialized `champion_model` of the Dagster instance (``DAGSTER_HOME``),
+swaps to a newer one without dropping a request, explains each decision with the model's own
+per-feature contributions, and logs every scored transaction for monitoring. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic_core
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fraud_serving.card_state import CardState, MerchantRiskStore
+from fraud_serving.metrics import ServiceMetrics
+from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, instance_source
+from fraud_serving.prediction_log import PredictionLogger
+from fraud_serving.schemas import BatchRequest, BatchResponse, ErrorResponse, Prediction, Transaction
+from fraud_serving.scoring import Scorer
+from fraud_serving.settings import Settings
+
+log = logging.getLogger("fraud_serving")
+SERVICE = "fraudops scoring API"
+API_VERSION = "1.0.0"
+ENDPOINTS = ("/", "/health", "/model", "/predict", "/predict/batch", "/metrics", "/docs", "/openapi.json")
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="needed when FRAUDOPS_API_KEY is set"
+)
+ReasonMethod = Literal["exact", "approx", "none"]
+REASONS_HELP = (
+    "reason codes from exact TreeSHAP contributions (default), XGBoost's approximate path "
+    "attribution (much faster on large batches), or none"
+)
+UNAVAILABLE = "scoring unavailable: an internal error occurred (logged); retry shortly"
+
+
+class Service:
+    """The app's moving parts, shared by the endpoints (``app.state.service``)."""
+
+    def __init__(self, settings: Settings, source=None) -> None:
+        self.settings = settings
+        self.started = False
+        self.metrics = ServiceMetrics()
+        self.cards = CardState()
+        storage = Path(settings.storage)
+        self.merchants = MerchantRiskStore(storage / "merchant_risk")
+        self.scorer = Scorer(self.cards, self.merchants)
+        self.log = PredictionLogger(settings.prediction_log_dir, settings.log_queue_size, self.metrics)
+        self.provider = ModelProvider(
+            source or instance_source(settings.dagster_home),
+            settings.model_poll_seconds,
+            on_swap=self.metrics.set_model,
+            on_refused=lambda record, error: self.metrics.model_refusals.inc(),
+            on_poll=self.merchants.refresh,
+        )
+
+    def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        self.log.start()
+        self.merchants.refresh()
+        if self.settings.bootstrap_card_state:
+            try:
+                self.cards.bootstrap(Path(self.settings.storage) / "validated_transactions")
+            except Exception:
+                log.exception("card state bootstrap failed: starting with an empty card history")
+        self.provider.refresh()
+        if self.provider.current is None:
+            log.warning(self.provider.error or NO_MODEL_MESSAGE)
+        self.provider.start()
+
+    def stop(self) -> None:
+        self.started = False
+        self.provider.stop()
+        self.log.close()
+
+
+class MetricsAndSafetyMiddleware:
+    """Counts and times every request per endpoint and status; turns any unhandled exception
+    into a 503 "scoring unavailable" (logged), never a 500."""
+
+    def __init__(self, app, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = {"status": 503, "sent": False}
+
+        async def tracking_send(message):
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["sent"] = True
+            await send(message)
+
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), path)
+            self.metrics.internal_errors.labels(endpoint=endpoint).inc()
+            if not state["sent"]:
+                response = JSONResponse({"detail": UNAVAILABLE}, status_code=503)
+                await response(scope, receive, tracking_send)
+        finally:
+            labels = (endpoint, scope.get("method", ""), str(state["status"]))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+def validation_response(errors, prefix: tuple[str, ...] = ()) -> Response:
+    """422 with one entry per problem, each naming its field (no echo of the input)."""
+    out = []
+    for err in errors:
+        loc = [*prefix, *(str(part) for part in err.get("loc", ()))]
+        field = ".".join(part for part in loc if part != "body") or "body"
+        out.append(
+            {"loc": loc, "field": field, "msg": err.get("msg", "invalid"), "type": err.get("type", "")}
+        )
+    return _json({"detail": out}, status_code=422)
+
+
+MAX_TRANSACTION_BYTES = 64 * 1024
+
+
+def _too_large(request: Request, limit: int) -> bool:
+    """Refuse a declared body above ``limit`` bytes before reading it."""
+    length = request.headers.get("content-length", "")
+    return length.isdigit() and int(length) > limit
+
+
+def too_many(limit: int) -> str:
+    return f"a batch holds at most {limit} transactions (FRAUDOPS_MAX_BATCH)"
+
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": Transaction.model_json_schema(ref_template="#/components/schemas/{model}")
+            }
+        },
+    }
+}
+
+
+_batch_schema = BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {k: v for k, v in _batch_schema.items() if k != "$defs"}}},
+    }
+}
+
+
+def _json(content: Any, status_code: int = 200) -> Response:
+    return Response(pydantic_core.to_json(content), status_code=status_code, media_type="application/json")
+
+
+def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
+    """The FastAPI app. ``settings`` default to the environment; ``source`` (tests) replaces the
+    Dagster instance as the place champion records come from."""
+    settings = settings or Settings.from_env()
+    service = Service(settings, source)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title=SERVICE,
+        version=API_VERSION,
+        description=(
+            "Scores card transactions with the latest materialized `champion_model` of the fraudops "
+            "Dagster instance and explains each decision. See docs/serving.md."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(MetricsAndSafetyMiddleware, metrics=service.metrics)
+
+    async def require_api_key(key: Annotated[str | None, Depends(API_KEY_HEADER)]) -> None:
+        expected = settings.api_key
+        if expected and not (key and secrets.compare_digest(key.encode(), expected.encode())):
+            raise StarletteHTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return validation_response(exc.errors())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        headers = getattr(exc, "headers", None)
+        response = _json({"detail": exc.detail}, status_code=exc.status_code)
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):  # reached only outside endpoints
+        log.error("internal error: %r", exc)
+        return _json({"detail": UNAVAILABLE}, status_code=503)
+
+    def served_or_503():
+        model = service.provider.current
+        if model is None:
+            raise StarletteHTTPException(status_code=503, detail=NO_MODEL_MESSAGE)
+        return model
+
+    def run_scoring(model, txs, started, include_features, reasons, endpoint):
+        try:
+            result = service.scorer.score(model, txs, started, include_features, reasons)
+        except Exception:
+            log.exception("scoring failed on %s", endpoint)
+            service.metrics.internal_errors.labels(endpoint=endpoint).inc()
+            raise StarletteHTTPException(status_code=503, detail=UNAVAILABLE) from None
+        service.log.submit(result.log_item)
+        m = service.metrics
+        for pred in result.predictions:
+            m.scores.observe(pred["fraud_probability"])
+            m.decisions.labels("fraud" if pred["is_fraud"] else "legit", pred["risk_level"]).inc()
+        m.scored.inc(len(result.predictions))
+        return result.predictions
+
+    no_model = {"model": ErrorResponse, "description": "no champion model yet, or scoring unavailable"}
+
+    @app.get("/", summary="Service description")
+    async def root() -> dict:
+        model = service.provider.current
+        return {
+            "service": SERVICE,
+            "version": API_VERSION,
+            "status": service.provider.status,
+            "model_version": model.version if model else None,
+            "endpoints": {
+                "health": "GET /health",
+                "model": "GET /model",
+                "predict": "POST /predict",
+                "predict_batch": "POST /predict/batch",
+                "metrics": "GET /metrics",
+                "docs": "GET /docs",
+            },
+        }
+
+    @app.get("/health", summary="Liveness and which model serves (status ok, degraded or no_model)")
+    async def health() -> dict:
+        provider = service.provider
+        model = provider.current
+        return {
+            "status": provider.status,
+            "model_version": model.version if model else None,
+            "model_loaded_at": model.loaded_at if model else None,
+            "dagster_storage_id": model.record.storage_id if model else None,
+            "error": provider.error or provider.poll_error or (None if model else NO_MODEL_MESSAGE),
+            "last_poll": provider.last_poll,
+            "card_state": {"cards": len(service.cards), "bootstrapped_rows": service.cards.bootstrapped_rows},
+            "merchant_risk_day": service.merchants.day,
+            "prediction_log": {
+                "written": service.log.written,
+                "dropped": service.log.dropped,
+                "queued": service.log.queue.qsize(),
+                "error": service.log.error,
+            },
+        }
+
+    @app.get(
+        "/model", summary="The served model: Dagster, MLflow and bundle facts", responses={503: no_model}
+    )
+    async def model_info() -> dict:
+        model = served_or_503()
+        return {**model.info, "status": service.provider.status, "error": service.provider.error}
+
+    @app.post(
+        "/predict",
+        summary="Score one transaction",
+        response_model=Prediction,
+        responses={401: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 503: no_model},
+        dependencies=[Depends(require_api_key)],
+        openapi_extra=PREDICT_BODY,
+    )
+    async def predict(
+        request: Request,
+        include_features: Annotated[bool, Query(description="also return the model's input values")] = False,
+        reasons: Annotated[ReasonMethod, Query(description=REASONS_HELP)] = "exact",
+    ):
+        # The body is parsed and validated in one step by pydantic-core (the hot path; FastAPI's
+        # generic body handling costs more); errors are answered exactly like FastAPI's 422s.
+        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "application/json")
+        if "json" not in content_type.lower():
+            raise StarletteHTTPException(status_code=415, detail="send the transaction as application/json")
+        if _too_large(request, MAX_TRANSACTION_BYTES):
+            raise StarletteHTTPException(status_code=413, detail="a transaction body is at most 64 KiB")
+        try:
+            transaction = Transaction.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return validation_response(exc.errors(), prefix=("body",))
+        model = served_or_503()
+        predictions = run_scoring(model, [transaction], started, include_features, reasons, "/predict")
+        return _json(predictions[0])
+
+    @app.post(
+        "/predict/batch",
+        summary="Score several transactions (in one model call)",
+        response_model=BatchResponse,
+        responses={
+            401: {"model": ErrorResponse},
+            413: {"model": ErrorResponse},
+            415: {"model": ErrorResponse},
+            503: no_model,
+        },
+        dependencies=[Depends(require_api_key)],
+        openapi_extra=BATCH_BODY,
+    )
+    async def predict_batch(
+        request: Request,
+        include_features: Annotated[bool, Query(description="also return the model's input values")] = False,
+        reasons: Annotated[ReasonMethod, Query(description=REASONS_HELP)] = "exact",
+    ):
+        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "application/json")
+        if "json" not in content_type.lower():
+            raise StarletteHTTPException(status_code=415, detail="send the batch as application/json")
+        if _too_large(request, MAX_TRANSACTION_BYTES * settings.max_batch):
+            raise StarletteHTTPException(status_code=413, detail=too_many(settings.max_batch))
+        try:
+            batch = BatchRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            too_long = [e for e in exc.errors() if e.get("type") == "too_long"]
+            if too_long:
+                raise StarletteHTTPException(status_code=413, detail=too_many(settings.max_batch)) from None
+            return validation_response(exc.errors(), prefix=("body",))
+        if len(batch.transactions) > settings.max_batch:
+            raise StarletteHTTPException(status_code=413, detail=too_many(settings.max_batch))
+        model = served_or_503()
+        predictions = run_scoring(
+            model, batch.transactions, started, include_features, reasons, "/predict/batch"
+        )
+        return _json({"predictions": predictions, "model_version": model.version, "count": len(predictions)})
+
+    def openapi() -> dict:
+        """FastAPI's schema, plus the request bodies the scoring endpoints parse themselves."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["Transaction"] = Transaction.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        m = service.metrics
+        m.log_queue.set(service.log.queue.qsize())
+        m.cards.set(len(service.cards))
+        body, content_type = m.render()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+def _default_app() -> FastAPI:
+    logger = logging.getLogger("fraud_serving")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return create_app()
+
+
+app = _default_app()

@@ -1,0 +1,213 @@
+"""The service's own memory of recent card activity and merchant risk, for history features.
+
+`CardState` keeps, per card, the recent transactions (time, merchant, amount, device) that the
+history features look at: bootstrapped at startup from the last `LOOKBACK_DAYS` days of
+`validated_transactions` Parquet files, then appended with every scored transaction that has a
+card and a timestamp. `MerchantRiskStore` holds the latest `merchant_risk` snapshot (one file a
+day, as of the end of that day) and swaps to a newer file when one appears.
+
+The features themselves are never computed here: `fraud_assets.core.features` does it, with the
+code batch training uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.features import (
+    CARD_WINDOWS_MS,
+    LOOKBACK_DAYS,
+    MS_PER_DAY,
+    NOVELTY_WINDOW_MS,
+    MerchantRiskSnapshot,
+)
+
+log = logging.getLogger("fraud_serving.state")
+
+# A card's rows older than this (before its newest row) can no longer enter any window.
+KEEP_MS = max(max(CARD_WINDOWS_MS.values()), NOVELTY_WINDOW_MS) + MS_PER_DAY
+MAX_ROWS_PER_CARD = 5_000  # a runaway client cannot grow one card without bound
+_DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
+
+
+@dataclass(frozen=True)
+class CardRows:
+    """One card's recent transactions; replaced (never mutated) on append."""
+
+    ts_ms: np.ndarray  # int64 milliseconds (naive local time)
+    merchant: np.ndarray  # int64 merchant codes (see CardState.merchant_code)
+    amount: np.ndarray  # float64
+    device: np.ndarray  # float64 device codes, NaN when there is no device (card present)
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+
+def day_files(directory: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``(YYYY-MM-DD, path)`` of the daily Parquet files in a folder, oldest first."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    found = [(m.group(1), p) for p in folder.iterdir() if (m := _DAY_FILE.match(p.name))]
+    return sorted(found)
+
+
+class CardState:
+    """Recent transactions per card. Merchant and device ids are held as integer codes: the
+    history features only compare ids for equality (and devices for null), so codes give the
+    same features, and NumPy factorizes integers much faster than strings."""
+
+    def __init__(self) -> None:
+        self._cards: dict[str, CardRows] = {}
+        self._merchants: dict[str, int] = {}
+        self._devices: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.bootstrapped_rows = 0
+        self.bootstrapped_days: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def get(self, card_id: str) -> CardRows | None:
+        return self._cards.get(card_id)
+
+    def merchant_code(self, merchant_id: str) -> int:
+        code = self._merchants.get(merchant_id)
+        if code is None:
+            code = self._merchants[merchant_id] = len(self._merchants)
+        return code
+
+    def device_code(self, device: str | None) -> float:
+        if device is None:
+            return np.nan
+        code = self._devices.get(device)
+        if code is None:
+            code = self._devices[device] = len(self._devices)
+        return float(code)
+
+    def history(self, card_id: str) -> dict[str, np.ndarray]:
+        """The card's rows as the columns `transaction_history_features` takes (ids as codes;
+        the card itself as code 0; timestamps as int64 nanoseconds, which it turns into
+        datetime64[ns] several times faster than datetime objects)."""
+        rows = self._cards.get(card_id)
+        if rows is None:
+            rows = CardRows(np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0), np.zeros(0))
+        return {
+            c.TIMESTAMP: rows.ts_ms * 1_000_000,
+            c.CARD_ID: np.zeros(len(rows), dtype="int64"),
+            c.MERCHANT_ID: rows.merchant,
+            c.AMOUNT: rows.amount,
+            c.DEVICE_FINGERPRINT: rows.device,
+        }
+
+    def append(self, card_id: str, ts_ms: int, merchant, amount: float, device) -> None:
+        self.append_many([card_id], [ts_ms], [merchant], [amount], [device])
+
+    def append_many(self, cards, ts_ms, merchants, amounts, devices) -> None:
+        """Add scored transactions (any order, any cards), dropping rows too old to matter."""
+        grouped: dict[str, list[int]] = {}
+        for i, card in enumerate(cards):
+            grouped.setdefault(card, []).append(i)
+        ts_ms = np.asarray(ts_ms, dtype="int64")
+        amounts = np.asarray(amounts, dtype="float64")
+        with self._lock:
+            merchants = np.fromiter((self.merchant_code(m) for m in merchants), dtype="int64")
+            devices = np.fromiter((self.device_code(d) for d in devices), dtype="float64")
+            for card, idx in grouped.items():
+                old = self._cards.get(card)
+                new_ts, new_m, new_a, new_d = ts_ms[idx], merchants[idx], amounts[idx], devices[idx]
+                if old is not None:
+                    new_ts = np.concatenate((old.ts_ms, new_ts))
+                    new_m = np.concatenate((old.merchant, new_m))
+                    new_a = np.concatenate((old.amount, new_a))
+                    new_d = np.concatenate((old.device, new_d))
+                newest = new_ts.max()
+                if new_ts.min() >= newest - KEEP_MS and len(new_ts) <= MAX_ROWS_PER_CARD:
+                    self._cards[card] = CardRows(new_ts, new_m, new_a, new_d)
+                    continue
+                sel = np.flatnonzero(new_ts >= newest - KEEP_MS)[-MAX_ROWS_PER_CARD:]
+                self._cards[card] = CardRows(new_ts[sel], new_m[sel], new_a[sel], new_d[sel])
+
+    def bootstrap(self, validated_dir: str | os.PathLike, days: int = LOOKBACK_DAYS) -> int:
+        """Load the last ``days`` daily files of `validated_transactions`; the number of rows read."""
+        import pandas as pd
+
+        files = day_files(validated_dir)[-(days + 1) :]
+        if not files:
+            log.info("no validated_transactions files under %s: card history starts empty", validated_dir)
+            return 0
+        wanted = [c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT]
+        frames = []
+        for _, path in files:
+            try:
+                frame = pd.read_parquet(path)
+            except Exception as err:  # a half-written or foreign file must not stop the API
+                log.warning("skipping %s: %s", path, err)
+                continue
+            if any(col not in frame for col in wanted[:4]):
+                continue
+            frames.append(frame[[col for col in wanted if col in frame]])
+        if not frames:
+            return 0
+        data = pd.concat(frames, ignore_index=True)
+        if c.DEVICE_FINGERPRINT not in data:
+            data[c.DEVICE_FINGERPRINT] = None
+        newest = data[c.TIMESTAMP].max()
+        data = data[data[c.TIMESTAMP] >= newest - pd.Timedelta(milliseconds=KEEP_MS)]
+        data = data.sort_values([c.CARD_ID, c.TIMESTAMP], kind="stable")
+        cards = data[c.CARD_ID].astype(str).to_numpy(dtype=object)
+        ts = data[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64")
+        merchant_codes, merchant_ids = pd.factorize(data[c.MERCHANT_ID].astype(str).to_numpy(object))
+        device_codes, device_ids = pd.factorize(data[c.DEVICE_FINGERPRINT].astype(object).to_numpy(object))
+        merchant = merchant_codes.astype("int64")
+        device = np.where(device_codes >= 0, device_codes, np.nan).astype("float64")
+        amount = data[c.AMOUNT].to_numpy("float64")
+        starts = np.flatnonzero(np.r_[True, cards[1:] != cards[:-1]])
+        ends = np.r_[starts[1:], len(cards)]
+        loaded = {}
+        for s, e in zip(starts, ends, strict=True):
+            s = max(s, e - MAX_ROWS_PER_CARD)
+            loaded[cards[s]] = CardRows(ts[s:e], merchant[s:e], amount[s:e], device[s:e])
+        with self._lock:
+            self._cards = loaded
+            self._merchants = {str(m): i for i, m in enumerate(merchant_ids)}
+            self._devices = {str(d): i for i, d in enumerate(device_ids)}
+        self.bootstrapped_rows = len(data)
+        self.bootstrapped_days = [day for day, _ in files]
+        log.info("card state: %d rows of %d cards from %d days", len(data), len(loaded), len(files))
+        return len(data)
+
+
+class MerchantRiskStore:
+    """The latest merchant risk snapshot; `refresh` swaps to a newer daily file."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.snapshot: MerchantRiskSnapshot | None = None
+        self.day: str | None = None
+        self.error: str | None = None
+
+    def refresh(self) -> bool:
+        files = day_files(self.directory)
+        if not files or files[-1][0] == self.day:
+            return False
+        day, path = files[-1]
+        try:
+            import pandas as pd
+
+            snapshot = MerchantRiskSnapshot.from_frame(pd.read_parquet(path))
+        except Exception as err:
+            self.error = f"cannot read merchant risk {path}: {type(err).__name__}: {err}"
+            log.warning(self.error)
+            return False
+        self.snapshot, self.day, self.error = snapshot, day, None
+        log.info("merchant risk as of %s (%d merchants)", snapshot.as_of, len(snapshot.merchants))
+        return True

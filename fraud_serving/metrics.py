@@ -1,0 +1,98 @@
+"""Prometheus metrics of the scoring service, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SCORE_BUCKETS = (*tuple(round(0.05 * i, 2) for i in range(1, 20)), 0.99, 1.0)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "fraudops_http_requests",
+            "HTTP requests by endpoint, method and status",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "fraudops_http_request_duration_seconds",
+            "HTTP request latency by endpoint, method and status",
+            ["endpoint", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scores = Histogram(
+            "fraudops_fraud_probability",
+            "Distribution of scored fraud probabilities",
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "fraudops_decisions",
+            "Scored transactions by decision and risk level",
+            ["decision", "risk_level"],
+            registry=r,
+        )
+        self.scored = Counter("fraudops_transactions_scored", "Transactions scored", registry=r)
+        self.model_info = Gauge(
+            "fraudops_model_info",
+            "The served model (value 1): bundle version, sha256, MLflow version, Dagster storage id",
+            ["bundle_version", "bundle_sha256", "algorithm", "mlflow_model_version", "dagster_storage_id"],
+            registry=r,
+        )
+        self.model_loaded_at = Gauge(
+            "fraudops_model_loaded_timestamp_seconds",
+            "When the served model was loaded (unix time)",
+            registry=r,
+        )
+        self.model_swaps = Counter("fraudops_model_swaps", "Models loaded and swapped in", registry=r)
+        self.model_refusals = Counter(
+            "fraudops_model_refusals", "Champion bundles refused (integrity or load failure)", registry=r
+        )
+        self.log_dropped = Counter(
+            "fraudops_prediction_log_dropped",
+            "Prediction log records dropped (queue full or write error)",
+            registry=r,
+        )
+        self.log_written = Counter(
+            "fraudops_prediction_log_written", "Prediction log records written", registry=r
+        )
+        self.log_queue = Gauge(
+            "fraudops_prediction_log_queue_size", "Records waiting to be logged", registry=r
+        )
+        self.cards = Gauge("fraudops_card_state_cards", "Cards held in the history state", registry=r)
+        self.internal_errors = Counter(
+            "fraudops_internal_errors",
+            "Requests that failed inside the service (answered 503)",
+            ["endpoint"],
+            registry=r,
+        )
+
+    def set_model(self, served) -> None:
+        info = served.info
+        self.model_info.clear()
+        self.model_info.labels(
+            bundle_version=served.version,
+            bundle_sha256=info["bundle_sha256"],
+            algorithm=info["algorithm"],
+            mlflow_model_version=str(info.get("mlflow_model_version") or ""),
+            dagster_storage_id=str(info["dagster_storage_id"]),
+        ).set(1)
+        import time
+
+        self.model_loaded_at.set(time.time())
+        self.model_swaps.inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

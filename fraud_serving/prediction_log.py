@@ -1,0 +1,220 @@
+"""The prediction log: every scored transaction, append-only, one JSON Lines file per day.
+
+Requests only put a compact record on a bounded queue (``put_nowait``); a background thread
+turns records into JSON lines and appends them to ``<log dir>/<YYYY-MM-DD>.jsonl`` (the UTC day
+the transaction was scored). Logging never slows or fails a request: when the queue is full the
+record is dropped and counted (``fraudops_prediction_log_dropped`` in ``/metrics``).
+
+Each line: ``scored_at`` (UTC ISO), ``transaction_id``, ``card_id``, ``merchant_id``,
+``timestamp`` (the transaction's), ``model_version``, ``threshold``, ``fraud_probability``,
+``is_fraud``, ``risk_level``, ``latency_ms`` (time spent in the service for the request),
+``reason_codes``, ``features`` (the model's input values: what the monitoring compares to the
+training data; ``null`` = missing, imputed) and ``input`` (the request fields as sent).
+
+The monitoring stage reads it with `read_prediction_log`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pydantic_core
+
+log = logging.getLogger("fraud_serving.prediction_log")
+
+_STOP = object()
+BATCH_SECONDS = 0.05
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class PredictionLogger:
+    """Bounded queue + writer thread. ``submit`` is non-blocking; ``close`` flushes."""
+
+    def __init__(self, directory: str | os.PathLike, max_queue: int = 100_000, metrics=None) -> None:
+        self.directory = Path(directory)
+        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.metrics = metrics
+        self.dropped = 0
+        self.written = 0
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fraudops-prediction-log", daemon=True)
+            self._thread.start()
+
+    def submit(self, batch) -> None:
+        """Queue the records of one request (one queue item); drop and count them if the queue is full.
+
+        ``batch`` is a list of JSON-ready dicts (each with ``scored_at``), or an object with
+        ``__len__`` and ``to_lines()`` (the scorer's compact item, serialized here, in the writer
+        thread).
+        """
+        try:
+            self._idle.clear()
+            self.queue.put_nowait(batch)
+        except queue.Full:
+            self._drop(len(batch))
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if self.metrics is not None:
+            self.metrics.log_dropped.inc(n)
+
+    def _run(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            # Let requests accumulate for a moment: one wake-up and one write per file for many
+            # requests, instead of competing with every request for the interpreter.
+            time.sleep(BATCH_SECONDS)
+            while True:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(i is _STOP for i in items)
+            lines: list[bytes] = []
+            for item in items:
+                if item is _STOP:
+                    continue
+                try:
+                    lines.extend(item.to_lines() if hasattr(item, "to_lines") else map(_line, item))
+                except Exception:  # a record that cannot be built is dropped, never the thread
+                    log.exception("cannot build prediction log records")
+                    self._drop(len(item))
+            if lines:
+                self._write(lines)
+            if self.queue.empty():
+                self._idle.set()
+            if stop:
+                return
+
+    def _write(self, lines: list[bytes]) -> None:
+        by_day: dict[bytes, list[bytes]] = {}
+        for line in lines:  # each line starts with {"scored_at":"YYYY-MM-DD...
+            by_day.setdefault(line[14:24], []).append(line)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for day, day_lines in by_day.items():
+                with open(self.directory / f"{day.decode()}.jsonl", "ab") as fh:
+                    fh.write(b"\n".join(day_lines) + b"\n")
+            self.written += len(lines)
+            if self.metrics is not None:
+                self.metrics.log_written.inc(len(lines))
+            self.error = None
+        except OSError as err:
+            self.error = f"cannot write the prediction log under {self.directory}: {err}"
+            log.error(self.error)
+            self._drop(len(lines))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is written (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self.queue.put(_STOP, timeout=timeout)
+        self._thread.join(timeout)
+        self._thread = None
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    """One record as a JSON line, ``scored_at`` first; non-finite numbers become null."""
+    record = {"scored_at": record["scored_at"], **record}
+    try:
+        return pydantic_core.to_json(record, inf_nan_mode="null", fallback=str)
+    except Exception:
+        return json.dumps(_sanitize(record), default=str, separators=(",", ":")).encode()
+
+
+def _sanitize(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sanitize(v) for v in value]
+    return _clean(value)
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def read_prediction_log(directory: str | os.PathLike, day: str | dt.date | None = None):
+    """The logged predictions as a DataFrame: one row per scored transaction, oldest first.
+
+    ``day`` (``YYYY-MM-DD`` or a date) reads one day's file; None reads all of them. Columns:
+    ``scored_at`` (UTC timestamp), ``timestamp`` (the transaction's, naive local time),
+    ``transaction_id``, ``card_id``, ``merchant_id``, ``model_version``, ``threshold``,
+    ``fraud_probability``, ``is_fraud``, ``risk_level``, ``latency_ms``, ``reason_codes`` (list),
+    ``input`` (dict as sent), then one column per model input value (``amount``,
+    ``merchant_category``, ``transactions_last_24h``, ...; NaN where the value was missing and
+    imputed). A half-written last line (a crash mid-write) is skipped.
+    """
+    import pandas as pd
+
+    folder = Path(directory)
+    if day is not None:
+        files = [folder / f"{day if isinstance(day, str) else day.isoformat()}.jsonl"]
+    else:
+        files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    records = []
+    for path in files:
+        if not path.exists():
+            continue
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    base = [
+        "scored_at",
+        "timestamp",
+        "transaction_id",
+        "card_id",
+        "merchant_id",
+        "model_version",
+        "threshold",
+        "fraud_probability",
+        "is_fraud",
+        "risk_level",
+        "latency_ms",
+        "reason_codes",
+        "input",
+    ]
+    if not records:
+        return pd.DataFrame({col: pd.Series(dtype=object) for col in base})
+    frame = pd.DataFrame([{k: r.get(k) for k in base} for r in records])
+    features = pd.DataFrame([r.get("features") or {} for r in records])
+    features = features[[col for col in features.columns if col not in frame.columns]]
+    frame = pd.concat([frame, features], axis=1)
+    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], errors="coerce", format="ISO8601")
+    for col in features.columns:
+        if features[col].map(lambda v: isinstance(v, str)).any():
+            continue
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    return frame.sort_values("scored_at", kind="stable").reset_index(drop=True)

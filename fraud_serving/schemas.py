@@ -1,0 +1,128 @@
+"""Request and response bodies of the scoring API (pydantic; the OpenAPI schema comes from here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from fraud_assets.core.features import HISTORY_FEATURES
+
+# Numbers are strict (a JSON string "12" is a wrong type, not a number); ints pass as floats.
+# NaN and infinities are refused everywhere; ranges follow the Pandera contracts.
+Amount = Annotated[
+    float,
+    Field(gt=0, le=1_000_000, allow_inf_nan=False, strict=True, description="Amount, > 0 and <= 1,000,000"),
+]
+Count = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=True)]
+Money = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False, strict=True)]
+Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
+Seconds = Annotated[float, Field(ge=0, le=1e10, allow_inf_nan=False, strict=True)]
+Flag = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
+EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(2200, 1, 1)  # within datetime64[ns]
+Text = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _history_field(name: str):
+    if name.startswith("transactions_last_") or name.startswith("merchant_labelled_"):
+        kind = Count
+    elif name.startswith("merchant_fraud_rate_"):
+        kind = Rate
+    elif name.startswith("is_new_"):
+        kind = Flag
+    elif name == "seconds_since_last_txn":
+        kind = Seconds
+    elif name == "amount_to_avg_30d":
+        kind = Count
+    else:  # total_amount_last_*, avg_amount_last_30d
+        kind = Money
+    return (kind | None, Field(default=None, description=f"history feature `{name}`; computed when absent"))
+
+
+class _TransactionBase(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    amount: Amount
+    merchant_category: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="one of the contract's categories; any other value is an unknown category"
+    )
+    merchant_country: Annotated[str, Field(max_length=64)] | None = None
+    hour_of_day: Annotated[int, Field(ge=0, le=23, strict=True)] | None = Field(
+        default=None, description="0-23, the card's local time; derived from `timestamp` when absent"
+    )
+    day_of_week: Annotated[int, Field(ge=0, le=6, strict=True)] | None = Field(
+        default=None, description="Monday = 0; derived from `timestamp` when absent"
+    )
+    is_online: bool | None = None
+    is_weekend: bool | None = Field(
+        default=None, description="derived from day_of_week/timestamp when absent"
+    )
+    is_foreign: bool | None = None
+    distance_from_home: Annotated[float, Field(ge=0, le=20_100, allow_inf_nan=False, strict=True)] | None = (
+        None
+    )
+    entry_mode: Annotated[str, Field(max_length=64)] | None = None
+    transaction_id: Text | None = Field(default=None, description="generated when absent")
+    card_id: Text | None = Field(
+        default=None, description="with `timestamp`: history features from card state"
+    )
+    merchant_id: Text | None = None
+    device_fingerprint: Text | None = None
+    timestamp: dt.datetime | None = Field(
+        default=None,
+        description="ISO 8601, the card's local time (a UTC offset, if given, is dropped: wall clock kept)",
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible_time(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and not (EARLIEST <= value.replace(tzinfo=None) < LATEST):
+            raise ValueError(f"timestamp must be between {EARLIEST.date()} and {LATEST.date()}")
+        return value
+
+
+Transaction = create_model(
+    "Transaction",
+    __base__=_TransactionBase,
+    __doc__="One card transaction. Only `amount` is required; absent values are imputed as in training.",
+    **{name: _history_field(name) for name in HISTORY_FEATURES if name not in _TransactionBase.model_fields},
+)
+
+
+class BatchRequest(BaseModel):
+    transactions: list[Transaction] = Field(
+        min_length=1, description="at most FRAUDOPS_MAX_BATCH (413 above)"
+    )  # type: ignore[valid-type]
+
+
+class ReasonCode(BaseModel):
+    feature: str
+    contribution: float = Field(description="push towards fraud, in log-odds (model's own TreeSHAP)")
+    value: float | None = Field(description="the feature's value for this transaction (after imputation)")
+
+
+RiskLevel = Literal["low", "medium", "high", "critical"]
+
+
+class Prediction(BaseModel):
+    transaction_id: str
+    is_fraud: int = Field(description="1 when fraud_probability >= the model's threshold")
+    fraud_probability: float
+    risk_level: RiskLevel
+    timestamp: str = Field(description="the transaction's timestamp if given, else when it was scored (UTC)")
+    model_version: str
+    reason_codes: list[ReasonCode]
+    features: dict[str, float | str | None] | None = Field(
+        default=None, description="the model's input values (only with ?include_features=true)"
+    )
+
+
+class BatchResponse(BaseModel):
+    predictions: list[Prediction]
+    model_version: str
+    count: int
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list

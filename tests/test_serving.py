@@ -1,0 +1,442 @@
+"""The scoring API (fraud_serving): discovery, swaps, integrity, validation, history features, log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from fraud_assets.core import columns as c
+from fraud_assets.core.features import CARD_FEATURES, DEVICE_FEATURES, MERCHANT_FEATURES, history_features
+from fraud_serving.app import create_app
+from fraud_serving.metrics import ServiceMetrics
+from fraud_serving.prediction_log import PredictionLogger, read_prediction_log
+from fraud_serving.settings import Settings
+from fraud_serving.testing import build_bundle, record_champion, simulate, write_dagster_home, write_storage
+
+SEED_BODY = {
+    "amount": 150.50,
+    "merchant_category": "online_retail",
+    "merchant_country": "USA",
+    "hour_of_day": 14,
+    "day_of_week": 2,
+    "is_online": True,
+    "is_weekend": False,
+    "transactions_last_24h": 3,
+    "total_amount_last_24h": 450.75,
+    "transactions_last_1h": 0,
+    "distance_from_home": 0.0,
+}
+HISTORY_DAYS = 20  # days written to storage; the days after are "live" traffic
+
+
+_WORLD: dict = {}  # built once per session, whichever test module asks first
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """Simulated data, two bundles (A and B), storage with the first HISTORY_DAYS days."""
+    if not _WORLD:
+        _WORLD.update(_build_world(tmp_path_factory.mktemp("serving")))
+    return _WORLD
+
+
+def _build_world(root):
+    frame = simulate(days=25, n_cardholders=300, seed=7)
+    days = sorted(frame[c.TIMESTAMP].dt.date.unique())
+    storage = write_storage(frame, root / "storage", days=days[:HISTORY_DAYS])
+    path_a, sha_a, bundle_a = build_bundle(frame, root / "models", n_estimators=30, seed=1)
+    path_b, sha_b, bundle_b = build_bundle(frame, root / "models", n_estimators=20, seed=2)
+    assert bundle_a.version != bundle_b.version
+    live = frame[frame[c.TIMESTAMP].dt.date > days[HISTORY_DAYS - 1]].sort_values(c.TIMESTAMP, kind="stable")
+    return {
+        "root": root,
+        "frame": frame,
+        "live": live,
+        "storage": storage,
+        "a": (path_a, sha_a, bundle_a),
+        "b": (path_b, sha_b, bundle_b),
+    }
+
+
+def _home_with_champion_a(directory, world):
+    home = write_dagster_home(directory)
+    instance = dg.DagsterInstance.from_config(str(home))
+    record_champion(instance, *world["a"], mlflow_version="1")
+    return home, instance
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory, world):
+    """A Dagster home whose instance has bundle A as the champion (tests must not add to it)."""
+    return _home_with_champion_a(tmp_path_factory.mktemp("home"), world)
+
+
+@pytest.fixture
+def home(tmp_path, world):
+    """A Dagster home of this test's own, with bundle A as the champion (free to add champions)."""
+    return _home_with_champion_a(tmp_path / "home", world)
+
+
+def make_client(world, tmp_path, home_dir, **overrides) -> TestClient:
+    settings = Settings(
+        dagster_home=str(home_dir),
+        storage=str(world["storage"]),
+        prediction_log_dir=str(tmp_path / "predictions"),
+        model_poll_seconds=overrides.pop("model_poll_seconds", 3600),
+        **overrides,
+    )
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(world, tmp_path, shared_home):
+    """A fresh app (fresh card state and log) on the shared instance."""
+    with make_client(world, tmp_path, shared_home[0]) as cl:
+        yield cl
+
+
+@pytest.fixture
+def own_client(world, tmp_path, home):
+    """A fresh app on an instance of the test's own."""
+    with make_client(world, tmp_path, home[0]) as cl:
+        yield cl
+
+
+def body_of(row, **extra) -> dict:
+    body = {
+        "transaction_id": row.transaction_id,
+        "amount": float(row.amount),
+        "card_id": row.card_id,
+        "merchant_id": row.merchant_id,
+        "timestamp": row.timestamp.isoformat(),
+        "merchant_category": row.merchant_category,
+        "entry_mode": row.entry_mode,
+        "is_online": bool(row.is_online),
+        "is_foreign": bool(row.is_foreign),
+        "distance_from_home": float(row.distance_from_home),
+    }
+    if isinstance(row.device_fingerprint, str):
+        body["device_fingerprint"] = row.device_fingerprint
+    return {**body, **extra}
+
+
+# --- scoring and model discovery ------------------------------------------------------------
+
+
+def test_seed_body_is_scored_by_the_materialized_champion(client, world):
+    bundle = world["a"][2]
+    response = client.post("/predict", json=SEED_BODY)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert set(out) >= {"transaction_id", "is_fraud", "fraud_probability", "risk_level", "timestamp"}
+    assert out["model_version"] == bundle.version
+    assert 0 <= out["fraud_probability"] <= 1
+    assert out["is_fraud"] == int(out["fraud_probability"] >= bundle.threshold)
+    assert out["risk_level"] in {"low", "medium", "high", "critical"}
+    assert out["risk_level"] in ({"high", "critical"} if out["is_fraud"] else {"low", "medium"})
+    assert len(out["reason_codes"]) == 3
+    assert all(r["feature"] in bundle.feature_names for r in out["reason_codes"])
+    contributions = [r["contribution"] for r in out["reason_codes"]]
+    assert contributions == sorted(contributions, reverse=True)
+
+    root = client.get("/").json()
+    assert root["status"] == "ok" and root["model_version"] == bundle.version
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["error"] is None and health["card_state"]["cards"] > 0
+    model = client.get("/model").json()
+    assert model["bundle_version"] == bundle.version and model["bundle_sha256"] == world["a"][1]
+    assert model["dagster_storage_id"] >= 1 and model["mlflow_model_version"] == "1"
+    assert model["threshold"] == bundle.threshold and model["training_window"] == list(bundle.training_window)
+    assert model["metrics"]["auc_roc"] == pytest.approx(0.9) and model["loaded_at"]
+
+
+def test_scores_equal_the_bundle_on_the_same_features(client, world):
+    """The API's probability is the bundle's own, on the features it reports."""
+    bundle = world["a"][2]
+    row = next(world["live"].itertuples())
+    out = client.post("/predict?include_features=true", json=body_of(row)).json()
+    features = {k: (np.nan if v is None else v) for k, v in out["features"].items()}
+    frame = pd.DataFrame([features])
+    expected = bundle.classifier.predict_proba(bundle.preprocessor.transform(frame))[0, 1]
+    assert out["fraud_probability"] == pytest.approx(expected, rel=1e-9)
+    contrib = bundle.classifier.reason_codes(bundle.preprocessor.transform(frame), top_k=3)[0]
+    assert [r["feature"] for r in out["reason_codes"]] == [name for name, _ in contrib]
+
+
+def test_503_before_any_model(world, tmp_path):
+    empty_home = write_dagster_home(tmp_path / "empty")
+    with make_client(world, tmp_path, empty_home) as cl:
+        response = cl.post("/predict", json=SEED_BODY)
+        assert response.status_code == 503
+        assert "make run" in response.json()["detail"] and "train_models" in response.json()["detail"]
+        assert cl.post("/predict/batch", json={"transactions": [SEED_BODY]}).status_code == 503
+        assert cl.get("/model").status_code == 503
+        health = cl.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "no_model"
+        assert cl.get("/").status_code == 200 and cl.get("/metrics").status_code == 200
+
+
+def test_tampered_bundle_is_refused_and_the_old_model_keeps_serving(own_client, world, home, tmp_path):
+    client = own_client
+    _, instance = home
+    path_b, sha_b, bundle_b = world["b"]
+    tampered = tmp_path / "tampered" / path_b.name
+    tampered.parent.mkdir()
+    raw = bytearray(path_b.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    tampered.write_bytes(bytes(raw))
+    record_champion(instance, tampered, sha_b, bundle_b, mlflow_version="2")
+    provider = client.app.state.service.provider
+    assert provider.refresh() is False
+
+    response = client.post("/predict", json=SEED_BODY)
+    assert response.status_code == 200 and response.json()["model_version"] == world["a"][2].version
+    health = client.get("/health").json()
+    assert health["status"] == "degraded"
+    assert "integrity" in health["error"] and world["a"][2].version in health["error"]
+    assert "fraudops_model_refusals_total 1.0" in client.get("/metrics").text
+
+    record_champion(instance, path_b, sha_b, bundle_b, mlflow_version="3")  # a good one heals it
+    assert provider.refresh() is True
+    assert client.post("/predict", json=SEED_BODY).json()["model_version"] == bundle_b.version
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/model").json()["mlflow_model_version"] == "3"
+
+
+def test_swap_under_load_drops_no_request(world, tmp_path, home):
+
+    _, instance = home
+    path_b, sha_b, bundle_b = world["b"]
+    versions, failures = [], []
+    stop = threading.Event()
+    with make_client(world, tmp_path, home[0], model_poll_seconds=0.1) as cl:
+
+        def fire():
+            while not stop.is_set():
+                r = cl.post("/predict", json=SEED_BODY)
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+                else:
+                    versions.append(r.json()["model_version"])
+
+        thread = threading.Thread(target=fire)
+        thread.start()
+        time.sleep(0.5)
+        record_champion(instance, path_b, sha_b, bundle_b, mlflow_version="2")
+        deadline = time.monotonic() + 20
+        while (not versions or versions[-1] != bundle_b.version) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        stop.set()
+        thread.join()
+    assert failures == []
+    assert versions[0] == world["a"][2].version and versions[-1] == bundle_b.version
+    first_b = versions.index(bundle_b.version)
+    assert set(versions[first_b:]) == {bundle_b.version}  # swapped once, never back
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+BAD_BODIES = [
+    ({k: v for k, v in SEED_BODY.items() if k != "amount"}, "amount"),
+    ({**SEED_BODY, "amount": -5}, "amount"),
+    ({**SEED_BODY, "amount": 0}, "amount"),
+    ({**SEED_BODY, "amount": "150.50"}, "amount"),
+    ({**SEED_BODY, "amount": 1e300}, "amount"),
+    ({**SEED_BODY, "hour_of_day": 25}, "hour_of_day"),
+    ({**SEED_BODY, "hour_of_day": 14.5}, "hour_of_day"),
+    ({**SEED_BODY, "day_of_week": 7}, "day_of_week"),
+    ({**SEED_BODY, "is_online": "maybe"}, "is_online"),
+    ({**SEED_BODY, "transactions_last_24h": -1}, "transactions_last_24h"),
+    ({**SEED_BODY, "distance_from_home": 1e9}, "distance_from_home"),
+    ({**SEED_BODY, "timestamp": "yesterday"}, "timestamp"),
+    ({**SEED_BODY, "card_id": "c1", "timestamp": "9999-12-31T00:00:00"}, "timestamp"),
+    ({**SEED_BODY, "card_id": "c1", "timestamp": "0001-01-01T00:00:00"}, "timestamp"),
+    ({**SEED_BODY, "merchant_fraud_rate_30d": 2}, "merchant_fraud_rate_30d"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+def test_bad_fields_get_422_naming_the_field(client, body, field):
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    assert field in [e["field"] for e in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_get_422(client, literal):
+    text = json.dumps(SEED_BODY).replace('"amount": 150.5', f'"amount": {literal}')
+    response = client.post("/predict", content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "amount"
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "path"),
+    [
+        ("{not json", "application/json", "/predict"),
+        ("", "application/json", "/predict"),
+        ("[]", "application/json", "/predict"),
+        ("null", "application/json", "/predict"),
+        (json.dumps(SEED_BODY), "text/plain", "/predict"),
+        ("amount=3", "application/x-www-form-urlencoded", "/predict"),
+        ('{"transactions": []}', "application/json", "/predict/batch"),
+        ('{"transactions": {}}', "application/json", "/predict/batch"),
+        (json.dumps([SEED_BODY]), "application/json", "/predict/batch"),
+        ('{"amount": 1' + "0" * 5000 + "}", "application/json", "/predict"),
+        ('{"amount": 12, "hour_of_day": ' + "9" * 400 + "}", "application/json", "/predict"),
+    ],
+)
+def test_malformed_requests_get_4xx_never_5xx(client, content, content_type, path):
+    response = client.post(path, content=content, headers={"content-type": content_type})
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+
+
+def test_batch_limit_is_413_and_unknown_category_is_scored_like_training(world, tmp_path, shared_home):
+    with make_client(world, tmp_path, shared_home[0], max_batch=5) as cl:
+        response = cl.post("/predict/batch", json={"transactions": [SEED_BODY] * 6})
+        assert response.status_code == 413 and "at most 5" in response.json()["detail"]
+        huge = cl.post("/predict", json={**SEED_BODY, "merchant_country": "x" * 70_000})
+        assert huge.status_code == 413
+        unknown = {**SEED_BODY, "merchant_category": "spaceship_dealer"}
+        absent = {k: v for k, v in SEED_BODY.items() if k != "merchant_category"}
+        out = cl.post("/predict/batch", json={"transactions": [unknown, absent]}).json()["predictions"]
+        assert out[0]["fraud_probability"] == out[1]["fraud_probability"]  # all-zero one-hot, as in training
+        bundle = world["a"][2]
+        frame = pd.DataFrame([{col: np.nan for col in bundle.preprocessor.input_columns_}])
+        frame = frame.assign(**{k: v for k, v in unknown.items() if k in frame}).astype(
+            {c.MERCHANT_CATEGORY: object, c.ENTRY_MODE: object}
+        )
+        frame[c.ENTRY_MODE] = None
+        expected = bundle.classifier.predict_proba(bundle.preprocessor.transform(frame))[0, 1]
+        assert out[0]["fraud_probability"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_api_key(world, tmp_path, shared_home):
+    with make_client(world, tmp_path, shared_home[0], api_key="s3cret") as cl:
+        assert cl.post("/predict", json=SEED_BODY).status_code == 401
+        assert cl.post("/predict", json=SEED_BODY, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert cl.post("/predict/batch", json={"transactions": [SEED_BODY]}).status_code == 401
+        assert cl.post("/predict", json=SEED_BODY, headers={"X-API-Key": "s3cret"}).status_code == 200
+        ok = cl.post("/predict/batch", json={"transactions": [SEED_BODY]}, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        assert cl.get("/health").status_code == 200 and cl.get("/metrics").status_code == 200
+
+
+# --- history features -------------------------------------------------------------------------
+
+
+def test_history_features_from_card_state_equal_the_batch_code(client, world):
+    """Live transactions scored one by one get the features batch training computes for them."""
+    frame, live = world["frame"], world["live"]
+    sent = live.head(250)
+    got = []
+    for row in sent.itertuples():
+        response = client.post("/predict?include_features=true", json=body_of(row))
+        assert response.status_code == 200
+        got.append(response.json()["features"])
+    got = pd.DataFrame(got)
+    # The batch code on everything the service has seen: the stored days and the rows sent.
+    seen = pd.concat([frame[frame[c.TIMESTAMP] < live[c.TIMESTAMP].min()], sent], ignore_index=True)
+    expected = history_features(seen)
+    n = len(sent)
+    for name in (*CARD_FEATURES, *DEVICE_FEATURES, *MERCHANT_FEATURES):
+        np.testing.assert_allclose(
+            got[name].to_numpy(float), expected[name][-n:], rtol=1e-9, atol=1e-9, err_msg=name
+        )
+
+
+def test_client_values_win_and_history_needs_card_and_timestamp(client, world):
+    row = next(world["live"].itertuples())
+    given = client.post(
+        "/predict?include_features=true",
+        json=body_of(row, transactions_last_24h=42, seconds_since_last_txn=7),
+    ).json()["features"]
+    assert given["transactions_last_24h"] == 42 and given["seconds_since_last_txn"] == 7
+    assert given["transactions_last_30d"] is not None  # the rest still computed
+    bare = client.post("/predict?include_features=true", json=SEED_BODY).json()["features"]
+    assert bare["transactions_last_24h"] == 3 and bare["transactions_last_30d"] is None  # imputed
+
+
+def test_batch_equals_singles(world, tmp_path, shared_home):
+    rows = list(world["live"].iloc[300:360].itertuples())
+    bodies = [body_of(r) for r in rows] + [SEED_BODY]
+    with make_client(world, tmp_path / "one", shared_home[0]) as cl:
+        singles = [cl.post("/predict", json=b).json() for b in bodies]
+    with make_client(world, tmp_path / "two", shared_home[0]) as cl:
+        batch = cl.post("/predict/batch", json={"transactions": bodies}).json()
+    assert batch["count"] == len(bodies)
+    for one, many in zip(singles, batch["predictions"], strict=True):
+        assert one["transaction_id"] == many["transaction_id"] or one["transaction_id"].startswith("txn-")
+        assert one["fraud_probability"] == pytest.approx(many["fraud_probability"], rel=1e-9, abs=1e-12)
+        assert one["is_fraud"] == many["is_fraud"] and one["risk_level"] == many["risk_level"]
+        assert [r["feature"] for r in one["reason_codes"]] == [r["feature"] for r in many["reason_codes"]]
+
+
+# --- prediction log and metrics ---------------------------------------------------------------
+
+
+def test_prediction_log_and_metrics(client, world, tmp_path):
+    rows = list(world["live"].head(5).itertuples())
+    for row in rows:
+        assert client.post("/predict", json=body_of(row)).status_code == 200
+    client.post("/predict/batch", json={"transactions": [SEED_BODY, SEED_BODY]})
+    assert client.app.state.service.log.flush()
+    log = read_prediction_log(tmp_path / "predictions")
+    assert len(log) == 7
+    assert log["transaction_id"].head(5).tolist() == [r.transaction_id for r in rows]
+    assert {
+        "fraud_probability",
+        "is_fraud",
+        "model_version",
+        "latency_ms",
+        "amount",
+        "transactions_last_24h",
+    } <= set(log)
+    assert (
+        log["transactions_last_30d"].head(5).notna().all()
+        and log["transactions_last_30d"].tail(2).isna().all()
+    )
+    assert (log["model_version"] == world["a"][2].version).all() and (log["latency_ms"] > 0).all()
+    today = dt.datetime.now(dt.UTC).date()
+    assert len(read_prediction_log(tmp_path / "predictions", day=today)) == 7
+
+    text = client.get("/metrics").text
+    assert 'fraudops_http_requests_total{endpoint="/predict",method="POST",status="200"} 5.0' in text
+    assert 'fraudops_http_request_duration_seconds_bucket{endpoint="/predict"' in text
+    assert "fraudops_fraud_probability_count 7.0" in text
+    assert "fraudops_decisions_total{" in text and "fraudops_prediction_log_dropped_total 0.0" in text
+    assert f'bundle_version="{world["a"][2].version}"' in text
+
+
+def test_full_log_queue_drops_and_counts_without_blocking(tmp_path):
+    metrics = ServiceMetrics()
+    logger = PredictionLogger(tmp_path / "log", max_queue=1, metrics=metrics)  # writer not started
+    record = {"scored_at": "2026-01-01T00:00:00+00:00", "transaction_id": "t"}
+    started = time.perf_counter()
+    for _ in range(100):
+        logger.submit([record])
+    assert time.perf_counter() - started < 0.5
+    assert logger.dropped == 99
+    assert "fraudops_prediction_log_dropped_total 99.0" in metrics.render()[0].decode()
+    logger.start()
+    assert logger.flush(5)
+    logger.close()
+    assert len(read_prediction_log(tmp_path / "log")) == 1
+
+
+def test_scoring_failure_is_a_503_not_a_500(client, monkeypatch):
+    def broken(*_a, **_k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(client.app.state.service.scorer, "score", broken)
+    response = client.post("/predict", json=SEED_BODY)
+    assert response.status_code == 503 and "scoring unavailable" in response.json()["detail"]
+    assert 'fraudops_internal_errors_total{endpoint="/predict"} 1.0' in client.get("/metrics").text
