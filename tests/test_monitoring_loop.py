@@ -18,8 +18,8 @@ from fraud_assets.defs.automation import (
     daily_pipeline_schedule,
     drift_retraining_sensor,
 )
-from fraud_assets.defs.monitoring import daily_drift_report, model_performance
-from fraud_assets.defs.resources import TransactionSimulatorResource
+from fraud_assets.defs.monitoring import daily_drift_report, live_drift_report, model_performance
+from fraud_assets.defs.resources import PredictionLogResource, TransactionSimulatorResource
 from fraud_assets.defs.sensors import RANGE_END, RANGE_START
 from tests.test_training_assets import CANDIDATES, QUICK, platform_defs
 
@@ -39,12 +39,16 @@ def loop_defs(tmp_path) -> dg.Definitions:
         new_fraud_pattern=True,
     )
     return dg.Definitions(
-        assets=[*base.assets, daily_drift_report, model_performance],
+        assets=[*base.assets, daily_drift_report, model_performance, live_drift_report],
         asset_checks=base.asset_checks,
         jobs=[*base.jobs, daily_pipeline_job, daily_monitoring_job],
         schedules=[daily_pipeline_schedule],
         sensors=[drift_retraining_sensor],
-        resources={**base.resources, "simulator": drifted},
+        resources={
+            **base.resources,
+            "simulator": drifted,
+            "prediction_log": PredictionLogResource(path=str(tmp_path / "predictions")),
+        },
     )
 
 
@@ -180,3 +184,62 @@ def test_daily_schedule_targets_yesterday(loop):
     )
     request = daily_pipeline_schedule.evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2026-04-02"
+
+
+def write_prediction_log(folder, day: str, features: pd.DataFrame, scores) -> None:
+    """Records as the scoring API logs them: scored_at, model inputs under "features", the score."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{day}.jsonl", "w", encoding="utf-8") as handle:
+        for (_, row), score in zip(features.iterrows(), scores, strict=True):
+            inputs = {
+                k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()
+            }
+            record = {
+                "scored_at": f"{day}T12:00:00+00:00",
+                "timestamp": str(row.get("timestamp", "")),
+                "transaction_id": "t",
+                "fraud_probability": float(score),
+                "features": {k: v for k, v in inputs.items() if k != "timestamp"},
+            }
+            handle.write(json.dumps(record, default=str) + "\n")
+
+
+def test_live_traffic_gets_the_same_drift_report(loop):
+    from fraud_assets.core.bundle import ModelBundle
+    from fraud_assets.core.evaluation import fraud_scores
+    from fraud_assets.core.features import FEATURE_COLUMNS
+
+    defs, instance, tmp_path = loop
+    champion = instance.get_latest_materialization_event(dg.AssetKey("champion_model")).asset_materialization
+    bundle = ModelBundle.load(champion.metadata["bundle_uri"].value, champion.metadata["bundle_sha256"].value)
+    for day in ("2026-03-27", DRIFT_LAST):
+        features = pd.read_parquet(tmp_path / "storage" / "transaction_features" / f"{day}.parquet")
+        scores = fraud_scores(bundle.preprocessor, bundle.classifier, features)
+        write_prediction_log(
+            tmp_path / "predictions", day, features[[c for c in FEATURE_COLUMNS if c in features]], scores
+        )
+        result = defs.resolve_job_def("__ASSET_JOB").execute_in_process(
+            instance=instance,
+            partition_key=day,
+            asset_selection=[dg.AssetKey("live_drift_report")],
+            raise_on_error=False,
+        )
+        assert result.success
+    levels = {}
+    for day in ("2026-03-27", DRIFT_LAST):
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("live_drift_report"), asset_partitions=[day]), limit=1
+        ).records[0]
+        levels[day] = record.asset_materialization.metadata["drift_level"].value
+    assert levels["2026-03-27"] in ("ok", "warning") and levels[DRIFT_LAST] == "critical"
+    missing = defs.resolve_job_def("__ASSET_JOB").execute_in_process(
+        instance=instance,
+        partition_key="2026-03-26",
+        asset_selection=[dg.AssetKey("live_drift_report")],
+        raise_on_error=False,
+    )
+    assert not missing.success
+    text = " ".join(
+        err.message for e in missing.get_step_failure_events() for err in _chain(e.step_failure_data.error)
+    )
+    assert "no scored transactions logged for 2026-03-26" in text

@@ -122,11 +122,20 @@ class PickleIOManager(dg.ConfigurableIOManager):
     base_path: str
     storage_options: dict[str, str] = {}
 
-    def _path(self, asset_key: dg.AssetKey) -> UPath:
-        return UPath(self.base_path, **self.storage_options).joinpath(*asset_key.path).with_suffix(".pkl")
+    def _path(self, context: dg.OutputContext | dg.InputContext) -> UPath:
+        """``<base>/<asset>.pkl``, or ``<base>/<asset>/<partition>.pkl`` for one partition."""
+        base = UPath(self.base_path, **self.storage_options).joinpath(*context.asset_key.path)
+        if not context.has_asset_partitions:
+            return base.with_suffix(".pkl")
+        keys = list(context.asset_partition_keys)
+        if len(keys) != 1:
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: pickled outputs are stored one partition at a time"
+            )
+        return base / f"{keys[0]}.pkl"
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
-        path = self._path(context.asset_key)
+        path = self._path(context)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         with tmp.open("wb") as handle:
@@ -135,7 +144,7 @@ class PickleIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> object:
-        path = self._path(context.asset_key)
+        path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(f"{context.asset_key.to_user_string()} is not materialized ({path})")
         with path.open("rb") as handle:

@@ -17,9 +17,10 @@ from fraud_assets.core.bundle import ModelBundle
 from fraud_assets.core.drift import DriftThresholds, drift_report, performance_report
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.features import FEATURE_COLUMNS
+from fraud_assets.core.prediction_log import read_prediction_log
 from fraud_assets.core.splitting import TRAIN
 from fraud_assets.defs.partitions import daily_partitions, single_run
-from fraud_assets.defs.resources import STATE_DIR
+from fraud_assets.defs.resources import STATE_DIR, PredictionLogResource
 
 SCORE = "fraud_score"
 REFERENCE_ROWS = 20_000
@@ -171,6 +172,51 @@ def _drift_check(result, config: DriftConfig) -> dg.AssetCheckResult:
         severity=dg.AssetCheckSeverity.ERROR if result.level == "critical" else dg.AssetCheckSeverity.WARN,
         description=f"drift score {result.drift_share:.3f}: {result.level} (warning > {config.warning}, critical > {config.critical})",
         metadata={"drift_score": float(result.drift_share)},
+    )
+
+
+@dg.asset(
+    name="live_drift_report",
+    ins={"drift_reference": dg.AssetIn()},
+    partitions_def=daily_partitions,
+    group_name="monitoring",
+    kinds={"evidently"},
+    io_manager_key="model_io_manager",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "live_drift_below_critical",
+            asset="live_drift_report",
+            description="Live traffic's drift score stays at or below the critical threshold.",
+        )
+    ],
+    description=(
+        "The same drift report on live traffic: the transactions the scoring API scored that day "
+        "(its prediction log: the model's input values and scores) against the champion's reference."
+    ),
+)
+def live_drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    drift_reference: pd.DataFrame,
+    prediction_log: PredictionLogResource,
+):
+    traffic = read_prediction_log(prediction_log.path, context.partition_key)
+    if traffic.empty:
+        raise ValueError(
+            f"no scored transactions logged for {context.partition_key} in {prediction_log.path}: "
+            "the scoring API writes them there (FRAUDOPS_PREDICTION_LOG_DIR)"
+        )
+    current = traffic.rename(columns={"fraud_probability": SCORE})
+    result = _drift(drift_reference, current, config)
+    html_path = _save_html(result.html, "live_drift", context.partition_key)
+    yield dg.Output(_summary(result, html_path), metadata=_report_metadata(result, html_path, config))
+    check = _drift_check(result, config)
+    yield dg.AssetCheckResult(
+        check_name="live_drift_below_critical",
+        passed=check.passed,
+        severity=check.severity,
+        description=check.description,
+        metadata=check.metadata,
     )
 
 

@@ -144,6 +144,12 @@ class ModelStoreResource(dg.ConfigurableResource):
         return self.base_path if "://" in self.base_path else os.path.abspath(self.base_path)
 
 
+class PredictionLogResource(dg.ConfigurableResource):
+    """Where the scoring API logs every scored transaction (one JSON Lines file per UTC day)."""
+
+    path: str = f"{STATE_DIR}/predictions"
+
+
 class ModelRegistryResource(dg.ConfigurableResource):
     """MLflow's model registry (the `fraud-detector` model and its `champion` alias)."""
 
@@ -208,6 +214,9 @@ def resources() -> dg.Definitions:
             "model_store": ModelStoreResource(base_path=os.getenv("FRAUDOPS_MODELS", f"{STATE_DIR}/models")),
             "mlflow": mlflow_from_env(),
             "model_registry": ModelRegistryResource(tracking_uri=mlflow_tracking_uri()),
+            "prediction_log": PredictionLogResource(
+                path=os.getenv("FRAUDOPS_PREDICTION_LOG_DIR", f"{STATE_DIR}/predictions")
+            ),
             "simulator": simulator_from_env(),
             "landing_zone": landing_zone_from_env(),
         }

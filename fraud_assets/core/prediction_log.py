@@ -1,0 +1,73 @@
+"""The prediction log's reader: live traffic as the scoring API recorded it.
+
+`fraud_serving` appends one JSON line per scored transaction to ``<dir>/<YYYY-MM-DD>.jsonl``;
+monitoring reads it here, so the format is a contract of the domain, not of the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+def read_prediction_log(directory: str | os.PathLike, day: str | dt.date | None = None):
+    """The logged predictions as a DataFrame: one row per scored transaction, oldest first.
+
+    ``day`` (``YYYY-MM-DD`` or a date) reads one day's file; None reads all of them. Columns:
+    ``scored_at`` (UTC timestamp), ``timestamp`` (the transaction's, naive local time),
+    ``transaction_id``, ``card_id``, ``merchant_id``, ``model_version``, ``threshold``,
+    ``fraud_probability``, ``is_fraud``, ``risk_level``, ``latency_ms``, ``reason_codes`` (list),
+    ``input`` (dict as sent), then one column per model input value (``amount``,
+    ``merchant_category``, ``transactions_last_24h``, ...; NaN where the value was missing and
+    imputed). A half-written last line (a crash mid-write) is skipped.
+    """
+    folder = Path(directory)
+    if day is not None:
+        files = [folder / f"{day if isinstance(day, str) else day.isoformat()}.jsonl"]
+    else:
+        files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    records = []
+    for path in files:
+        if not path.exists():
+            continue
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    base = [
+        "scored_at",
+        "timestamp",
+        "transaction_id",
+        "card_id",
+        "merchant_id",
+        "model_version",
+        "threshold",
+        "fraud_probability",
+        "is_fraud",
+        "risk_level",
+        "latency_ms",
+        "reason_codes",
+        "input",
+    ]
+    if not records:
+        return pd.DataFrame({col: pd.Series(dtype=object) for col in base})
+    frame = pd.DataFrame([{k: r.get(k) for k in base} for r in records])
+    features = pd.DataFrame([r.get("features") or {} for r in records])
+    features = features[[col for col in features.columns if col not in frame.columns]]
+    frame = pd.concat([frame, features], axis=1)
+    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], errors="coerce", format="ISO8601")
+    for col in features.columns:
+        if features[col].map(lambda v: isinstance(v, str)).any():
+            continue
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    return frame.sort_values("scored_at", kind="stable").reset_index(drop=True)
