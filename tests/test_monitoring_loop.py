@@ -21,6 +21,7 @@ from fraud_assets.defs.automation import (
 from fraud_assets.defs.monitoring import daily_drift_report, live_drift_report, model_performance
 from fraud_assets.defs.resources import PredictionLogResource, TransactionSimulatorResource
 from fraud_assets.defs.sensors import RANGE_END, RANGE_START
+from fraud_serving.model_provider import ModelProvider, latest_champion
 from tests.test_training_assets import CANDIDATES, QUICK, platform_defs
 
 TRAIN_FIRST, TRAIN_LAST = "2026-01-20", "2026-03-28"  # the first 37 days warm up the history
@@ -138,6 +139,9 @@ def test_drifted_days_trigger_one_retrain_and_the_gate_decides(loop):
 
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db")
     before = registry.champion()
+    api = ModelProvider(lambda: latest_champion(instance))  # what the scoring API does on each poll
+    assert api.refresh() and api.current.info.get("mlflow_model_version", before.version) == before.version
+    served_before = api.current.version
     retrain = train(defs, instance, tags=request.tags)
     (gate,) = [e for e in retrain.get_asset_check_evaluations() if e.check_name == "champion_gate"]
     after = registry.champion()
@@ -145,9 +149,12 @@ def test_drifted_days_trigger_one_retrain_and_the_gate_decides(loop):
     if gate.passed:  # promoted only because it is at least as good on the same held-out days
         assert after.version == latest.version and retrain.success
         assert latest.tags["champion_gate"].startswith("promoted:")
+        assert api.refresh() and api.current.version != served_before  # the API swaps to it
+        assert api.current.version == latest.tags["bundle_version"]
     else:
         assert after.version == before.version and not retrain.success
         assert latest.tags["champion_gate"].startswith("rejected:")
+        assert not api.refresh() and api.current.version == served_before  # the champion stays
     run = instance.get_run_by_id(retrain.run_id)
     assert run.tags["fraudops/evidence"] == request.tags["fraudops/evidence"]
 
