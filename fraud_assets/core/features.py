@@ -329,7 +329,7 @@ def add_history_features(
 def transaction_history_features(
     card_history: Mapping[str, np.ndarray],
     transaction: Mapping[str, object],
-    merchant_risk: MerchantRiskSnapshot,
+    merchant_risk: MerchantRiskSnapshot | None,
 ) -> dict[str, float]:
     """History features of one new transaction: the serving path.
 

@@ -18,6 +18,20 @@ from upath import UPath
 from fraud_assets.core.ingest import day_keys
 
 
+def write_atomically(path: UPath, write) -> None:
+    """Write a file through ``write(handle)``; locally to a temporary name first, then renamed,
+    so a crash never leaves a half-written file behind (object stores write whole objects)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.protocol not in ("", "file", "local"):
+        with path.open("wb") as handle:
+            write(handle)
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("wb") as handle:
+        write(handle)
+    tmp.rename(path)
+
+
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores each asset (partition) as Parquet under ``base_path``.
 
@@ -36,16 +50,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return folder / f"{partition_key}.parquet" if partition_key else folder.with_suffix(".parquet")
 
     def _write(self, frame: pd.DataFrame, path: UPath) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.protocol in ("", "file", "local"):
-            # Write then rename: a crash never leaves a half-written partition behind.
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            with tmp.open("wb") as handle:
-                frame.to_parquet(handle, index=False)
-            tmp.rename(path)
-        else:
-            with path.open("wb") as handle:
-                frame.to_parquet(handle, index=False)
+        write_atomically(path, lambda handle: frame.to_parquet(handle, index=False))
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if obj is None:
@@ -136,11 +141,7 @@ class PickleIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         path = self._path(context)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with tmp.open("wb") as handle:
-            pickle.dump(obj, handle, protocol=5)
-        tmp.rename(path)
+        write_atomically(path, lambda handle: pickle.dump(obj, handle, protocol=5))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> object:

@@ -166,8 +166,11 @@ def _summary(result, html_path: str | None) -> dict:
     }
 
 
-def _drift_check(result, config: DriftConfig) -> dg.AssetCheckResult:
+def _drift_check(
+    result, config: DriftConfig, check_name: str = "drift_below_critical"
+) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
+        check_name=check_name,
         passed=result.level != "critical",
         severity=dg.AssetCheckSeverity.ERROR if result.level == "critical" else dg.AssetCheckSeverity.WARN,
         description=f"drift score {result.drift_share:.3f}: {result.level} (warning > {config.warning}, critical > {config.critical})",
@@ -210,14 +213,7 @@ def live_drift_report(
     result = _drift(drift_reference, current, config)
     html_path = _save_html(result.html, "live_drift", context.partition_key)
     yield dg.Output(_summary(result, html_path), metadata=_report_metadata(result, html_path, config))
-    check = _drift_check(result, config)
-    yield dg.AssetCheckResult(
-        check_name="live_drift_below_critical",
-        passed=check.passed,
-        severity=check.severity,
-        description=check.description,
-        metadata=check.metadata,
-    )
+    yield _drift_check(result, config, "live_drift_below_critical")
 
 
 @dg.asset(
