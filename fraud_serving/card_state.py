@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,17 +37,60 @@ MAX_ROWS_PER_CARD = 5_000  # a runaway client cannot grow one card without bound
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
 
-@dataclass(frozen=True)
 class CardRows:
-    """One card's recent transactions; replaced (never mutated) on append."""
+    """One card's recent transactions in growable arrays (appending is O(1), amortized).
 
-    ts_ms: np.ndarray  # int64 milliseconds (naive local time)
-    merchant: np.ndarray  # int64 merchant codes (see CardState.merchant_code)
-    amount: np.ndarray  # float64
-    device: np.ndarray  # float64 device codes, NaN when there is no device (card present)
+    The properties are views of the first ``len`` rows; an append writes past them (or, when
+    the arrays are full, into new arrays that drop rows too old to matter), so a view taken by
+    a request never changes under it.
+    """
+
+    __slots__ = ("_amount", "_device", "_merchant", "_ts", "n")
+
+    def __init__(self, ts_ms: np.ndarray, merchant: np.ndarray, amount: np.ndarray, device: np.ndarray):
+        self._ts, self._merchant, self._amount, self._device = ts_ms, merchant, amount, device
+        self.n = len(ts_ms)
 
     def __len__(self) -> int:
-        return len(self.ts_ms)
+        return self.n
+
+    @property
+    def ts_ms(self) -> np.ndarray:  # int64 milliseconds (naive local time)
+        return self._ts[: self.n]
+
+    @property
+    def merchant(self) -> np.ndarray:  # int64 merchant codes (see CardState.merchant_code)
+        return self._merchant[: self.n]
+
+    @property
+    def amount(self) -> np.ndarray:  # float64
+        return self._amount[: self.n]
+
+    @property
+    def device(self) -> np.ndarray:  # int64 device codes, -1 when there is no device (card present)
+        return self._device[: self.n]
+
+    def append(self, ts_ms: int, merchant: int, amount: float, device: int) -> None:
+        if self.n == len(self._ts):
+            self._regrow(max(ts_ms, int(self._ts[: self.n].max(initial=ts_ms))))
+        i = self.n
+        self._ts[i], self._merchant[i], self._amount[i], self._device[i] = ts_ms, merchant, amount, device
+        self.n = i + 1
+
+    def _regrow(self, newest_ms: int) -> None:
+        """New arrays with room to spare, keeping only rows that can still enter a window."""
+        keep = np.flatnonzero(self.ts_ms >= newest_ms - KEEP_MS)[-(MAX_ROWS_PER_CARD - 1) :]
+        capacity = max(16, 2 * len(keep))
+        arrays = []
+        for old in (self._ts, self._merchant, self._amount, self._device):
+            new = np.empty(capacity, dtype=old.dtype)
+            new[: len(keep)] = old[keep]
+            arrays.append(new)
+        self._ts, self._merchant, self._amount, self._device = arrays
+        self.n = len(keep)
+
+
+_NO_ROWS = CardRows(np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0), np.zeros(0, "int64"))
 
 
 def day_files(directory: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -85,13 +127,13 @@ class CardState:
             code = self._merchants[merchant_id] = len(self._merchants)
         return code
 
-    def device_code(self, device: str | None) -> float:
+    def device_code(self, device: str | None) -> int:
         if device is None:
-            return np.nan
+            return -1
         code = self._devices.get(device)
         if code is None:
             code = self._devices[device] = len(self._devices)
-        return float(code)
+        return code
 
     def history(self, card_id: str) -> dict[str, np.ndarray]:
         """The card's rows as the columns `transaction_history_features` takes (ids as codes;
@@ -99,7 +141,7 @@ class CardState:
         datetime64[ns] several times faster than datetime objects)."""
         rows = self._cards.get(card_id)
         if rows is None:
-            rows = CardRows(np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0), np.zeros(0))
+            rows = _NO_ROWS
         return {
             c.TIMESTAMP: rows.ts_ms * 1_000_000,
             c.CARD_ID: np.zeros(len(rows), dtype="int64"),
@@ -112,29 +154,19 @@ class CardState:
         self.append_many([card_id], [ts_ms], [merchant], [amount], [device])
 
     def append_many(self, cards, ts_ms, merchants, amounts, devices) -> None:
-        """Add scored transactions (any order, any cards), dropping rows too old to matter."""
-        grouped: dict[str, list[int]] = {}
-        for i, card in enumerate(cards):
-            grouped.setdefault(card, []).append(i)
-        ts_ms = np.asarray(ts_ms, dtype="int64")
-        amounts = np.asarray(amounts, dtype="float64")
+        """Add scored transactions (any order, any cards); rows too old to matter are dropped as
+        a card's arrays fill up."""
         with self._lock:
-            merchants = np.fromiter((self.merchant_code(m) for m in merchants), dtype="int64")
-            devices = np.fromiter((self.device_code(d) for d in devices), dtype="float64")
-            for card, idx in grouped.items():
-                old = self._cards.get(card)
-                new_ts, new_m, new_a, new_d = ts_ms[idx], merchants[idx], amounts[idx], devices[idx]
-                if old is not None:
-                    new_ts = np.concatenate((old.ts_ms, new_ts))
-                    new_m = np.concatenate((old.merchant, new_m))
-                    new_a = np.concatenate((old.amount, new_a))
-                    new_d = np.concatenate((old.device, new_d))
-                newest = new_ts.max()
-                if new_ts.min() >= newest - KEEP_MS and len(new_ts) <= MAX_ROWS_PER_CARD:
-                    self._cards[card] = CardRows(new_ts, new_m, new_a, new_d)
-                    continue
-                sel = np.flatnonzero(new_ts >= newest - KEEP_MS)[-MAX_ROWS_PER_CARD:]
-                self._cards[card] = CardRows(new_ts[sel], new_m[sel], new_a[sel], new_d[sel])
+            for card, ts, merchant, amount, device in zip(
+                cards, ts_ms, merchants, amounts, devices, strict=True
+            ):
+                rows = self._cards.get(card)
+                if rows is None:
+                    rows = self._cards[card] = CardRows(
+                        np.empty(16, "int64"), np.empty(16, "int64"), np.empty(16), np.empty(16, "int64")
+                    )
+                    rows.n = 0
+                rows.append(int(ts), self.merchant_code(merchant), float(amount), self.device_code(device))
 
     def bootstrap(self, validated_dir: str | os.PathLike, days: int = LOOKBACK_DAYS) -> int:
         """Load the last ``days`` daily files of `validated_transactions`; the number of rows read."""
@@ -168,7 +200,7 @@ class CardState:
         merchant_codes, merchant_ids = pd.factorize(data[c.MERCHANT_ID].astype(str).to_numpy(object))
         device_codes, device_ids = pd.factorize(data[c.DEVICE_FINGERPRINT].astype(object).to_numpy(object))
         merchant = merchant_codes.astype("int64")
-        device = np.where(device_codes >= 0, device_codes, np.nan).astype("float64")
+        device = device_codes.astype("int64")  # -1: no device
         amount = data[c.AMOUNT].to_numpy("float64")
         starts = np.flatnonzero(np.r_[True, cards[1:] != cards[:-1]])
         ends = np.r_[starts[1:], len(cards)]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fraud_assets.core.bundle import BundleLoadError, ModelBundle
+from fraud_assets.core.models.compiled_trees import CompiledTrees, compile_booster, compile_lightgbm
 from fraud_assets.core.preprocessor import CATEGORICAL
 
 log = logging.getLogger("fraud_serving.model")
@@ -120,14 +121,36 @@ class ServedModel:
     version: str
     info: dict[str, Any] = field(default_factory=dict)
     explainer: Any = None  # XGBoost booster for contributions without feature-name overhead
+    trees: CompiledTrees | None = None  # the booster compiled (verified against it at load)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated fraud probabilities (= ``FraudClassifier.predict_proba_fast``)."""
+        if self.trees is None:
+            return self.classifier.predict_proba_fast(x)
+        return self.classifier.calibrator_.transform(self.trees.proba(x))
+
+    def predict(self, x: np.ndarray, reasons: str = "exact") -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities and, unless ``reasons`` is "none", per-feature contributions.
+
+        Compiled trees answer exact reasons in one pass: their TreeSHAP values add up to the
+        margin, so the probability needs no separate tree walk.
+        """
+        if self.trees is not None and reasons == "exact":
+            margin, contributions = self.trees.explain(x)
+            raw = 1.0 / (1.0 + np.exp(-margin))
+            return self.classifier.calibrator_.transform(raw), contributions
+        probs = self.probabilities(x)
+        return probs, None if reasons == "none" else self.contributions(x, reasons)
 
     def contributions(self, x: np.ndarray, method: str = "exact") -> np.ndarray:
         """Per-feature contributions (n, n_features), the classifier's own.
 
-        ``exact``: TreeSHAP (= ``FraudClassifier.contributions``); ``approx``: XGBoost's
-        path attribution (``approx_contribs``, Saabas), an order of magnitude cheaper on
-        large batches. Models other than XGBoost always give their exact contributions.
+        ``exact``: TreeSHAP (= ``FraudClassifier.contributions``; from the compiled trees when
+        the model compiled); ``approx``: XGBoost's path attribution (``approx_contribs``,
+        Saabas). Models other than XGBoost always give their exact contributions.
         """
+        if self.trees is not None and method == "exact":
+            return self.trees.contributions(x)
         if self.explainer is None:
             return self.classifier.contributions(x)
         import xgboost as xgb
@@ -175,15 +198,23 @@ class ServedModel:
             "promoted_at": meta.get("promoted_at"),
             "loaded_at": loaded_at,
         }
-        explainer = None
+        explainer = trees = None
+        why = "only XGBoost and LightGBM boosters compile"
         backend = getattr(bundle.classifier, "backend_", None)
         if bundle.algorithm == "xgboost" and hasattr(backend, "fast_booster"):
             explainer = backend.fast_booster.copy()
             explainer.feature_names = None
             explainer.feature_types = None
             explainer.set_param({"nthread": 1})
+            trees, why = compile_booster(explainer)
+        elif bundle.algorithm == "lightgbm" and backend is not None:
+            trees, why = compile_lightgbm(backend.model.booster_)
+        if trees is None:
+            log.info("serving %s through its library (%s): %s", bundle.version, bundle.algorithm, why)
+        info["compiled_trees"] = trees is not None
         return cls(
             explainer=explainer,
+            trees=trees,
             bundle=bundle,
             record=record,
             loaded_at=loaded_at,
@@ -200,13 +231,17 @@ class ServedModel:
 
     def warm_up(self) -> None:
         """Score a row of missing values (and a small batch) once, so no request pays first-call costs."""
-        for n in (1, 8):
+        for n in (1, 8, 300):  # 300: the multi-threaded kernels of big batches
             cols: dict[str, np.ndarray] = {col: np.full(n, np.nan) for col in self.numeric_inputs}
             cols.update({col: np.full(n, None, dtype=object) for col in self.categorical_inputs})
             x = self.preprocessor.transform_columns(cols)
-            self.classifier.predict_proba_fast(x)
+            expected_p = self.classifier.predict_proba_fast(x)
+            if not np.allclose(self.probabilities(x), expected_p, atol=1e-4) or not np.allclose(
+                self.predict(x)[0], expected_p, atol=1e-4
+            ):
+                raise ValueError("the served probabilities disagree with FraudClassifier.predict_proba_fast")
             expected = self.classifier.contributions(x)
-            if not np.allclose(self.contributions(x), expected, rtol=1e-6, atol=1e-6):
+            if not np.allclose(self.contributions(x), expected, rtol=1e-4, atol=1e-4):
                 raise ValueError("the fast explainer disagrees with FraudClassifier.contributions")
             self.contributions(x, "approx")
 

@@ -1,15 +1,17 @@
 """The prediction log: every scored transaction, append-only, one JSON Lines file per day.
 
-Requests only put a compact record on a bounded queue (``put_nowait``); a background thread
-turns records into JSON lines and appends them to ``<log dir>/<YYYY-MM-DD>.jsonl`` (the UTC day
-the transaction was scored). Logging never slows or fails a request: when the queue is full the
-record is dropped and counted (``fraudops_prediction_log_dropped`` in ``/metrics``).
+Requests only put a compact item on a bounded queue (``put_nowait``); a background thread turns
+items into JSON lines and appends them to ``<log dir>/<YYYY-MM-DD>.jsonl`` (the UTC day the
+request was scored). Logging never slows or fails a request: when the queue is full the item
+is dropped and its transactions counted (``fraudops_prediction_log_dropped`` in ``/metrics``).
 
-Each line: ``scored_at`` (UTC ISO), ``transaction_id``, ``card_id``, ``merchant_id``,
-``timestamp`` (the transaction's), ``model_version``, ``threshold``, ``fraud_probability``,
-``is_fraud``, ``risk_level``, ``latency_ms`` (time spent in the service for the request),
-``reason_codes``, ``features`` (the model's input values: what the monitoring compares to the
-training data; ``null`` = missing, imputed) and ``input`` (the request fields as sent).
+One line per request: ``scored_at`` (UTC ISO), ``model_version``, ``threshold``,
+``latency_ms`` (time spent in the service for the request), then the transactions as columns:
+``transaction_id``, ``card_id``, ``merchant_id``, ``timestamp`` (the transaction's),
+``fraud_probability``, ``is_fraud``, ``risk_level``, ``reason_codes``, ``features`` (a column
+per model input value: what the monitoring compares to the training data; ``null`` = missing,
+imputed) and ``input`` (the request bodies as sent). Columns, not one object per transaction,
+because building a thousand objects would take the interpreter from the requests being served.
 
 The monitoring stage reads it with `fraud_assets.core.prediction_log.read_prediction_log`.
 """

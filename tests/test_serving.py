@@ -166,9 +166,14 @@ def test_scores_equal_the_bundle_on_the_same_features(client, world):
     features = {k: (np.nan if v is None else v) for k, v in out["features"].items()}
     frame = pd.DataFrame([features])
     expected = bundle.classifier.predict_proba(bundle.preprocessor.transform(frame))[0, 1]
-    assert out["fraud_probability"] == pytest.approx(expected, rel=1e-9)
+    # The API walks the compiled trees (float64 sums, XGBoost sums in float32): equal to ~1e-7.
+    assert out["fraud_probability"] == pytest.approx(expected, abs=1e-6)
     contrib = bundle.classifier.reason_codes(bundle.preprocessor.transform(frame), top_k=3)[0]
     assert [r["feature"] for r in out["reason_codes"]] == [name for name, _ in contrib]
+    assert [r["contribution"] for r in out["reason_codes"]] == pytest.approx(
+        [v for _, v in contrib], abs=1e-4
+    )
+    assert client.get("/model").json()["compiled_trees"] is True
 
 
 def test_503_before_any_model(world, tmp_path):
@@ -269,6 +274,17 @@ def test_bad_fields_get_422_naming_the_field(client, body, field):
     response = client.post("/predict", json=body)
     assert response.status_code == 422, response.text
     assert field in [e["field"] for e in response.json()["detail"]]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"), [("reasons=all", "reasons"), ("include_features=maybe", "include_features")]
+)
+def test_bad_query_parameters_get_422_naming_the_parameter(client, query, field):
+    for path in ("/predict", "/predict/batch"):
+        body = SEED_BODY if path == "/predict" else {"transactions": [SEED_BODY]}
+        response = client.post(f"{path}?{query}", json=body)
+        assert response.status_code == 422, response.text
+        assert [e["field"] for e in response.json()["detail"]] == [f"query.{field}"]
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])

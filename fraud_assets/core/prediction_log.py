@@ -1,7 +1,12 @@
 """The prediction log's reader: live traffic as the scoring API recorded it.
 
-`fraud_serving` appends one JSON line per scored transaction to ``<dir>/<YYYY-MM-DD>.jsonl``;
-monitoring reads it here, so the format is a contract of the domain, not of the API.
+`fraud_serving` appends one JSON line per request to ``<dir>/<YYYY-MM-DD>.jsonl``: the request's
+facts (``scored_at``, ``model_version``, ``threshold``, ``latency_ms``) and its transactions as
+columns (lists of equal length: ``transaction_id``, ``card_id``, ``merchant_id``, ``timestamp``,
+``fraud_probability``, ``is_fraud``, ``risk_level``, ``reason_codes``, ``input``, and
+``features`` as a column per model input). A line holding one transaction as plain values (the
+earlier format) reads the same. Monitoring reads it here, so the format is a contract of the
+domain, not of the API.
 """
 
 from __future__ import annotations
@@ -12,6 +17,30 @@ import os
 from pathlib import Path
 
 import pandas as pd
+
+_REQUEST_FIELDS = ("scored_at", "model_version", "threshold", "latency_ms")
+_COLUMNS = (
+    "transaction_id", "card_id", "merchant_id", "timestamp", "fraud_probability", "is_fraud",
+    "risk_level", "reason_codes", "input",
+)  # fmt: skip
+
+
+def _transactions(line: dict) -> list[dict]:
+    """One record per transaction of a logged request (a line of columns, or one plain record)."""
+    if not isinstance(line.get("transaction_id"), list):
+        return [line]
+    n = len(line["transaction_id"])
+    shared = {key: line.get(key) for key in _REQUEST_FIELDS}
+    columns = {key: line.get(key) or [None] * n for key in _COLUMNS}
+    features = line.get("features") or {}
+    return [
+        {
+            **shared,
+            **{key: values[i] for key, values in columns.items()},
+            "features": {name: values[i] for name, values in features.items()},
+        }
+        for i in range(n)
+    ]
 
 
 def read_prediction_log(directory: str | os.PathLike, day: str | dt.date | None = None):
@@ -40,8 +69,8 @@ def read_prediction_log(directory: str | os.PathLike, day: str | dt.date | None 
                 if not line:
                     continue
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
+                    records.extend(_transactions(json.loads(line)))
+                except (json.JSONDecodeError, TypeError, KeyError, IndexError, AttributeError):
                     continue
     base = [
         "scored_at",

@@ -14,7 +14,7 @@ transforms pass a DataFrame's columns, serving passes one-element arrays through
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -74,42 +74,78 @@ def _as_float(values) -> np.ndarray:
     return array.astype("float64")
 
 
+class _Terms:
+    """Input columns plus the terms several features share, each computed once per call."""
+
+    def __init__(self, cols: Mapping[str, np.ndarray]) -> None:
+        self.cols = cols
+        self._cache: dict[object, np.ndarray] = {}
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self.cols[column]
+
+    def _once(self, key, compute) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def log_amount(self) -> np.ndarray:
+        return self._once("log_amount", lambda: np.log1p(np.maximum(self[c.AMOUNT], 0)))
+
+    def night(self) -> np.ndarray:
+        return self._once(
+            "night", lambda: (self[c.HOUR_OF_DAY][:, None] == _NIGHT).any(axis=1).astype("float64")
+        )
+
+    def one_hot(self, column: str, category: str) -> np.ndarray:
+        """The 0/1 column of ``column == category`` (an unknown category or None: all zeros)."""
+        vocabulary = CATEGORICAL.get(column, ())
+        if category not in vocabulary:
+            return (self[column] == category).astype("float64")
+        block = self._once(("one_hot", column), lambda: self._one_hot_block(column, vocabulary))
+        return block[vocabulary.index(category)]
+
+    def _one_hot_block(self, column: str, vocabulary: tuple[str, ...]) -> np.ndarray:
+        """All of a column's one-hots at once: row k is ``column == vocabulary[k]``."""
+        index = {v: i for i, v in enumerate(vocabulary)}
+        values = self[column]
+        codes = np.fromiter((index.get(v, -1) for v in values), dtype=np.intp, count=len(values))
+        return (np.arange(len(vocabulary))[:, None] == codes).astype("float64")
+
+
+# The computed features (the others are input columns as they are, or one-hots "column=value").
+_DEFINITIONS: dict[str, Callable[[_Terms], np.ndarray]] = {
+    "amount_log": lambda t: t.log_amount(),
+    "amount_sqrt": lambda t: np.sqrt(np.maximum(t[c.AMOUNT], 0)),
+    "amount_squared": lambda t: t[c.AMOUNT] ** 2,
+    "is_night": lambda t: t.night(),
+    "is_business_hours": lambda t: (
+        (t[c.HOUR_OF_DAY] >= 9) & (t[c.HOUR_OF_DAY] < 17) & (t[c.IS_WEEKEND] == 0)
+    ).astype("float64"),
+    "distance_log": lambda t: np.log1p(np.maximum(t[c.DISTANCE_FROM_HOME], 0)),
+    "velocity_ratio": lambda t: t["transactions_last_1h"] / np.maximum(t["transactions_last_24h"], 1.0),
+    "amount_x_hour": lambda t: t.log_amount() * t[c.HOUR_OF_DAY],
+    "velocity_x_amount": lambda t: t["transactions_last_24h"] * t.log_amount(),
+    "amount_x_night": lambda t: t.log_amount() * t.night(),
+    "amount_x_foreign": lambda t: t.log_amount() * t[c.IS_FOREIGN],
+    "amount_x_new_device": lambda t: t.log_amount() * t["is_new_device"],
+}
+
+
 def _feature_arrays(cols: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
     """The named features from input columns (float arrays); the one definition of each."""
-    amount = cols.get(c.AMOUNT)
-    hour = cols.get(c.HOUR_OF_DAY)
+    terms = _Terms(cols)
     out: dict[str, np.ndarray] = {}
     for name in names:
-        if name == "amount_log":
-            value = np.log1p(np.maximum(amount, 0))
-        elif name == "amount_sqrt":
-            value = np.sqrt(np.maximum(amount, 0))
-        elif name == "amount_squared":
-            value = amount**2
-        elif name == "is_night":
-            value = np.isin(hour, _NIGHT).astype("float64")
-        elif name == "is_business_hours":
-            value = ((hour >= 9) & (hour < 17) & (cols[c.IS_WEEKEND] == 0)).astype("float64")
-        elif name == "distance_log":
-            value = np.log1p(np.maximum(cols[c.DISTANCE_FROM_HOME], 0))
-        elif name == "velocity_ratio":
-            value = cols["transactions_last_1h"] / np.maximum(cols["transactions_last_24h"], 1.0)
-        elif name == "amount_x_hour":
-            value = np.log1p(np.maximum(amount, 0)) * hour
-        elif name == "velocity_x_amount":
-            value = cols["transactions_last_24h"] * np.log1p(np.maximum(amount, 0))
-        elif name == "amount_x_night":
-            value = np.log1p(np.maximum(amount, 0)) * np.isin(hour, _NIGHT)
-        elif name == "amount_x_foreign":
-            value = np.log1p(np.maximum(amount, 0)) * cols[c.IS_FOREIGN]
-        elif name == "amount_x_new_device":
-            value = np.log1p(np.maximum(amount, 0)) * cols["is_new_device"]
+        define = _DEFINITIONS.get(name)
+        if define is not None:
+            value = define(terms)
         elif "=" in name:  # one-hot: "merchant_category=travel"
             column, _, category = name.partition("=")
-            value = (cols[column] == category).astype("float64")
+            value = terms.one_hot(column, category)
         else:
             value = cols[name]
-        out[name] = np.asarray(value, dtype="float64")
+        out[name] = value
     return out
 
 
@@ -218,7 +254,7 @@ class FraudPreprocessor(TransformerMixin, BaseEstimator):
         values = _feature_arrays(cols, self.feature_names_)
         n = len(next(iter(values.values())))
         if n <= SMALL_BATCH:
-            matrix = np.column_stack([values[name] for name in self.feature_names_])
+            matrix = np.array([values[name] for name in self.feature_names_], dtype="float64").T
             matrix = np.where(np.isnan(matrix), self.fill_values_, matrix)
             return (matrix - self.center_) / self.scale_
         # Large batches: fill a column-major matrix column by column (one pass over memory).

@@ -20,6 +20,7 @@ import pandas as pd
 import pandera.errors
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.calendar import hour_and_weekday, is_weekend
 from fraud_assets.core.geo import haversine_km
 from fraud_assets.core.schemas import (
     CANONICAL_DTYPES,
@@ -198,13 +199,15 @@ def coerce_to_contract(df: pd.DataFrame) -> tuple[pd.DataFrame, list[RowFailure]
 
 def add_derived_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Compute the derived columns a source did not provide, from their inputs."""
-    ts = df[c.TIMESTAMP]
-    if c.HOUR_OF_DAY not in df:
-        df[c.HOUR_OF_DAY] = ts.dt.hour.astype("Int8")
-    if c.DAY_OF_WEEK not in df:
-        df[c.DAY_OF_WEEK] = ts.dt.dayofweek.astype("Int8")
-    if c.IS_WEEKEND not in df:
-        df[c.IS_WEEKEND] = (ts.dt.dayofweek >= 5).astype("boolean")
+    if not all(col in df for col in (c.HOUR_OF_DAY, c.DAY_OF_WEEK, c.IS_WEEKEND)):
+        hour, day, known = hour_and_weekday(df[c.TIMESTAMP].to_numpy("datetime64[ms]"))
+        missing = ~known
+        if c.HOUR_OF_DAY not in df:
+            df[c.HOUR_OF_DAY] = pd.arrays.IntegerArray(hour.astype("int8"), missing)
+        if c.DAY_OF_WEEK not in df:
+            df[c.DAY_OF_WEEK] = pd.arrays.IntegerArray(day.astype("int8"), missing)
+        if c.IS_WEEKEND not in df:
+            df[c.IS_WEEKEND] = pd.arrays.BooleanArray(is_weekend(day), missing)
     location = (c.TXN_LAT, c.TXN_LON, c.CARD_HOME_LAT, c.CARD_HOME_LON)
     if c.DISTANCE_FROM_HOME not in df and all(col in df for col in location):
         df[c.DISTANCE_FROM_HOME] = np.round(haversine_km(*(df[col] for col in location)), 3)
