@@ -34,6 +34,7 @@ log = logging.getLogger("fraud_serving.state")
 # A card's rows older than this (before its newest row) can no longer enter any window.
 KEEP_MS = max(max(CARD_WINDOWS_MS.values()), NOVELTY_WINDOW_MS) + MS_PER_DAY
 MAX_ROWS_PER_CARD = 5_000  # a runaway client cannot grow one card without bound
+STALE_SLACK_MS = 7 * MS_PER_DAY  # rows this far past every window are dropped on the next append
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
 
@@ -45,11 +46,12 @@ class CardRows:
     a request never changes under it.
     """
 
-    __slots__ = ("_amount", "_device", "_merchant", "_ts", "n")
+    __slots__ = ("_amount", "_device", "_merchant", "_ts", "n", "oldest")
 
     def __init__(self, ts_ms: np.ndarray, merchant: np.ndarray, amount: np.ndarray, device: np.ndarray):
         self._ts, self._merchant, self._amount, self._device = ts_ms, merchant, amount, device
         self.n = len(ts_ms)
+        self.oldest = int(ts_ms.min()) if len(ts_ms) else None
 
     def __len__(self) -> int:
         return self.n
@@ -71,11 +73,14 @@ class CardRows:
         return self._device[: self.n]
 
     def append(self, ts_ms: int, merchant: int, amount: float, device: int) -> None:
-        if self.n == len(self._ts):
+        full = self.n == len(self._ts)
+        stale = self.oldest is not None and self.oldest < ts_ms - KEEP_MS - STALE_SLACK_MS
+        if full or stale:  # rows a week past every window make each request pay for them
             self._regrow(max(ts_ms, int(self._ts[: self.n].max(initial=ts_ms))))
         i = self.n
         self._ts[i], self._merchant[i], self._amount[i], self._device[i] = ts_ms, merchant, amount, device
         self.n = i + 1
+        self.oldest = ts_ms if self.oldest is None else min(self.oldest, ts_ms)
 
     def _regrow(self, newest_ms: int) -> None:
         """New arrays with room to spare, keeping only rows that can still enter a window."""
@@ -88,6 +93,7 @@ class CardRows:
             arrays.append(new)
         self._ts, self._merchant, self._amount, self._device = arrays
         self.n = len(keep)
+        self.oldest = int(self._ts[: self.n].min()) if self.n else None
 
 
 _NO_ROWS = CardRows(np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0), np.zeros(0, "int64"))
@@ -165,7 +171,7 @@ class CardState:
                     rows = self._cards[card] = CardRows(
                         np.empty(16, "int64"), np.empty(16, "int64"), np.empty(16), np.empty(16, "int64")
                     )
-                    rows.n = 0
+                    rows.n, rows.oldest = 0, None
                 rows.append(int(ts), self.merchant_code(merchant), float(amount), self.device_code(device))
 
     def bootstrap(self, validated_dir: str | os.PathLike, days: int = LOOKBACK_DAYS) -> int:

@@ -43,3 +43,11 @@ def test_calendar_columns_match_pandas():
     assert (hour[known] == stamps.dt.hour[known]).all()
     assert (day[known] == stamps.dt.dayofweek[known]).all()
     assert (is_weekend(day[known]) == (stamps.dt.dayofweek[known] >= 5)).all()
+
+
+def test_rows_past_every_window_are_dropped_even_when_the_arrays_have_room():
+    state = CardState()
+    state.append_many(["c"] * 3, [0, DAY_MS, 2 * DAY_MS], ["m"] * 3, [1.0] * 3, [None] * 3)
+    later = 2 * DAY_MS + KEEP_MS + 8 * DAY_MS  # more than a week past the oldest row's windows
+    state.append("c", later, "m", 5.0, None)
+    assert list(state.get("c").ts_ms) == [later]
