@@ -46,12 +46,15 @@ class CardRows:
     a request never changes under it.
     """
 
-    __slots__ = ("_amount", "_device", "_merchant", "_ts", "n", "oldest")
+    __slots__ = ("_amount", "_device", "_merchant", "_tids", "_ts", "n", "oldest", "seen")
 
-    def __init__(self, ts_ms: np.ndarray, merchant: np.ndarray, amount: np.ndarray, device: np.ndarray):
+    def __init__(self, ts_ms: np.ndarray, merchant: np.ndarray, amount: np.ndarray, device: np.ndarray,
+                 transaction_ids: list | None = None):  # fmt: skip
         self._ts, self._merchant, self._amount, self._device = ts_ms, merchant, amount, device
         self.n = len(ts_ms)
         self.oldest = int(ts_ms.min()) if len(ts_ms) else None
+        self._tids = list(transaction_ids) if transaction_ids is not None else [None] * self.n
+        self.seen = {t for t in self._tids if t is not None}  # the held rows' transaction ids
 
     def __len__(self) -> int:
         return self.n
@@ -72,7 +75,11 @@ class CardRows:
     def device(self) -> np.ndarray:  # int64 device codes, -1 when there is no device (card present)
         return self._device[: self.n]
 
-    def append(self, ts_ms: int, merchant: int, amount: float, device: int) -> None:
+    def append(self, ts_ms: int, merchant: int, amount: float, device: int, transaction_id=None) -> bool:
+        """Add a row; a transaction id the card already holds is not added twice (a client's
+        retry must not count as a second transaction). True if added."""
+        if transaction_id is not None and transaction_id in self.seen:
+            return False
         full = self.n == len(self._ts)
         stale = self.oldest is not None and self.oldest < ts_ms - KEEP_MS - STALE_SLACK_MS
         if full or stale:  # rows a week past every window make each request pay for them
@@ -81,6 +88,10 @@ class CardRows:
         self._ts[i], self._merchant[i], self._amount[i], self._device[i] = ts_ms, merchant, amount, device
         self.n = i + 1
         self.oldest = ts_ms if self.oldest is None else min(self.oldest, ts_ms)
+        self._tids.append(transaction_id)
+        if transaction_id is not None:
+            self.seen.add(transaction_id)
+        return True
 
     def _regrow(self, newest_ms: int) -> None:
         """New arrays with room to spare, keeping only rows that can still enter a window."""
@@ -94,6 +105,8 @@ class CardRows:
         self._ts, self._merchant, self._amount, self._device = arrays
         self.n = len(keep)
         self.oldest = int(self._ts[: self.n].min()) if self.n else None
+        self._tids = [self._tids[i] for i in keep]
+        self.seen = {t for t in self._tids if t is not None}
 
 
 _NO_ROWS = CardRows(np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0), np.zeros(0, "int64"))
@@ -156,23 +169,26 @@ class CardState:
             c.DEVICE_FINGERPRINT: rows.device,
         }
 
-    def append(self, card_id: str, ts_ms: int, merchant, amount: float, device) -> None:
-        self.append_many([card_id], [ts_ms], [merchant], [amount], [device])
+    def append(self, card_id: str, ts_ms: int, merchant, amount: float, device, transaction_id=None) -> None:
+        self.append_many([card_id], [ts_ms], [merchant], [amount], [device], [transaction_id])
 
-    def append_many(self, cards, ts_ms, merchants, amounts, devices) -> None:
+    def append_many(self, cards, ts_ms, merchants, amounts, devices, transaction_ids=None) -> None:
         """Add scored transactions (any order, any cards); rows too old to matter are dropped as
-        a card's arrays fill up."""
+        a card's arrays fill up, and a transaction id the card already holds is skipped."""
+        tids = transaction_ids if transaction_ids is not None else [None] * len(cards)
         with self._lock:
-            for card, ts, merchant, amount, device in zip(
-                cards, ts_ms, merchants, amounts, devices, strict=True
+            for card, ts, merchant, amount, device, tid in zip(
+                cards, ts_ms, merchants, amounts, devices, tids, strict=True
             ):
                 rows = self._cards.get(card)
                 if rows is None:
                     rows = self._cards[card] = CardRows(
                         np.empty(16, "int64"), np.empty(16, "int64"), np.empty(16), np.empty(16, "int64")
                     )
-                    rows.n, rows.oldest = 0, None
-                rows.append(int(ts), self.merchant_code(merchant), float(amount), self.device_code(device))
+                    rows.n, rows.oldest, rows._tids = 0, None, []
+                rows.append(
+                    int(ts), self.merchant_code(merchant), float(amount), self.device_code(device), tid
+                )
 
     def bootstrap(self, validated_dir: str | os.PathLike, days: int = LOOKBACK_DAYS) -> int:
         """Load the last ``days`` daily files of `validated_transactions`; the number of rows read."""
@@ -182,7 +198,7 @@ class CardState:
         if not files:
             log.info("no validated_transactions files under %s: card history starts empty", validated_dir)
             return 0
-        wanted = [c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT]
+        wanted = [c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT, c.TRANSACTION_ID]
         frames = []
         for _, path in files:
             try:
@@ -208,12 +224,17 @@ class CardState:
         merchant = merchant_codes.astype("int64")
         device = device_codes.astype("int64")  # -1: no device
         amount = data[c.AMOUNT].to_numpy("float64")
+        tids = (
+            data[c.TRANSACTION_ID].astype(object).where(data[c.TRANSACTION_ID].notna(), None).tolist()
+            if c.TRANSACTION_ID in data
+            else [None] * len(data)
+        )
         starts = np.flatnonzero(np.r_[True, cards[1:] != cards[:-1]])
         ends = np.r_[starts[1:], len(cards)]
         loaded = {}
         for s, e in zip(starts, ends, strict=True):
             s = max(s, e - MAX_ROWS_PER_CARD)
-            loaded[cards[s]] = CardRows(ts[s:e], merchant[s:e], amount[s:e], device[s:e])
+            loaded[cards[s]] = CardRows(ts[s:e], merchant[s:e], amount[s:e], device[s:e], tids[s:e])
         with self._lock:
             self._cards = loaded
             self._merchants = {str(m): i for i, m in enumerate(merchant_ids)}

@@ -51,3 +51,12 @@ def test_rows_past_every_window_are_dropped_even_when_the_arrays_have_room():
     later = 2 * DAY_MS + KEEP_MS + 8 * DAY_MS  # more than a week past the oldest row's windows
     state.append("c", later, "m", 5.0, None)
     assert list(state.get("c").ts_ms) == [later]
+
+
+def test_a_retried_transaction_is_held_once():
+    state = CardState()
+    state.append("c", 1_000, "m", 10.0, None, "t1")
+    state.append("c", 1_000, "m", 10.0, None, "t1")  # the client retried after a timeout
+    state.append("c", 2_000, "m", 12.0, None, None)  # no id: nothing to compare, always added
+    state.append("c", 2_000, "m", 12.0, None, None)
+    assert list(state.get("c").ts_ms) == [1_000, 2_000, 2_000]

@@ -369,6 +369,21 @@ def test_history_features_from_card_state_equal_the_batch_code(client, world):
         )
 
 
+def test_a_retried_transaction_counts_once_in_later_history(client, world):
+    """Clients retry on timeouts: the same transaction_id sent twice is one transaction."""
+    live = world["live"]
+    card = live[c.CARD_ID].value_counts().index[0]
+    first, later = list(live[live[c.CARD_ID] == card].head(2).itertuples())
+    answers = [client.post("/predict?include_features=true", json=body_of(first)).json() for _ in range(2)]
+    assert answers[0]["fraud_probability"] == answers[1]["fraud_probability"]
+    assert answers[0]["features"] == answers[1]["features"]
+    after = client.post("/predict?include_features=true", json=body_of(later)).json()["features"]
+    expected = history_features(pd.concat([world["frame"][world["frame"][c.TIMESTAMP] < first.timestamp],
+                                           live[live[c.TRANSACTION_ID].isin([first.transaction_id, later.transaction_id])]],
+                                          ignore_index=True))  # fmt: skip
+    assert after["transactions_last_30d"] == expected["transactions_last_30d"][-1]  # first counted once
+
+
 def test_client_values_win_and_history_needs_card_and_timestamp(client, world):
     row = next(world["live"].itertuples())
     given = client.post(
