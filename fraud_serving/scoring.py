@@ -263,7 +263,8 @@ class Scorer:
             top = np.argsort(-contrib, axis=1, kind="stable")[:, :TOP_REASONS]
             picked = (np.arange(n)[:, None], top)
             top_contrib = contrib[picked]
-            top_value = x[picked] * model.scale[top] + model.center[top]
+            # back from the scaled matrix; rounded so an imputed 0 reads 0, not 5.6e-17
+            top_value = np.round(x[picked] * model.scale[top] + model.center[top], 10)
         risks = risk_levels(probs, model.threshold)
 
         # Remember every transaction with a card and a timestamp, for the next ones.
