@@ -210,9 +210,10 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         service.start()
-        # Everything loaded so far (Dagster, the model, the card state) lives as long as the
-        # process: moved out of the collector's reach, a full collection no longer walks it in
-        # the middle of a request (it cost 250-350 ms on the second big batch).
+        # What is loaded so far (Dagster, the card state, the first model) lives about as long as
+        # the process: moved out of the collector's reach, a full collection no longer walks it
+        # in the middle of a request (it cost 250-350 ms on the second big batch). The price: if
+        # the first model is swapped out, its reference cycles (a few MB) are never collected.
         gc.freeze()
         try:
             yield
