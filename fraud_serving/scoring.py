@@ -127,7 +127,7 @@ class Scorer:
     def _history_one(self, row: dict, ts_ms: int) -> dict[str, np.ndarray]:
         merchant = row["merchant_id"] or NO_MERCHANT
         transaction = {
-            c.TIMESTAMP: ts_ms * 1_000_000,  # ns, like the card's history
+            c.TIMESTAMP: np.datetime64(ts_ms, "ms"),
             c.CARD_ID: 0,
             c.MERCHANT_ID: self.cards.merchant_code(merchant),
             c.AMOUNT: float(row["amount"]),
@@ -192,13 +192,17 @@ class Scorer:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def _inputs(self, model: ServedModel, rows: list[dict], stamps: list) -> tuple[dict, np.ndarray]:
+    def _inputs(
+        self, model: ServedModel, rows: list[dict], stamps: list
+    ) -> tuple[dict, np.ndarray, np.ndarray]:
         """The model's input columns (client values win; absent history and calendar values are
-        computed) and each row's timestamp in ms (NaT-less: -1 where absent)."""
+        computed), each row's timestamp in ms (-1 where absent), and which rows the card state
+        follows (a card and a timestamp)."""
         n = len(rows)
         ts = np.array(stamps, dtype="datetime64[ms]")
         hour, weekday, known = hour_and_weekday(ts)
         ts_ms = np.where(known, ts.astype("int64"), -1)
+        tracked = known & np.array([bool(row["card_id"]) for row in rows])
         numeric = model.numeric_inputs
         # All numeric inputs in one conversion (None -> NaN), one contiguous row per column.
         pick = itemgetter(*numeric, "amount")  # a tuple per row, built in C ("amount": never a bare value)
@@ -208,7 +212,11 @@ class Scorer:
             cols[col] = np.array([row[col] for row in rows], dtype=object)
 
         # Calendar columns from the timestamp where the client left them out.
-        given_day = np.array([row[c.DAY_OF_WEEK] for row in rows], dtype="float64")
+        given_day = (
+            cols[c.DAY_OF_WEEK].copy()
+            if c.DAY_OF_WEEK in cols
+            else np.array([row[c.DAY_OF_WEEK] for row in rows], dtype="float64")
+        )
         day = np.where(np.isnan(given_day) & known, weekday, given_day)
         derived = {
             c.HOUR_OF_DAY: np.where(known, hour, np.nan),
@@ -222,7 +230,6 @@ class Scorer:
         # History features from the card state where the client left any out.
         needed = [j for j, col in enumerate(numeric) if col in _HISTORY]
         if needed:
-            tracked = known & np.array([bool(row["card_id"]) for row in rows])
             lacking = tracked & np.isnan(values[needed]).any(axis=0)
             todo = np.flatnonzero(lacking)
             if len(todo) == n:  # the usual case (every row has card and time): no indexing
@@ -239,7 +246,7 @@ class Scorer:
                         sub = values[j, todo]
                         np.copyto(sub, hist[numeric[j]], where=np.isnan(sub))
                         values[j, todo] = sub
-        return cols, ts_ms
+        return cols, ts_ms, tracked
 
     def score(
         self,
@@ -252,7 +259,7 @@ class Scorer:
         n = len(txs)
         rows = [tx.__dict__ for tx in txs]
         stamps_dt = [_local_time(row["timestamp"]) for row in rows]
-        cols, ts_ms = self._inputs(model, rows, stamps_dt)
+        cols, ts_ms, tracked = self._inputs(model, rows, stamps_dt)
 
         x = model.preprocessor.transform_columns(cols)
         probs, contrib = model.predict(x, reasons)
@@ -268,7 +275,7 @@ class Scorer:
         risks = risk_levels(probs, model.threshold)
 
         # Remember every transaction with a card and a timestamp, for the next ones.
-        keep = [i for i in range(n) if ts_ms[i] >= 0 and rows[i]["card_id"]]
+        keep = np.flatnonzero(tracked).tolist()
         if keep:
             self.cards.append_many(
                 [rows[i]["card_id"] for i in keep],

@@ -42,8 +42,7 @@ class CompiledTrees:
     roots: np.ndarray  # int32 (n_trees,)
     feature: np.ndarray  # int32 (n_nodes,), -1 on leaves
     threshold: np.ndarray  # float32 (XGBoost's own), the split goes left when x < threshold
-    left: np.ndarray  # int32
-    right: np.ndarray  # int32
+    left: np.ndarray  # int32, -1 on leaves; a right child is always its left sibling + 1
     default_left: np.ndarray  # uint8: where a missing (NaN) value goes
     value: np.ndarray  # float64 leaf values (0 on internal nodes)
     tree_nodes: np.ndarray  # int32 (n_trees + 1,): tree t owns nodes tree_nodes[t]:tree_nodes[t + 1]
@@ -77,8 +76,8 @@ class CompiledTrees:
         x = self._prepare(x)
         kernel = _margin if len(x) >= 256 else _margin_serial
         return kernel(
-            x, self.roots, self.feature, self.threshold, self.left, self.right, self.default_left,
-            self.value, self.base_margin,
+            x, self.roots, self.feature, self.threshold, self.left, self.default_left, self.value,
+            self.base_margin,
         )  # fmt: skip
 
     def proba(self, x: np.ndarray) -> np.ndarray:
@@ -114,11 +113,11 @@ def _goes_left(v: float, threshold: float, default_left: int) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def _margin_block(x, out, lo, hi, roots, feature, threshold, left, right, default_left, value):
+def _margin_block(x, out, lo, hi, roots, feature, threshold, left, default_left, value):
     for t in range(roots.shape[0]):  # tree-major: one tree's nodes stay in cache for the block
         for i in range(lo, hi):
             node = roots[t]
-            while feature[node] >= 0:  # right child = left child + 1 (see _from_xgboost_json)
+            while feature[node] >= 0:  # the right child is the left child + 1
                 node = left[node] + (1 - _goes_left(x[i, feature[node]], threshold[node], default_left[node]))
             out[i] += value[node]
 
@@ -126,20 +125,20 @@ def _margin_block(x, out, lo, hi, roots, feature, threshold, left, right, defaul
 # Two entry points, not one function compiled twice: Numba's on-disk cache keys by function,
 # so a serial and a parallel compilation of one function would overwrite each other.
 @numba.njit(cache=True, nogil=True)
-def _margin_serial(x, roots, feature, threshold, left, right, default_left, value, base):
+def _margin_serial(x, roots, feature, threshold, left, default_left, value, base):
     out = np.full(x.shape[0], base)
-    _margin_block(x, out, 0, x.shape[0], roots, feature, threshold, left, right, default_left, value)
+    _margin_block(x, out, 0, x.shape[0], roots, feature, threshold, left, default_left, value)
     return out
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _margin(x, roots, feature, threshold, left, right, default_left, value, base):
+def _margin(x, roots, feature, threshold, left, default_left, value, base):
     out = np.full(x.shape[0], base)
     block = 64
     for b in numba.prange((x.shape[0] + block - 1) // block):
         lo = b * block
         hi = min(x.shape[0], lo + block)
-        _margin_block(x, out, lo, hi, roots, feature, threshold, left, right, default_left, value)
+        _margin_block(x, out, lo, hi, roots, feature, threshold, left, default_left, value)
     return out
 
 
@@ -293,7 +292,7 @@ def _from_xgboost_json(model: dict) -> CompiledTrees:
         raise ValueError("multi-output models are not supported")
     trees = booster["model"]["trees"]
     n_features = int(learner["learner_model_param"]["num_feature"])
-    feature, threshold, left, right, default_left, value, cover, roots = [], [], [], [], [], [], [], []
+    feature, threshold, left, default_left, value, cover, roots = [], [], [], [], [], [], []
     offset = 0
     for tree in trees:
         if any(tree["split_type"]):
@@ -301,14 +300,13 @@ def _from_xgboost_json(model: dict) -> CompiledTrees:
         lc = np.asarray(tree["left_children"], dtype=np.int64)
         rc = np.asarray(tree["right_children"], dtype=np.int64)
         leaf = lc < 0
-        if np.any(rc[~leaf] != lc[~leaf] + 1):  # the traversal steps to left + 1 for right
+        if np.any(rc[~leaf] != lc[~leaf] + 1):  # the layout the walk relies on
             raise ValueError("a tree's right children do not follow their left siblings")
         # XGBoost stores float32: round-trip the JSON decimals through float32 to get its exact values.
         cond = np.asarray(tree["split_conditions"], dtype=np.float32).astype(np.float64)
         feature.append(np.where(leaf, -1, np.asarray(tree["split_indices"], dtype=np.int64)))
         threshold.append(np.where(leaf, np.inf, cond))
         left.append(np.where(leaf, -1, lc + offset))
-        right.append(np.where(leaf, -1, rc + offset))
         default_left.append(np.asarray(tree["default_left"], dtype=np.uint8))
         value.append(np.where(leaf, cond, 0.0))
         cover.append(np.asarray(tree["sum_hessian"], dtype=np.float32).astype(np.float64))
@@ -321,7 +319,6 @@ def _from_xgboost_json(model: dict) -> CompiledTrees:
         feature=np.concatenate(feature),
         threshold=np.concatenate(threshold),
         left=np.concatenate(left),
-        right=np.concatenate(right),
         default_left=np.concatenate(default_left),
         value=np.concatenate(value),
         cover=np.concatenate(cover),
@@ -370,7 +367,7 @@ def _from_lightgbm_dump(model: dict) -> CompiledTrees:
             default_left[at] = int(bool(node.get("default_left"))) if missing == "NaN" else int(cut >= 0.0)
             cover[at] = float(node.get("internal_count", 0))
             lo = new_node()
-            hi = new_node()  # right child = left child + 1, as the walk expects
+            hi = new_node()  # the right child right after the left one, as the walk expects
             left[at] = lo
             stack += [(node["right_child"], hi), (node["left_child"], lo)]
     feature_arr = np.asarray(feature, dtype=np.int64)
@@ -382,7 +379,6 @@ def _from_lightgbm_dump(model: dict) -> CompiledTrees:
         feature=feature_arr,
         threshold=np.asarray(threshold, dtype=np.float64),
         left=left_arr,
-        right=np.where(feature_arr >= 0, left_arr + 1, -1),
         default_left=np.asarray(default_left, dtype=np.uint8),
         value=np.asarray(value, dtype=np.float64),
         cover=np.asarray(cover, dtype=np.float64),
@@ -391,13 +387,13 @@ def _from_lightgbm_dump(model: dict) -> CompiledTrees:
     return dataclasses.replace(compiled, zero_below=LIGHTGBM_ZERO)
 
 
-def _preorder(root: int, feature: np.ndarray, left: np.ndarray, right: np.ndarray) -> list[int]:
+def _preorder(root: int, feature: np.ndarray, left: np.ndarray) -> list[int]:
     order, stack = [], [root]
     while stack:
         node = stack.pop()
         order.append(node)
         if feature[node] >= 0:
-            stack += [int(right[node]), int(left[node])]
+            stack += [int(left[node]) + 1, int(left[node])]
     return order
 
 
@@ -414,7 +410,7 @@ class _Tables:
         self.leaf_table_size = 0
         self.table_size = 0
 
-    def add_group(self, ancestors, subtree, feature, cover, left, right) -> None:
+    def add_group(self, ancestors, subtree, feature, cover, left) -> None:
         positions = [(node, 1 - went_left) for node, went_left in ancestors]
         positions += [(node, 0) for node in subtree if feature[node] >= 0]
         index = {node: i for i, (node, _) in enumerate(positions)}
@@ -433,7 +429,7 @@ class _Tables:
         while stack:
             node, path = stack.pop()
             if feature[node] >= 0:
-                stack += [(int(right[node]), [*path, (node, 0)]), (int(left[node]), [*path, (node, 1)])]
+                stack += [(int(left[node]) + 1, [*path, (node, 0)]), (int(left[node]), [*path, (node, 1)])]
                 continue
             slots: dict[int, int] = {}
             fractions: list[float] = []
@@ -475,26 +471,26 @@ class _Tables:
         return table
 
 
-def _assemble(*, n_features, base_margin, roots, feature, threshold, left, right, default_left, value,
-              cover, threshold_dtype=np.float32) -> CompiledTrees:  # fmt: skip
+def _assemble(*, n_features, base_margin, roots, feature, threshold, left, default_left, value, cover,
+              threshold_dtype=np.float32) -> CompiledTrees:  # fmt: skip
     """Cut every tree into groups of at most GROUP_BITS decisions and tabulate their Shapley values."""
     tables = _Tables(value)
     tree_groups = [0]
     for root in roots:
-        order = _preorder(int(root), feature, left, right)
+        order = _preorder(int(root), feature, left)
         below: dict[int, int] = {}  # internal nodes in each node's subtree
         for node in reversed(order):
-            below[node] = 0 if feature[node] < 0 else 1 + below[int(left[node])] + below[int(right[node])]
+            below[node] = 0 if feature[node] < 0 else 1 + below[int(left[node])] + below[int(left[node]) + 1]
         stack: list[tuple[int, list[tuple[int, int]]]] = [(int(root), [])]
         while stack:
             node, ancestors = stack.pop()
             if feature[node] >= 0 and len(ancestors) + below[node] > GROUP_BITS:
                 stack += [
-                    (int(right[node]), [*ancestors, (node, 0)]),
+                    (int(left[node]) + 1, [*ancestors, (node, 0)]),
                     (int(left[node]), [*ancestors, (node, 1)]),
                 ]
                 continue
-            tables.add_group(ancestors, _preorder(node, feature, left, right), feature, cover, left, right)
+            tables.add_group(ancestors, _preorder(node, feature, left), feature, cover, left)
         tree_groups.append(len(tables.group_offset) - 1)
     table = tables.fill()
     i32 = lambda v: np.asarray(v, dtype=np.int32)  # noqa: E731
@@ -510,7 +506,6 @@ def _assemble(*, n_features, base_margin, roots, feature, threshold, left, right
         feature=np.asarray(feature, dtype=np.int32),
         threshold=np.asarray(threshold, dtype=threshold_dtype),
         left=np.asarray(left, dtype=np.int32),
-        right=np.asarray(right, dtype=np.int32),
         default_left=np.asarray(default_left, dtype=np.uint8),
         value=np.asarray(value, dtype=np.float64),
         tree_nodes=np.append(i32(roots), len(feature)).astype(np.int32),
