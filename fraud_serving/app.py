@@ -12,10 +12,10 @@ import gc
 import logging
 import secrets
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pydantic_core
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,12 +23,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fraud_serving import responses
 from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.metrics import ServiceMetrics
 from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, instance_source
 from fraud_serving.prediction_log import PredictionLogger
 from fraud_serving.schemas import BatchRequest, BatchResponse, ErrorResponse, Prediction, Transaction
-from fraud_serving.scoring import Scorer
+from fraud_serving.scoring import RISK_LEVELS, Scorer
 from fraud_serving.settings import Settings
 
 log = logging.getLogger("fraud_serving")
@@ -118,9 +119,10 @@ class MetricsAndSafetyMiddleware:
     """Counts and times every request per endpoint and status; turns any unhandled exception
     into a 503 "scoring unavailable" (logged), never a 500."""
 
-    def __init__(self, app, metrics: ServiceMetrics) -> None:
+    def __init__(self, app, metrics: ServiceMetrics, log: PredictionLogger) -> None:
         self.app = app
         self.metrics = metrics
+        self.log = log  # told when requests start and finish: it writes in between
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -137,6 +139,7 @@ class MetricsAndSafetyMiddleware:
 
         path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
+        self.log.request_started()
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
@@ -146,6 +149,7 @@ class MetricsAndSafetyMiddleware:
                 response = JSONResponse({"detail": UNAVAILABLE}, status_code=503)
                 await response(scope, receive, tracking_send)
         finally:
+            self.log.request_finished()
             labels = (endpoint, scope.get("method", ""), str(state["status"]))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
@@ -230,7 +234,7 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(MetricsAndSafetyMiddleware, metrics=service.metrics)
+    app.add_middleware(MetricsAndSafetyMiddleware, metrics=service.metrics, log=service.log)
 
     def refused(request: Request) -> Response | None:
         """401 when an API key is configured and the request lacks it (constant-time compare)."""
@@ -283,14 +287,14 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
             raise StarletteHTTPException(status_code=503, detail=UNAVAILABLE) from None
         service.log.submit(result.log_item)
         m = service.metrics
-        decisions = Counter()
-        for pred in result.predictions:
-            m.scores.observe(pred["fraud_probability"])
-            decisions[pred["is_fraud"], pred["risk_level"]] += 1
-        for (flagged, risk), count in decisions.items():  # a few label lookups, not one per transaction
-            m.decisions.labels("fraud" if flagged else "legit", risk).inc(count)
-        m.scored.inc(len(result.predictions))
-        return result.predictions
+        m.scores.observe_many(result.probabilities)
+        # decisions per (flagged, risk level): a few label lookups, not one per transaction
+        counts = np.bincount(result.flagged * len(RISK_LEVELS) + result.risk, minlength=2 * len(RISK_LEVELS))
+        for cell in np.flatnonzero(counts).tolist():
+            flagged, risk = divmod(cell, len(RISK_LEVELS))
+            m.decisions.labels("fraud" if flagged else "legit", RISK_LEVELS[risk]).inc(int(counts[cell]))
+        m.scored.inc(len(result.rows))
+        return result
 
     no_model = {"model": ErrorResponse, "description": "no champion model yet, or scoring unavailable"}
 
@@ -379,10 +383,8 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
         except ValidationError as exc:
             return validation_response(exc.errors(), prefix=("body",))
         model = served_or_503()
-        predictions = run_scoring(
-            model, [transaction], started, opts.include_features, opts.reasons, "/predict"
-        )
-        return _json(predictions[0])
+        result = run_scoring(model, [transaction], started, opts.include_features, opts.reasons, "/predict")
+        return Response(result.rows[0], media_type="application/json")
 
     @app.post(
         "/predict/batch",
@@ -406,10 +408,10 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
         if len(batch.transactions) > limit:
             raise StarletteHTTPException(status_code=413, detail=too_many(limit))
         model = served_or_503()
-        predictions = run_scoring(
+        result = run_scoring(
             model, batch.transactions, started, opts.include_features, opts.reasons, "/predict/batch"
         )
-        return _json({"predictions": predictions, "model_version": model.version, "count": len(predictions)})
+        return Response(responses.batch(result.rows, model.version), media_type="application/json")
 
     def openapi() -> dict:
         """FastAPI's schema, plus the request bodies the scoring endpoints parse themselves."""

@@ -1,13 +1,15 @@
 """The service's own memory of recent card activity and merchant risk, for history features.
 
-`CardState` keeps, per card, the recent transactions (time, merchant, amount, device) that the
-history features look at: bootstrapped at startup from the last `LOOKBACK_DAYS` days of
-`validated_transactions` Parquet files, then appended with every scored transaction that has a
-card and a timestamp. `MerchantRiskStore` holds the latest `merchant_risk` snapshot (one file a
-day, as of the end of that day) and swaps to a newer file when one appears.
+`CardState` keeps the recent transactions (time, merchant, amount, device) of every card in the
+layout the feature code reads (`fraud_assets.core.features.card_history_features`): one set of
+arrays, each card owning a segment of them, its rows in time order. Bootstrapped at startup
+from the last `LOOKBACK_DAYS` days of `validated_transactions` Parquet files, then added to by
+every scored transaction that has a card and a timestamp. `MerchantRiskStore` holds the latest
+`merchant_risk` snapshot (one file a day, as of the end of that day) and swaps to a newer file
+when one appears.
 
-The features themselves are never computed here: `fraud_assets.core.features` does it, with the
-code batch training uses.
+The features themselves are never computed here: the core's feature function runs on the
+segments, the code batch training uses.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import threading
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from fraud_assets.core import columns as c
@@ -27,6 +30,7 @@ from fraud_assets.core.features import (
     MS_PER_DAY,
     NOVELTY_WINDOW_MS,
     MerchantRiskSnapshot,
+    card_history_features,
 )
 
 log = logging.getLogger("fraud_serving.state")
@@ -35,110 +39,130 @@ log = logging.getLogger("fraud_serving.state")
 KEEP_MS = max(max(CARD_WINDOWS_MS.values()), NOVELTY_WINDOW_MS) + MS_PER_DAY
 MAX_ROWS_PER_CARD = 5_000  # a runaway client cannot grow one card without bound
 STALE_SLACK_MS = 7 * MS_PER_DAY  # rows this far past every window are dropped on the next append
+MIN_ROOM = 16  # rows a card's segment has room for at least
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
 
-class CardRows:
-    """One card's recent transactions in growable arrays (appending is O(1), amortized).
+@numba.njit(cache=True, nogil=True)
+def _first_kept(times, lo, hi, newest, floor):
+    """The first row of ``lo:hi`` (one card, in time order) that a transaction at ``newest``, or
+    one at ``floor`` (the oldest of the request being added), could still need."""
+    return lo + np.searchsorted(times[lo:hi], min(newest, floor) - KEEP_MS)
 
-    The properties are views of the first ``len`` rows; an append writes past them (or, when
-    the arrays are full, into new arrays that drop rows too old to matter), so a view taken by
-    a request never changes under it.
+
+@numba.njit(cache=True, nogil=True)
+def _insert(card, ts, merchant, amount, device, floor, start, count, room, times, merchants, amounts, devices,
+            used):  # fmt: skip
+    """Insert rows into their cards' segments, each segment kept in time order (a row goes after
+    the rows of the same millisecond). A full segment moves to the free end of the arrays with
+    twice the room, leaving behind rows out of every window (and beyond MAX_ROWS_PER_CARD); a
+    segment whose oldest row is a week past every window drops such rows in place. ``floor``,
+    the request's oldest time, keeps what its earliest transaction needs.
+
+    Returns ``(rows inserted, new end of the used part)``: fewer than all rows when the arrays
+    are out of room (the caller compacts or grows them and calls again with the rest).
     """
-
-    __slots__ = ("_amount", "_device", "_merchant", "_tids", "_ts", "n", "oldest", "seen")
-
-    def __init__(self, ts_ms: np.ndarray, merchant: np.ndarray, amount: np.ndarray, device: np.ndarray,
-                 transaction_ids: list | None = None):  # fmt: skip
-        self._ts, self._merchant, self._amount, self._device = ts_ms, merchant, amount, device
-        self.n = len(ts_ms)
-        self.oldest = int(ts_ms.min()) if len(ts_ms) else None
-        self._tids = list(transaction_ids) if transaction_ids is not None else [None] * self.n
-        self.seen = {t for t in self._tids if t is not None}  # the held rows' transaction ids
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def ts_ms(self) -> np.ndarray:  # int64 milliseconds (naive local time)
-        return self._ts[: self.n]
-
-    @property
-    def merchant(self) -> np.ndarray:  # int64 merchant codes (see CardState.merchant_code)
-        return self._merchant[: self.n]
-
-    @property
-    def amount(self) -> np.ndarray:  # float64
-        return self._amount[: self.n]
-
-    @property
-    def device(self) -> np.ndarray:  # int64 device codes, -1 when there is no device (card present)
-        return self._device[: self.n]
-
-    def append(self, ts_ms: int, merchant: int, amount: float, device: int, transaction_id=None) -> bool:
-        """Add a row; a transaction id the card already holds is not added twice (a client's
-        retry must not count as a second transaction). True if added."""
-        if transaction_id is not None and transaction_id in self.seen:
-            return False
-        full = self.n == len(self._ts)
-        stale = self.oldest is not None and self.oldest < ts_ms - KEEP_MS - STALE_SLACK_MS
-        if full or stale:  # rows a week past every window make each request pay for them
-            self._regrow(max(ts_ms, int(self._ts[: self.n].max(initial=ts_ms))))
-        i = self.n
-        self._ts[i], self._merchant[i], self._amount[i], self._device[i] = ts_ms, merchant, amount, device
-        self.n = i + 1
-        self.oldest = ts_ms if self.oldest is None else min(self.oldest, ts_ms)
-        self._tids.append(transaction_id)
-        if transaction_id is not None:
-            self.seen.add(transaction_id)
-        return True
-
-    def _regrow(self, newest_ms: int) -> None:
-        """New arrays with room to spare, keeping only rows that can still enter a window."""
-        keep = np.flatnonzero(self.ts_ms >= newest_ms - KEEP_MS)[-(MAX_ROWS_PER_CARD - 1) :]
-        capacity = max(16, 2 * len(keep))
-        arrays = []
-        for old in (self._ts, self._merchant, self._amount, self._device):
-            new = np.empty(capacity, dtype=old.dtype)
-            new[: len(keep)] = old[keep]
-            arrays.append(new)
-        self._ts, self._merchant, self._amount, self._device = arrays
-        self.n = len(keep)
-        self.oldest = int(self._ts[: self.n].min()) if self.n else None
-        self._tids = [self._tids[i] for i in keep]
-        self.seen = {t for t in self._tids if t is not None}
+    for r in range(card.shape[0]):
+        code, t = card[r], ts[r]
+        s, k = start[code], count[code]
+        if k > 0 and times[s] < min(t, floor) - KEEP_MS - STALE_SLACK_MS:
+            first = _first_kept(times, s, s + k, max(t, times[s + k - 1]), floor)
+            kept = s + k - first
+            for j in range(kept):
+                times[s + j], merchants[s + j] = times[first + j], merchants[first + j]
+                amounts[s + j], devices[s + j] = amounts[first + j], devices[first + j]
+            k = kept
+            count[code] = k
+        if k == room[code]:
+            first = s
+            if k > 0:
+                first = _first_kept(times, s, s + k, max(t, times[s + k - 1]), floor)
+                first = max(first, s + k - MAX_ROWS_PER_CARD + 1)
+            kept = s + k - first
+            new_room = max(MIN_ROOM, 2 * (kept + 1))
+            if used + new_room > times.shape[0]:
+                return r, used
+            for j in range(kept):
+                times[used + j], merchants[used + j] = times[first + j], merchants[first + j]
+                amounts[used + j], devices[used + j] = amounts[first + j], devices[first + j]
+            start[code], room[code] = used, new_room
+            s, k = used, kept
+            used += new_room
+        p = s + k
+        while p > s and times[p - 1] > t:  # out of order: later rows move up one
+            times[p], merchants[p] = times[p - 1], merchants[p - 1]
+            amounts[p], devices[p] = amounts[p - 1], devices[p - 1]
+            p -= 1
+        times[p], merchants[p], amounts[p], devices[p] = t, merchant[r], amount[r], device[r]
+        count[code] = k + 1
+    return card.shape[0], used
 
 
-_NO_ROWS = CardRows(np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0), np.zeros(0, "int64"))
-
-
-def day_files(directory: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(YYYY-MM-DD, path)`` of the daily Parquet files in a folder, oldest first."""
-    folder = Path(directory)
-    if not folder.is_dir():
-        return []
-    found = [(m.group(1), p) for p in folder.iterdir() if (m := _DAY_FILE.match(p.name))]
-    return sorted(found)
+@numba.njit(cache=True, nogil=True)
+def _compact(floor, start, count, room, times, merchants, amounts, devices, new_times, new_merchants,
+             new_amounts, new_devices):  # fmt: skip
+    """Copy every card's rows that can still enter a window into new arrays, each segment with
+    room to grow; a card with no such rows keeps no room. Returns the end of the used part."""
+    used = 0
+    for code in range(start.shape[0]):
+        s, k = start[code], count[code]
+        first = _first_kept(times, s, s + k, times[s + k - 1], floor) if k > 0 else s
+        kept = s + k - first
+        for j in range(kept):
+            new_times[used + j], new_merchants[used + j] = times[first + j], merchants[first + j]
+            new_amounts[used + j], new_devices[used + j] = amounts[first + j], devices[first + j]
+        start[code], count[code] = used, kept
+        room[code] = max(MIN_ROOM, 2 * kept) if kept else 0
+        used += room[code]
+    return used
 
 
 class CardState:
-    """Recent transactions per card. Merchant and device ids are held as integer codes: the
-    history features only compare ids for equality (and devices for null), so codes give the
-    same features, and NumPy factorizes integers much faster than strings."""
+    """Recent transactions per card, in segments of shared arrays (see the module docstring).
+
+    Card, merchant and device ids are held as integer codes: the features only compare ids
+    for equality (and devices for null), so codes give the same features. One lock makes
+    adding a request's transactions and reading their history one step.
+    """
 
     def __init__(self) -> None:
-        self._cards: dict[str, CardRows] = {}
+        self._lock = threading.Lock()
+        self._cards: dict[str, int] = {}
         self._merchants: dict[str, int] = {}
         self._devices: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._seen: dict[tuple[int, str], int] = {}  # (card code, transaction id) -> its time
+        self._start = np.zeros(0, "int64")
+        self._count = np.zeros(0, "int64")
+        self._room = np.zeros(0, "int64")
+        self._times = np.zeros(0, "int64")  # ms, naive local time
+        self._merchant = np.zeros(0, "int64")
+        self._amount = np.zeros(0, "float64")
+        self._device = np.zeros(0, "int64")  # -1: no device (card present)
+        self._used = 0
+        self._newest = np.iinfo(np.int64).min
         self.bootstrapped_rows = 0
         self.bootstrapped_days: list[str] = []
 
     def __len__(self) -> int:
         return len(self._cards)
 
-    def get(self, card_id: str) -> CardRows | None:
-        return self._cards.get(card_id)
+    @property
+    def rows_held(self) -> int:
+        return int(self._count.sum())
+
+    def rows(self, card_id: str) -> dict[str, np.ndarray]:
+        """A copy of the card's held rows (times in ms, merchants and devices as codes)."""
+        with self._lock:
+            code = self._cards.get(card_id)
+            if code is None:
+                return {name: np.zeros(0) for name in ("ts_ms", "merchant", "amount", "device")}
+            s, e = self._start[code], self._start[code] + self._count[code]
+            return {
+                "ts_ms": self._times[s:e].copy(),
+                "merchant": self._merchant[s:e].copy(),
+                "amount": self._amount[s:e].copy(),
+                "device": self._device[s:e].copy(),
+            }
 
     def merchant_code(self, merchant_id: str) -> int:
         code = self._merchants.get(merchant_id)
@@ -154,40 +178,89 @@ class CardState:
             code = self._devices[device] = len(self._devices)
         return code
 
-    def history(self, card_id: str) -> dict[str, np.ndarray]:
-        """The card's rows as the columns `transaction_history_features` takes (ids as codes;
-        the card itself as code 0; timestamps as datetime64[ms], a view of the held int64 ms)."""
-        rows = self._cards.get(card_id)
-        if rows is None:
-            rows = _NO_ROWS
-        return {
-            c.TIMESTAMP: rows.ts_ms.view("datetime64[ms]"),
-            c.CARD_ID: np.zeros(len(rows), dtype="int64"),
-            c.MERCHANT_ID: rows.merchant,
-            c.AMOUNT: rows.amount,
-            c.DEVICE_FINGERPRINT: rows.device,
-        }
+    def _card_code(self, card_id: str) -> int:
+        code = self._cards.get(card_id)
+        if code is None:
+            code = self._cards[card_id] = len(self._cards)
+            if code == len(self._start):  # room for more cards: twice as many
+                size = max(1024, 2 * code)
+                for name in ("_start", "_count", "_room"):
+                    grown = np.zeros(size, "int64")
+                    grown[:code] = getattr(self, name)
+                    setattr(self, name, grown)
+        return code
 
-    def append(self, card_id: str, ts_ms: int, merchant, amount: float, device, transaction_id=None) -> None:
-        self.append_many([card_id], [ts_ms], [merchant], [amount], [device], [transaction_id])
+    def remember(
+        self, cards, ts_ms, merchants, amounts, devices, transaction_ids=None
+    ) -> dict[str, np.ndarray]:
+        """Add these transactions to their cards, then return their card and device history
+        features: each sees its card's strictly earlier rows, those of this batch included (as
+        if the batch had been sent one by one in time order).
 
-    def append_many(self, cards, ts_ms, merchants, amounts, devices, transaction_ids=None) -> None:
-        """Add scored transactions (any order, any cards); rows too old to matter are dropped as
-        a card's arrays fill up, and a transaction id the card already holds is skipped."""
-        tids = transaction_ids if transaction_ids is not None else [None] * len(cards)
+        A transaction id the card already holds is not added again (a client's retry must not
+        count as a second transaction); its features are still computed.
+        """
+        n = len(cards)
+        tids = transaction_ids if transaction_ids is not None else [None] * n
+        times = np.asarray(ts_ms, dtype="int64")
+        amount = np.asarray(amounts, dtype="float64")
         with self._lock:
-            for card, ts, merchant, amount, device, tid in zip(
-                cards, ts_ms, merchants, amounts, devices, tids, strict=True
-            ):
-                rows = self._cards.get(card)
-                if rows is None:
-                    rows = self._cards[card] = CardRows(
-                        np.empty(16, "int64"), np.empty(16, "int64"), np.empty(16), np.empty(16, "int64")
-                    )
-                    rows.n, rows.oldest, rows._tids = 0, None, []
-                rows.append(
-                    int(ts), self.merchant_code(merchant), float(amount), self.device_code(device), tid
-                )
+            code = np.fromiter(map(self._card_code, cards), dtype="int64", count=n)
+            merchant = np.fromiter(map(self.merchant_code, merchants), dtype="int64", count=n)
+            device = np.fromiter(map(self.device_code, devices), dtype="int64", count=n)
+            fresh = np.ones(n, dtype=bool)
+            seen = self._seen
+            for i, tid in enumerate(tids):
+                if tid is not None:
+                    key = (int(code[i]), tid)
+                    if key in seen:
+                        fresh[i] = False
+                    else:
+                        seen[key] = int(times[i])
+            add = slice(None) if fresh.all() else fresh
+            floor = int(times.min()) if n else 0
+            self._insert(code[add], times[add], merchant[add], amount[add], device[add], floor)
+            segment_start = self._start[code]
+            return card_history_features(
+                self._times, self._amount, self._merchant, self._device, segment_start,
+                segment_start + self._count[code], times, amount, merchant, device,
+            )  # fmt: skip
+
+    def _insert(self, code, times, merchant, amount, device, floor: int) -> None:
+        if len(times):
+            self._newest = max(self._newest, int(times.max()))
+        done = 0
+        while done < len(code):
+            inserted, self._used = _insert(
+                code[done:], times[done:], merchant[done:], amount[done:], device[done:], floor,
+                self._start, self._count, self._room, self._times, self._merchant, self._amount,
+                self._device, self._used,
+            )  # fmt: skip
+            done += inserted
+            if done < len(code):
+                self._make_room(len(code) - done, floor)
+
+    def _make_room(self, pending: int, floor: int) -> None:
+        """Compact the segments into new arrays with room for the moves still to come (twice the
+        rows held, at least), and forget transaction ids older than every window."""
+        held = int(self._room.sum()) + 2 * (MIN_ROOM + 2 * pending)
+        size = max(1 << 16, 2 * held)
+        new = [np.zeros(size, a.dtype) for a in (self._times, self._merchant, self._amount, self._device)]
+        self._used = _compact(
+            floor,
+            self._start,
+            self._count,
+            self._room,
+            self._times,
+            self._merchant,
+            self._amount,
+            self._device,
+            *new,
+        )
+        self._times, self._merchant, self._amount, self._device = new
+        cutoff = min(self._newest, floor) - KEEP_MS - STALE_SLACK_MS
+        if any(ts < cutoff for ts in self._seen.values()):
+            self._seen = {key: ts for key, ts in self._seen.items() if ts >= cutoff}
 
     def bootstrap(self, validated_dir: str | os.PathLike, days: int = LOOKBACK_DAYS) -> int:
         """Load the last ``days`` daily files of `validated_transactions`; the number of rows read."""
@@ -213,35 +286,60 @@ class CardState:
         data = pd.concat(frames, ignore_index=True)
         if c.DEVICE_FINGERPRINT not in data:
             data[c.DEVICE_FINGERPRINT] = None
+        data = data[data[c.TIMESTAMP].notna() & data[c.CARD_ID].notna()]
         newest = data[c.TIMESTAMP].max()
         data = data[data[c.TIMESTAMP] >= newest - pd.Timedelta(milliseconds=KEEP_MS)]
-        data = data.sort_values([c.CARD_ID, c.TIMESTAMP], kind="stable")
-        cards = data[c.CARD_ID].astype(str).to_numpy(dtype=object)
-        ts = data[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64")
+        card_codes, card_ids = pd.factorize(data[c.CARD_ID].astype(str).to_numpy(object))
+        order = np.lexsort((data[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64"), card_codes))
+        data, card = data.iloc[order], card_codes[order].astype("int64")
+        times = data[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64")
         merchant_codes, merchant_ids = pd.factorize(data[c.MERCHANT_ID].astype(str).to_numpy(object))
         device_codes, device_ids = pd.factorize(data[c.DEVICE_FINGERPRINT].astype(object).to_numpy(object))
-        merchant = merchant_codes.astype("int64")
-        device = device_codes.astype("int64")  # -1: no device
-        amount = data[c.AMOUNT].to_numpy("float64")
+        held = np.bincount(card, minlength=len(card_ids)).astype("int64")
+        position = np.arange(len(card)) - np.r_[0, np.cumsum(held)[:-1]][card]  # within its card
+        counts = np.minimum(held, MAX_ROWS_PER_CARD)  # a runaway card keeps its newest rows
+        kept = position >= (held - counts)[card]
+        room = np.maximum(MIN_ROOM, 2 * counts)
+        start = np.r_[0, np.cumsum(room)[:-1]].astype("int64")
+        place = (start[card] + position - (held - counts)[card])[kept]
+        size = max(1 << 16, 2 * int(room.sum()))
+        arrays = {
+            "_times": (times, "int64"),
+            "_merchant": (merchant_codes, "int64"),
+            "_amount": (data[c.AMOUNT].to_numpy("float64"), "float64"),
+            "_device": (device_codes, "int64"),  # -1: no device
+        }
         tids = (
             data[c.TRANSACTION_ID].astype(object).where(data[c.TRANSACTION_ID].notna(), None).tolist()
             if c.TRANSACTION_ID in data
             else [None] * len(data)
         )
-        starts = np.flatnonzero(np.r_[True, cards[1:] != cards[:-1]])
-        ends = np.r_[starts[1:], len(cards)]
-        loaded = {}
-        for s, e in zip(starts, ends, strict=True):
-            s = max(s, e - MAX_ROWS_PER_CARD)
-            loaded[cards[s]] = CardRows(ts[s:e], merchant[s:e], amount[s:e], device[s:e], tids[s:e])
+        seen = {(int(cd), t): int(ts) for cd, t, ts in zip(card, tids, times, strict=True) if t is not None}
         with self._lock:
-            self._cards = loaded
+            for name, (values, dtype) in arrays.items():
+                column = np.zeros(size, dtype)
+                column[place] = values[kept]
+                setattr(self, name, column)
+            self._start, self._count, self._room = start, counts, room.astype("int64")
+            self._used = int(room.sum())
+            self._cards = {str(card_id): i for i, card_id in enumerate(card_ids)}
             self._merchants = {str(m): i for i, m in enumerate(merchant_ids)}
             self._devices = {str(d): i for i, d in enumerate(device_ids)}
-        self.bootstrapped_rows = len(data)
+            self._seen = seen
+            self._newest = int(times.max())
+        self.bootstrapped_rows = int(counts.sum())
         self.bootstrapped_days = [day for day, _ in files]
-        log.info("card state: %d rows of %d cards from %d days", len(data), len(loaded), len(files))
-        return len(data)
+        log.info("card state: %d rows of %d cards from %d days", counts.sum(), len(card_ids), len(files))
+        return int(counts.sum())
+
+
+def day_files(directory: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``(YYYY-MM-DD, path)`` of the daily Parquet files in a folder, oldest first."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    found = [(m.group(1), p) for p in folder.iterdir() if (m := _DAY_FILE.match(p.name))]
+    return sorted(found)
 
 
 class MerchantRiskStore:

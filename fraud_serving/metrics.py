@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -10,9 +13,43 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = (*tuple(round(0.05 * i, 2) for i in range(1, 20)), 0.99, 1.0)
+
+
+class ScoreHistogram:
+    """A Prometheus histogram fed a request's scores in one NumPy call (prometheus_client's
+    ``Histogram.observe`` is a Python call per value: 1,000 per batch)."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry) -> None:
+        self.name, self.documentation = name, documentation
+        self._edges = np.asarray(buckets, dtype="float64")
+        self._counts = np.zeros(len(buckets) + 1, dtype="int64")  # the last: above every edge
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype="float64")
+        # a value v counts in every bucket with v <= le: its first such edge, cumulated when read
+        counts = np.bincount(np.searchsorted(self._edges, values), minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self):
+        with self._lock:
+            cumulative, total = np.cumsum(self._counts).tolist(), self._sum
+        les = [floatToGoString(edge) for edge in self._edges.tolist()] + ["+Inf"]
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=list(zip(les, cumulative, strict=True)), sum_value=total
+        )
+
+    def describe(self):
+        yield HistogramMetricFamily(self.name, self.documentation)
 
 
 class ServiceMetrics:
@@ -32,11 +69,8 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.scores = Histogram(
-            "fraudops_fraud_probability",
-            "Distribution of scored fraud probabilities",
-            buckets=SCORE_BUCKETS,
-            registry=r,
+        self.scores = ScoreHistogram(
+            "fraudops_fraud_probability", "Distribution of scored fraud probabilities", SCORE_BUCKETS, r
         )
         self.decisions = Counter(
             "fraudops_decisions",

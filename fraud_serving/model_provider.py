@@ -21,9 +21,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
+import pydantic_core
 
 from fraud_assets.core.bundle import BundleLoadError, ModelBundle
 from fraud_assets.core.models.compiled_trees import CompiledTrees, compile_booster, compile_lightgbm
@@ -122,6 +124,11 @@ class ServedModel:
     info: dict[str, Any] = field(default_factory=dict)
     explainer: Any = None  # XGBoost booster for contributions without feature-name overhead
     trees: CompiledTrees | None = None  # the booster compiled (verified against it at load)
+
+    @cached_property
+    def feature_names_json(self) -> list[bytes]:
+        """The feature names as JSON strings, for the reason codes of responses."""
+        return [pydantic_core.to_json(name) for name in self.feature_names]
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Calibrated fraud probabilities (= ``FraudClassifier.predict_proba_fast``)."""

@@ -1,10 +1,9 @@
 """Scoring: request bodies -> model inputs (with history features) -> probabilities and reasons.
 
 No pandas in the per-request path: input columns are NumPy arrays, the preprocessor's
-`transform_columns`, the classifier's `predict_proba_fast` (one thread) and `contributions`
-(TreeSHAP). History features come from `fraud_assets.core.features`, the code batch training
-uses: `transaction_history_features` for one transaction, `history_features` for a batch (all
-its cards at once: the same function, on the cards' recent rows plus the batch's rows).
+`transform_columns`, and the served model's compiled trees (margin and exact TreeSHAP). History
+features come from `fraud_assets.core.features.card_history_features`, the function batch
+training uses, run on the card state's segments (see `card_state`).
 """
 
 from __future__ import annotations
@@ -21,32 +20,34 @@ import pydantic_core
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.calendar import hour_and_weekday, is_weekend
-from fraud_assets.core.features import (
-    HISTORY_FEATURES,
-    MERCHANT_FEATURES,
-    history_features,
-    transaction_history_features,
-)
+from fraud_assets.core.features import HISTORY_FEATURES, MERCHANT_FEATURES
+from fraud_serving import responses
 from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.model_provider import ServedModel
 
 RISK_LEVELS = ("low", "medium", "high", "critical")
+_RISK_BYTES = tuple(level.encode() for level in RISK_LEVELS)
 TOP_REASONS = 3
+LOG_PIECE_ROWS = 200  # request bodies per piece of a prediction-log line (see `_LogItem.line_pieces`)
 NO_MERCHANT = ""  # stands for an absent merchant id in the card state (never a real id)
 _HISTORY = frozenset(HISTORY_FEATURES)
 _MERCHANT_DEPENDENT = frozenset((*MERCHANT_FEATURES, "is_new_merchant"))
 
 
-def risk_levels(p: np.ndarray, threshold: float) -> list[str]:
-    """low: p < t/2; medium: t/2 <= p < t; high: t <= p < (1+t)/2; critical: p >= (1+t)/2.
+def risk_index(p: np.ndarray, threshold: float) -> np.ndarray:
+    """Index into RISK_LEVELS. low: p < t/2; medium: t/2 <= p < t; high: t <= p < (1+t)/2;
+    critical: p >= (1+t)/2.
 
     With t the model's threshold, so high and critical are exactly the transactions flagged
     as fraud (is_fraud = 1), and critical the upper half of the flagged range.
     """
     t = float(threshold)
-    edges = np.array([t / 2, t, (1 + t) / 2])
-    idx = np.searchsorted(edges, p, side="right")
-    return [RISK_LEVELS[i] for i in idx]
+    return np.searchsorted(np.array([t / 2, t, (1 + t) / 2]), p, side="right")
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_MS = dt.timedelta(milliseconds=1)
+_NAT = np.iinfo(np.int64).min  # NaT as datetime64
 
 
 def _local_time(ts: dt.datetime | None) -> dt.datetime | None:
@@ -58,12 +59,15 @@ def _local_time(ts: dt.datetime | None) -> dt.datetime | None:
 
 @dataclass
 class ScoreResult:
-    predictions: list[dict[str, Any]]
+    rows: list[bytes]  # each transaction's prediction as JSON (the `Prediction` schema)
+    probabilities: np.ndarray
+    flagged: np.ndarray  # bool: fraud_probability >= threshold
+    risk: np.ndarray  # index into RISK_LEVELS
     log_item: Any
 
 
 class _LogItem:
-    """What a request hands the prediction log; turned into JSON records in the writer thread."""
+    """What a request hands the prediction log; turned into a JSON line in the writer thread."""
 
     __slots__ = (
         "cols",
@@ -72,29 +76,27 @@ class _LogItem:
         "model",
         "probs",
         "reasons",
-        "risks",
+        "risk",
         "scored_at",
         "stamps",
         "txs",
     )
 
-    def __init__(self, model, txs, ids, stamps, cols, probs, risks, reasons, scored_at, latency_ms):
+    def __init__(self, model, txs, ids, stamps, cols, probs, risk, reasons, scored_at, latency_ms):
         self.model, self.txs, self.ids, self.stamps, self.cols = model, txs, ids, stamps, cols
-        self.probs, self.risks, self.reasons = probs, risks, reasons
+        self.probs, self.risk, self.reasons = probs, risk, reasons
         self.scored_at, self.latency_ms = scored_at, latency_ms
 
     def __len__(self) -> int:
         return len(self.txs)
 
-    def to_lines(self) -> list[bytes]:
-        """The request as one JSON line, its transactions as columns (see `prediction_log`).
-
-        One pydantic-core call on arrays turned into lists: a 1,000-transaction batch costs the
-        writer thread about a millisecond of interpreter time, not one dict per transaction.
-        """
+    def line_pieces(self):
+        """The request's JSON line, its transactions as columns (see `prediction_log`), in pieces
+        of a pydantic-core call each, so the writer can pause between them; the reason codes'
+        JSON as the response had it."""
         probs = self.probs.tolist()
         threshold = self.model.threshold
-        line = {
+        head = {
             "scored_at": self.scored_at,
             "model_version": self.model.version,
             "threshold": threshold,
@@ -105,12 +107,25 @@ class _LogItem:
             "timestamp": self.stamps,
             "fraud_probability": probs,
             "is_fraud": [int(p >= threshold) for p in probs],
-            "risk_level": self.risks,
-            "reason_codes": self.reasons,
-            "features": {name: values.tolist() for name, values in self.cols.items()},  # NaN -> null
-            "input": self.txs,  # the request bodies, as sent (absent fields left out)
+            "risk_level": [RISK_LEVELS[i] for i in self.risk.tolist()],
         }
-        return [pydantic_core.to_json(line, inf_nan_mode="null", exclude_none=True, fallback=str)]
+        yield pydantic_core.to_json(head, inf_nan_mode="null")[:-1]
+        yield b',"reason_codes":[[' + b"],[".join(self.reasons) + b"]]"
+        features = {name: values.tolist() for name, values in self.cols.items()}  # NaN -> null
+        if len(self.txs) < LOG_PIECE_ROWS or not features:  # small: one call
+            yield b',"features":' + pydantic_core.to_json(features, inf_nan_mode="null")
+        else:  # a column a piece
+            for i, (name, values) in enumerate(features.items()):
+                column = pydantic_core.to_json({name: values}, inf_nan_mode="null")[1:-1]
+                yield (b',"features":{' if i == 0 else b",") + column
+            yield b"}"
+        # the request bodies, as sent (absent fields left out)
+        for start in range(0, len(self.txs), LOG_PIECE_ROWS):
+            part = pydantic_core.to_json(
+                self.txs[start : start + LOG_PIECE_ROWS], exclude_none=True, fallback=str
+            )
+            yield (b',"input":[' if start == 0 else b",") + part[1:-1]
+        yield b"]}" if self.txs else b',"input":[]}'
 
 
 class Scorer:
@@ -120,71 +135,26 @@ class Scorer:
 
     # -- history features ------------------------------------------------------------------
 
-    def _merchant_features(self, merchant_ids: np.ndarray) -> dict[str, np.ndarray] | None:
-        snapshot = self.merchants.snapshot
-        return None if snapshot is None else snapshot.lookup(merchant_ids)
-
-    def _history_one(self, row: dict, ts_ms: int) -> dict[str, np.ndarray]:
-        merchant = row["merchant_id"] or NO_MERCHANT
-        transaction = {
-            c.TIMESTAMP: np.datetime64(ts_ms, "ms"),
-            c.CARD_ID: 0,
-            c.MERCHANT_ID: self.cards.merchant_code(merchant),
-            c.AMOUNT: float(row["amount"]),
-            c.DEVICE_FINGERPRINT: self.cards.device_code(row["device_fingerprint"]),
-        }
-        # The state holds merchants as codes: merchant risk is looked up here, by id, for this
-        # transaction only (what `history_features` does per row with a snapshot).
-        one = transaction_history_features(self.cards.history(row["card_id"]), transaction, None)
-        features = {name: np.array([value]) for name, value in one.items()}
-        if row["merchant_id"]:
-            features.update(self._merchant_features(np.array([row["merchant_id"]], dtype=object)) or {})
-        else:
-            features.update({name: np.array([np.nan]) for name in _MERCHANT_DEPENDENT})
-        return features
-
-    def _history_many(self, rows: list[dict], ts_ms: np.ndarray) -> dict[str, np.ndarray]:
-        """History features of several transactions: one `history_features` call over their cards'
-        recent rows plus the transactions themselves (each sees only strictly earlier rows, as if
-        the batch had been sent one by one in time order)."""
-        state = self.cards
-        cards: dict[str, int] = {}
-        for row in rows:
-            cards.setdefault(row["card_id"], len(cards))
-        held = [
-            (code, rows_) for code, rows_ in zip(cards.values(), map(state.get, cards), strict=True) if rows_
-        ]
-        parts_ts = [h.ts_ms for _, h in held]
-        parts_m = [h.merchant for _, h in held]
-        parts_a = [h.amount for _, h in held]
-        parts_d = [h.device for _, h in held]
-        parts_card = [
-            np.repeat(np.array([code for code, _ in held], dtype="int64"), [len(h) for _, h in held])
-        ]
-        k = len(rows)
-        merchants = np.array([row["merchant_id"] or NO_MERCHANT for row in rows], dtype=object)
-        parts_ts.append(ts_ms)
-        parts_card.append(np.fromiter((cards[row["card_id"]] for row in rows), dtype="int64", count=k))
-        parts_m.append(np.fromiter((state.merchant_code(m) for m in merchants), dtype="int64", count=k))
-        parts_a.append(np.array([row["amount"] for row in rows], dtype="float64"))
-        parts_d.append(
-            np.fromiter(
-                (state.device_code(row["device_fingerprint"]) for row in rows), dtype="int64", count=k
-            )
+    def _history(self, rows: list[dict], ts_ms: np.ndarray, tracked: np.ndarray) -> dict[str, np.ndarray]:
+        """History features of the rows with a card and a timestamp (``tracked``, in order),
+        which the card state remembers first: each sees its card's strictly earlier rows, this
+        request's included. Merchant risk from the latest snapshot (none without a merchant)."""
+        everyone = bool(tracked.all())
+        picked = rows if everyone else [rows[i] for i in np.flatnonzero(tracked)]
+        merchants = [row["merchant_id"] or NO_MERCHANT for row in picked]
+        out = self.cards.remember(
+            [row["card_id"] for row in picked],
+            ts_ms if everyone else ts_ms[tracked],
+            merchants,
+            [row["amount"] for row in picked],
+            [row["device_fingerprint"] for row in picked],
+            [row["transaction_id"] for row in picked],  # a retried transaction is not added twice
         )
-        frame = {
-            c.TIMESTAMP: np.concatenate(parts_ts).astype("datetime64[ms]"),
-            c.CARD_ID: np.concatenate(parts_card),
-            c.MERCHANT_ID: np.concatenate(parts_m),
-            c.AMOUNT: np.concatenate(parts_a),
-            c.DEVICE_FINGERPRINT: np.concatenate(parts_d),
-        }
-        # The batch's own rows are the targets, the cards' held rows their history.
-        n_rows = len(frame[c.TIMESTAMP])
-        out = history_features(frame, None, targets=np.arange(n_rows - k, n_rows))
-        out.update(self._merchant_features(merchants) or {})
-        no_merchant = merchants == NO_MERCHANT
-        if no_merchant.any():
+        snapshot = self.merchants.snapshot
+        if snapshot is not None:
+            out.update(snapshot.lookup(merchants))
+        if NO_MERCHANT in merchants:
+            no_merchant = np.array([m == NO_MERCHANT for m in merchants])
             for name in _MERCHANT_DEPENDENT:
                 if name in out:
                     out[name][no_merchant] = np.nan
@@ -192,21 +162,25 @@ class Scorer:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def _inputs(
-        self, model: ServedModel, rows: list[dict], stamps: list
-    ) -> tuple[dict, np.ndarray, np.ndarray]:
-        """The model's input columns (client values win; absent history and calendar values are
-        computed), each row's timestamp in ms (-1 where absent), and which rows the card state
-        follows (a card and a timestamp)."""
+    def _inputs(self, model: ServedModel, rows: list[dict], stamps: list) -> dict[str, np.ndarray]:
+        """The model's input columns: client values win; absent history and calendar values are
+        computed (history for rows with a card and a timestamp, which the card state follows)."""
         n = len(rows)
-        ts = np.array(stamps, dtype="datetime64[ms]")
-        hour, weekday, known = hour_and_weekday(ts)
-        ts_ms = np.where(known, ts.astype("int64"), -1)
+        ts_ms = np.fromiter(  # (1,000 datetimes through NumPy's object path cost a millisecond)
+            ((stamp - _EPOCH) // _MS if stamp is not None else _NAT for stamp in stamps),
+            dtype="int64",
+            count=n,
+        )
+        hour, weekday, known = hour_and_weekday(ts_ms.view("datetime64[ms]"))
         tracked = known & np.array([bool(row["card_id"]) for row in rows])
+        # One array per numeric input (None -> NaN); a column no row sent (history features,
+        # usually) stays all NaN without a conversion.
         numeric = model.numeric_inputs
-        # All numeric inputs in one conversion (None -> NaN), one contiguous row per column.
-        pick = itemgetter(*numeric, "amount")  # a tuple per row, built in C ("amount": never a bare value)
-        values = np.array(list(map(pick, rows)), dtype="float64")[:, :-1].T.copy()
+        values = np.full((len(numeric), n), np.nan)
+        for j, col in enumerate(numeric):
+            given = list(map(itemgetter(col), rows))
+            if given.count(None) < n:
+                values[j] = np.array(given, dtype="float64")
         cols: dict[str, np.ndarray] = dict(zip(numeric, values, strict=True))
         for col in model.categorical_inputs:
             cols[col] = np.array([row[col] for row in rows], dtype=object)
@@ -228,25 +202,19 @@ class Scorer:
                 np.copyto(cols[col], computed, where=np.isnan(cols[col]))
 
         # History features from the card state where the client left any out.
-        needed = [j for j, col in enumerate(numeric) if col in _HISTORY]
-        if needed:
-            lacking = tracked & np.isnan(values[needed]).any(axis=0)
-            todo = np.flatnonzero(lacking)
-            if len(todo) == n:  # the usual case (every row has card and time): no indexing
-                hist = (
-                    self._history_one(rows[0], int(ts_ms[0])) if n == 1 else self._history_many(rows, ts_ms)
-                )
-                for j in needed:
-                    if numeric[j] in hist:
-                        np.copyto(values[j], hist[numeric[j]], where=np.isnan(values[j]))
-            elif len(todo):
-                hist = self._history_many([rows[i] for i in todo], ts_ms[todo])
-                for j in needed:
-                    if numeric[j] in hist:
-                        sub = values[j, todo]
-                        np.copyto(sub, hist[numeric[j]], where=np.isnan(sub))
-                        values[j, todo] = sub
-        return cols, ts_ms, tracked
+        if tracked.any():
+            hist = self._history(rows, ts_ms, tracked)
+            rows_at = None if tracked.all() else np.flatnonzero(tracked)
+            for j, col in enumerate(numeric):
+                if col not in hist:
+                    continue
+                if rows_at is None:  # the usual case (every row has card and time): no indexing
+                    np.copyto(values[j], hist[col], where=np.isnan(values[j]))
+                else:
+                    sub = values[j, rows_at]
+                    np.copyto(sub, hist[col], where=np.isnan(sub))
+                    values[j, rows_at] = sub
+        return cols
 
     def score(
         self,
@@ -259,7 +227,7 @@ class Scorer:
         n = len(txs)
         rows = [tx.__dict__ for tx in txs]
         stamps_dt = [_local_time(row["timestamp"]) for row in rows]
-        cols, ts_ms, tracked = self._inputs(model, rows, stamps_dt)
+        cols = self._inputs(model, rows, stamps_dt)
 
         x = model.preprocessor.transform_columns(cols)
         probs, contrib = model.predict(x, reasons)
@@ -267,64 +235,29 @@ class Scorer:
             top = np.zeros((n, 0), dtype="int64")
             top_contrib = top_value = np.zeros((n, 0))
         else:
+            # the TOP_REASONS largest, in decreasing order (ties: the lower feature index first)
             top = np.argsort(-contrib, axis=1, kind="stable")[:, :TOP_REASONS]
             picked = (np.arange(n)[:, None], top)
             top_contrib = contrib[picked]
             # back from the scaled matrix; rounded so an imputed 0 reads 0, not 5.6e-17
             top_value = np.round(x[picked] * model.scale[top] + model.center[top], 10)
-        risks = risk_levels(probs, model.threshold)
-
-        # Remember every transaction with a card and a timestamp, for the next ones.
-        keep = np.flatnonzero(tracked).tolist()
-        if keep:
-            self.cards.append_many(
-                [rows[i]["card_id"] for i in keep],
-                ts_ms[keep],
-                [rows[i]["merchant_id"] or NO_MERCHANT for i in keep],
-                [rows[i]["amount"] for i in keep],
-                [rows[i]["device_fingerprint"] for i in keep],
-                [rows[i]["transaction_id"] for i in keep],  # a retried transaction is not added twice
-            )
+        risk = risk_index(probs, model.threshold)
+        flagged = probs >= model.threshold
 
         now = dt.datetime.now(dt.UTC)
         scored_at = now.isoformat(timespec="microseconds")
         scored_at_s = now.replace(tzinfo=None).isoformat(timespec="seconds")
-        names = model.feature_names
-        version = model.version
-        flags = (probs >= model.threshold).astype(int).tolist()
         ids = [row["transaction_id"] for row in rows]
         if None in ids:  # 80 random bits each, drawn at once (uuid4 per row cost 5 ms a 1,000 batch)
             noise = os.urandom(10 * n).hex()
             ids = [tid or f"txn-{noise[20 * i : 20 * i + 20]}" for i, tid in enumerate(ids)]
         stamps = [ts.isoformat() if ts is not None else None for ts in stamps_dt]
-        reason_rows = [
-            [
-                {"feature": names[j], "contribution": cv, "value": v}
-                for j, cv, v in zip(js, cvs, vs, strict=True)
-            ]
-            for js, cvs, vs in zip(top.tolist(), top_contrib.tolist(), top_value.tolist(), strict=True)
-        ]
-        predictions = [
-            {
-                "transaction_id": tid,
-                "is_fraud": flag,
-                "fraud_probability": p,
-                "risk_level": risk,
-                "timestamp": stamp if stamp is not None else scored_at_s,
-                "model_version": version,
-                "reason_codes": why,
-            }
-            for tid, flag, p, risk, stamp, why in zip(
-                ids, flags, probs.tolist(), risks, stamps, reason_rows, strict=True
-            )
-        ]
-        if include_features:
-            listed = {col: values.tolist() for col, values in cols.items()}
-            for i, pred in enumerate(predictions):
-                pred["features"] = {
-                    col: (None if isinstance(v, float) and v != v else v) for col, v in
-                    ((col, values[i]) for col, values in listed.items())
-                }  # fmt: skip
+        why = responses.reason_codes(model.feature_names_json, top, top_contrib, top_value)
+        predictions = responses.predictions(
+            ids, flagged, probs, [_RISK_BYTES[i] for i in risk.tolist()],
+            [stamp if stamp is not None else scored_at_s for stamp in stamps], model.version, why,
+            responses.features_objects(cols) if include_features else None,
+        )  # fmt: skip
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        item = _LogItem(model, txs, ids, stamps, cols, probs, risks, reason_rows, scored_at, latency_ms)
-        return ScoreResult(predictions, item)
+        item = _LogItem(model, txs, ids, stamps, cols, probs, risk, why, scored_at, latency_ms)
+        return ScoreResult(predictions, probs, flagged, risk, item)

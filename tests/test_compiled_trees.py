@@ -47,10 +47,12 @@ def test_margin_and_shap_equal_xgboost(depth):
     explained, contributions = trees.explain(rows)
     np.testing.assert_allclose(explained, margin, atol=1e-4)
     np.testing.assert_allclose(trees.proba(rows), booster.predict(dmat), atol=1e-6)
-    # one row at a time (the serial kernels) equals the batch (the threaded ones)
+    # one row at a time and a few dozen (the serial kernels) equal the batch (the threaded ones)
     for i in (0, 7, 501):
         np.testing.assert_allclose(trees.contributions(rows[i]), contributions[i : i + 1], atol=1e-12)
         np.testing.assert_allclose(trees.margin(rows[i : i + 1]), trees.margin(rows)[i : i + 1], atol=1e-12)
+    for lo, hi in ((0, 3), (10, 80), (490, 560)):
+        np.testing.assert_allclose(trees.contributions(rows[lo:hi]), contributions[lo:hi], atol=1e-12)
 
 
 def test_a_threshold_tie_goes_right_like_xgboost():

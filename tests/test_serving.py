@@ -447,6 +447,26 @@ def test_prediction_log_and_metrics(client, world, tmp_path):
     assert f'bundle_version="{world["a"][2].version}"' in text
 
 
+def test_a_big_batch_is_logged_as_answered(world, tmp_path, shared_home):
+    """A batch large enough to be logged in pieces reads back with the answer's values."""
+    rows = list(world["live"].iloc[400:850].itertuples())
+    with make_client(world, tmp_path, shared_home[0]) as cl:
+        answer = cl.post(
+            "/predict/batch?include_features=true", json={"transactions": [body_of(r) for r in rows]}
+        )
+        assert answer.status_code == 200
+        assert cl.app.state.service.log.flush()
+    predictions = answer.json()["predictions"]
+    log = read_prediction_log(tmp_path / "predictions")
+    assert len(log) == len(rows) == len(predictions)
+    assert log["transaction_id"].tolist() == [p["transaction_id"] for p in predictions]
+    assert log["fraud_probability"].tolist() == [p["fraud_probability"] for p in predictions]
+    assert log["reason_codes"].tolist() == [p["reason_codes"] for p in predictions]
+    assert log["input"].map(lambda body: body["card_id"]).tolist() == [r.card_id for r in rows]
+    for name in ("amount", "transactions_last_24h", "merchant_category"):
+        assert log[name].tolist() == [p["features"][name] for p in predictions], name
+
+
 def test_full_log_queue_drops_and_counts_without_blocking(tmp_path):
     metrics = ServiceMetrics()
     logger = PredictionLogger(tmp_path / "log", max_queue=1, metrics=metrics)  # writer not started

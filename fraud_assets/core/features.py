@@ -5,11 +5,11 @@ timestamps, millisecond resolution) and only labels that were known before its d
 (label feeds arrive in daily batches). Nothing about the transaction's own label, or any later
 event, can leak into them.
 
-Everything works on sorted keys: a card's windows are ranges in the array of
-``card_code * SPAN + time``, found by binary search in one compiled (Numba) kernel, so a million
-transactions take under a second. The serving path calls the very same `history_features` on
-one card's recent history plus the new transaction (or a batch's cards plus the batch, as
-``targets``), with the merchant risk taken from the latest snapshot.
+The card features come from one compiled (Numba) kernel over rows laid out by card, each
+card's rows in time order: `card_history_features`. Training sorts a frame into that layout
+(`history_features`: a million transactions in well under a second); the scoring service keeps
+its card state in that layout and calls the same function on it, with the merchant risk taken
+from the latest snapshot.
 """
 
 from __future__ import annotations
@@ -102,42 +102,91 @@ _WIDTHS = np.array([CARD_WINDOWS_MS[w] for w in _BY_WIDTH], dtype=np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
-def _card_windows(sorted_keys, prefix, merchant, device, query, query_merchant, query_device, widths,
-                  none_seconds, novelty_width):  # fmt: skip
-    """Per query key (card and time): over the strictly earlier keys of its card within each
-    width (ascending), the event count and amount sum; seconds since the latest of them in the
-    widest window (``none_seconds`` if none); and whether the query's merchant, and its device
-    (code >= 0), appear among the card's rows of the last ``novelty_width`` ms.
+def _card_windows(times, amount, merchant, device, seg_lo, seg_hi, query_time, query_merchant, query_device,
+                  widths, none_seconds, novelty_width):  # fmt: skip
+    """Per query: over the strictly earlier rows of its card (``times[seg_lo[q]:seg_hi[q]]``, in
+    time order) within each width (ascending), the event count and amount sum; seconds since the
+    latest of them in the widest window (``none_seconds`` if none); and whether the query's
+    merchant, and its device (code >= 0), appear among the card's rows of the last
+    ``novelty_width`` ms.
 
     Rows of the result: counts per width, sums per width, seconds since last, merchant seen,
-    device seen. Binary searches for the windows; the novelty scan walks back from the newest
-    row and stops at the first match. Compiled: the same code for a million training rows and
-    for one transaction's hundred.
+    device seen. One binary search for the query's place, then a walk back through the windows
+    (they nest: each sum continues the narrower one). Compiled: the same code for a million
+    training rows, sorted by card and time, and for the service's card segments.
     """
     n_widths = widths.shape[0]
-    out = np.zeros((2 * n_widths + 3, query.shape[0]))
-    for q in range(query.shape[0]):
-        key = query[q]
-        hi = np.searchsorted(sorted_keys, key)
-        lo = hi
+    out = np.zeros((2 * n_widths + 3, query_time.shape[0]))
+    for q in range(query_time.shape[0]):
+        first, t = seg_lo[q], query_time[q]
+        hi = first + np.searchsorted(times[first : seg_hi[q]], t)  # rows at the same ms are not earlier
+        j = hi - 1
+        total = 0.0
         for w in range(n_widths):
-            lo = np.searchsorted(sorted_keys, key - widths[w])
-            out[w, q] = hi - lo
-            out[n_widths + w, q] = prefix[hi] - prefix[lo]
-        if hi > lo:
-            out[2 * n_widths, q] = (key - sorted_keys[hi - 1]) / MS_PER_SECOND
-        else:
-            out[2 * n_widths, q] = none_seconds
-        first = np.searchsorted(sorted_keys, key - novelty_width)
-        for j in range(hi - 1, first - 1, -1):
-            if merchant[j] == query_merchant[q]:
+            start = t - widths[w]
+            while j >= first and times[j] >= start:
+                total += amount[j]
+                j -= 1
+            out[w, q] = hi - 1 - j
+            out[n_widths + w, q] = total
+        out[2 * n_widths, q] = (t - times[hi - 1]) / MS_PER_SECOND if hi - 1 > j else none_seconds
+        oldest = t - novelty_width
+        for k in range(hi - 1, first - 1, -1):
+            if times[k] < oldest:
+                break
+            if merchant[k] == query_merchant[q]:
                 out[2 * n_widths + 1, q] = 1.0
                 break
         if query_device[q] >= 0:
-            for j in range(hi - 1, first - 1, -1):
-                if device[j] == query_device[q]:
+            for k in range(hi - 1, first - 1, -1):
+                if times[k] < oldest:
+                    break
+                if device[k] == query_device[q]:
                     out[2 * n_widths + 2, q] = 1.0
                     break
+    return out
+
+
+def card_history_features(
+    times: np.ndarray,
+    amount: np.ndarray,
+    merchant: np.ndarray,
+    device: np.ndarray | None,
+    seg_lo: np.ndarray,
+    seg_hi: np.ndarray,
+    query_time: np.ndarray,
+    query_amount: np.ndarray,
+    query_merchant: np.ndarray,
+    query_device: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """The card features (and, with devices, the device feature) of each query transaction.
+
+    Rows ``seg_lo[q]:seg_hi[q]`` of the row arrays are the query's card, in time order (int64
+    ms; merchants and devices as int codes, device -1 for none); only rows strictly earlier than
+    ``query_time[q]`` count. `history_features` lays a frame out this way; the scoring service
+    keeps its card state in this layout and calls this function directly.
+    """
+    with_device = device is not None
+    if not with_device:
+        device = query_device = np.full(len(query_time), -1, dtype="int64")
+    windows = _card_windows(
+        times, amount, merchant, device, seg_lo, seg_hi, query_time, query_merchant, query_device,
+        _WIDTHS, NOVELTY_WINDOW_MS / MS_PER_SECOND, NOVELTY_WINDOW_MS,
+    )  # fmt: skip
+    n_windows = len(_WIDTHS)
+    totals = np.round(windows[n_windows : 2 * n_windows], 6)
+    out: dict[str, np.ndarray] = {}
+    for i, window in enumerate(_BY_WIDTH):
+        out[f"transactions_last_{window}"] = windows[i]
+        out[f"total_amount_last_{window}"] = totals[i]
+    count, total = out["transactions_last_30d"], out["total_amount_last_30d"]
+    avg = np.divide(total, count, out=np.zeros_like(count), where=count > 0)
+    out["avg_amount_last_30d"] = avg
+    out["amount_to_avg_30d"] = np.divide(query_amount, avg, out=np.ones_like(avg), where=avg > 0)
+    out["seconds_since_last_txn"] = windows[2 * n_windows]
+    out["is_new_merchant"] = 1.0 - windows[2 * n_windows + 1]
+    if with_device:  # a card-present row (no device) is never "new device"
+        out["is_new_device"] = ((query_device >= 0) & (windows[2 * n_windows + 2] == 0)).astype("float64")
     return out
 
 
@@ -304,15 +353,18 @@ def history_features(
     times = to_ms(_column(frame, c.TIMESTAMP))
     amount = _column(frame, c.AMOUNT).astype("float64")
     card, _ = _codes(_column(frame, c.CARD_ID))
-    keys = _keys(card, times)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    prefix = np.concatenate(([0.0], np.cumsum(amount[order])))
+    order = np.argsort(_keys(card, times), kind="stable")  # by card, then time
+    sorted_card = card[order]
+    # Each sorted row's card segment [seg_lo, seg_hi) of the sorted arrays.
+    starts = np.flatnonzero(np.r_[True, sorted_card[1:] != sorted_card[:-1]]) if len(order) else order
+    sizes = np.diff(np.r_[starts, len(order)])
+    seg_lo = np.repeat(starts, sizes)
+    seg_hi = seg_lo + np.repeat(sizes, sizes)
     merchant, n_merchants = _codes(_column(frame, c.MERCHANT_ID))  # nulls share code -1
     has_device = c.DEVICE_FINGERPRINT in columns
-    device = _codes(_column(frame, c.DEVICE_FINGERPRINT))[0] if has_device else np.full(len(times), -1)
+    device = _codes(_column(frame, c.DEVICE_FINGERPRINT))[0] if has_device else None
     if targets is None:  # every row: query in sorted order (cache friendly), then put rows back
-        query, query_rows = sorted_keys, order
+        query_rows, at = order, np.arange(len(order))
 
         def placed(values: np.ndarray) -> np.ndarray:
             out = np.empty(len(values), dtype="float64")
@@ -320,29 +372,19 @@ def history_features(
             return out
     else:
         query_rows = np.asarray(targets, dtype="int64")
-        query = keys[query_rows]
+        rank = np.empty(len(order), dtype="int64")
+        rank[order] = np.arange(len(order))
+        at = rank[query_rows]  # the targets' places in sorted order
 
         def placed(values: np.ndarray) -> np.ndarray:
             return values.astype("float64", copy=False)
 
-    windows = _card_windows(
-        sorted_keys, prefix, merchant[order], device[order], query, merchant[query_rows], device[query_rows],
-        _WIDTHS, NOVELTY_WINDOW_MS / MS_PER_SECOND, NOVELTY_WINDOW_MS,
+    sorted_times = times[order]
+    out = card_history_features(
+        sorted_times, amount[order], merchant[order], None if device is None else device[order],
+        seg_lo[at], seg_hi[at], sorted_times[at], amount[query_rows], merchant[query_rows],
+        None if device is None else device[query_rows],
     )  # fmt: skip
-    n_windows = len(_WIDTHS)
-    totals = np.round(windows[n_windows : 2 * n_windows], 6)
-    out: dict[str, np.ndarray] = {}
-    for i, window in enumerate(_BY_WIDTH):
-        out[f"transactions_last_{window}"] = windows[i]
-        out[f"total_amount_last_{window}"] = totals[i]
-    count, total = out["transactions_last_30d"], out["total_amount_last_30d"]
-    avg = np.divide(total, count, out=np.zeros_like(count), where=count > 0)
-    out["avg_amount_last_30d"] = avg
-    out["amount_to_avg_30d"] = np.divide(amount[query_rows], avg, out=np.ones_like(avg), where=avg > 0)
-    out["seconds_since_last_txn"] = windows[2 * n_windows]
-    out["is_new_merchant"] = 1.0 - windows[2 * n_windows + 1]
-    if has_device:  # a card-present row (no device) is never "new device"
-        out["is_new_device"] = (device[query_rows] >= 0) & (windows[2 * n_windows + 2] == 0)
     out = {name: placed(values) for name, values in out.items()}
 
     if merchant_risk is not None:
@@ -378,35 +420,3 @@ def add_history_features(
 ) -> pd.DataFrame:
     """``frame`` with the history features as extra columns (same row order)."""
     return frame.assign(**history_features(frame, merchant_risk))
-
-
-def transaction_history_features(
-    card_history: Mapping[str, np.ndarray],
-    transaction: Mapping[str, object],
-    merchant_risk: MerchantRiskSnapshot | None,
-) -> dict[str, float]:
-    """History features of one new transaction: the serving path.
-
-    ``card_history`` holds the card's earlier transactions (timestamp, card_id, merchant_id,
-    amount and, if known, device_fingerprint) as arrays; the new transaction is appended and
-    `history_features` computes its features (only its own) over the few rows, as in batch.
-    """
-    columns = [
-        col
-        for col in (c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT)
-        if col in card_history
-    ]
-    rows = {
-        col: np.concatenate((np.asarray(card_history[col]), [transaction.get(col)]))
-        for col in columns
-        if col != c.TIMESTAMP
-    }
-    rows[c.TIMESTAMP] = np.concatenate(  # milliseconds: the features' resolution
-        (
-            np.asarray(card_history[c.TIMESTAMP], dtype="datetime64[ms]"),
-            [np.datetime64(transaction[c.TIMESTAMP], "ms")],
-        )
-    )
-    target = np.array([len(rows[c.TIMESTAMP]) - 1])
-    features = history_features(rows, merchant_risk, targets=target)
-    return {name: float(values[0]) for name, values in features.items()}

