@@ -28,7 +28,15 @@ from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.metrics import ServiceMetrics
 from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, instance_source
 from fraud_serving.prediction_log import PredictionLogger
-from fraud_serving.schemas import BatchRequest, BatchResponse, ErrorResponse, Prediction, Transaction
+from fraud_serving.schemas import (
+    BATCH_ROWS,
+    TRANSACTION_ROWS,
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    Prediction,
+    Transaction,
+)
 from fraud_serving.scoring import RISK_LEVELS, Scorer
 from fraud_serving.settings import Settings
 
@@ -379,7 +387,7 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
         if isinstance(opts, Response):
             return opts
         try:  # parsed and validated in one step by pydantic-core; errors answered like FastAPI's 422s
-            transaction = Transaction.model_validate_json(await request.body())
+            transaction = TRANSACTION_ROWS.validate_json(await request.body())
         except ValidationError as exc:
             return validation_response(exc.errors(), prefix=("body",))
         model = served_or_503()
@@ -400,16 +408,16 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
         if isinstance(opts, Response):
             return opts
         try:
-            batch = BatchRequest.model_validate_json(await request.body())
+            transactions = BATCH_ROWS.validate_json(await request.body())["transactions"]
         except ValidationError as exc:
             if any(e.get("type") == "too_long" for e in exc.errors()):
                 raise StarletteHTTPException(status_code=413, detail=too_many(limit)) from None
             return validation_response(exc.errors(), prefix=("body",))
-        if len(batch.transactions) > limit:
+        if len(transactions) > limit:
             raise StarletteHTTPException(status_code=413, detail=too_many(limit))
         model = served_or_503()
         result = run_scoring(
-            model, batch.transactions, started, opts.include_features, opts.reasons, "/predict/batch"
+            model, transactions, started, opts.include_features, opts.reasons, "/predict/batch"
         )
         return Response(responses.batch(result.rows, model.version), media_type="application/json")
 

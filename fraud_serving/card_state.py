@@ -117,6 +117,14 @@ def _compact(floor, start, count, room, times, merchants, amounts, devices, new_
     return used
 
 
+def _coded(table: dict, ids: list, add) -> list[int]:
+    """The codes of ``ids`` (dict lookups in C); ``add`` codes the ones never seen."""
+    codes = list(map(table.get, ids))
+    if None in codes:
+        codes = [code if code is not None else add(key) for code, key in zip(codes, ids, strict=True)]
+    return codes
+
+
 class CardState:
     """Recent transactions per card, in segments of shared arrays (see the module docstring).
 
@@ -129,7 +137,7 @@ class CardState:
         self._lock = threading.Lock()
         self._cards: dict[str, int] = {}
         self._merchants: dict[str, int] = {}
-        self._devices: dict[str, int] = {}
+        self._devices: dict[str | None, int] = {None: -1}  # no device (card present): -1
         self._seen: dict[tuple[int, str], int] = {}  # (card code, transaction id) -> its time
         self._start = np.zeros(0, "int64")
         self._count = np.zeros(0, "int64")
@@ -171,11 +179,9 @@ class CardState:
         return code
 
     def device_code(self, device: str | None) -> int:
-        if device is None:
-            return -1
         code = self._devices.get(device)
         if code is None:
-            code = self._devices[device] = len(self._devices)
+            code = self._devices[device] = len(self._devices) - 1  # codes from 0; None holds -1
         return code
 
     def _card_code(self, card_id: str) -> int:
@@ -201,25 +207,29 @@ class CardState:
         count as a second transaction); its features are still computed.
         """
         n = len(cards)
-        tids = transaction_ids if transaction_ids is not None else [None] * n
         times = np.asarray(ts_ms, dtype="int64")
         amount = np.asarray(amounts, dtype="float64")
         with self._lock:
-            code = np.fromiter(map(self._card_code, cards), dtype="int64", count=n)
-            merchant = np.fromiter(map(self.merchant_code, merchants), dtype="int64", count=n)
-            device = np.fromiter(map(self.device_code, devices), dtype="int64", count=n)
+            card_codes = _coded(self._cards, cards, self._card_code)
+            merchant = np.array(_coded(self._merchants, merchants, self.merchant_code), dtype="int64")
+            device = np.array(_coded(self._devices, devices, self.device_code), dtype="int64")
             fresh = np.ones(n, dtype=bool)
-            seen = self._seen
-            for i, tid in enumerate(tids):
-                if tid is not None:
-                    key = (int(code[i]), tid)
+            if transaction_ids is not None:
+                seen = self._seen
+                keys = zip(card_codes, transaction_ids, strict=True)
+                for i, key, at in zip(range(n), keys, times.tolist(), strict=True):
+                    if key[1] is None:
+                        continue
                     if key in seen:
                         fresh[i] = False
                     else:
-                        seen[key] = int(times[i])
-            add = slice(None) if fresh.all() else fresh
+                        seen[key] = at
+            code = np.array(card_codes, dtype="int64")
             floor = int(times.min()) if n else 0
-            self._insert(code[add], times[add], merchant[add], amount[add], device[add], floor)
+            if fresh.all():
+                self._insert(code, times, merchant, amount, device, floor)
+            else:
+                self._insert(code[fresh], times[fresh], merchant[fresh], amount[fresh], device[fresh], floor)
             segment_start = self._start[code]
             return card_history_features(
                 self._times, self._amount, self._merchant, self._device, segment_start,
@@ -324,7 +334,7 @@ class CardState:
             self._used = int(room.sum())
             self._cards = {str(card_id): i for i, card_id in enumerate(card_ids)}
             self._merchants = {str(m): i for i, m in enumerate(merchant_ids)}
-            self._devices = {str(d): i for i, d in enumerate(device_ids)}
+            self._devices = {None: -1, **{str(d): i for i, d in enumerate(device_ids)}}
             self._seen = seen
             self._newest = int(times.max())
         self.bootstrapped_rows = int(counts.sum())

@@ -39,16 +39,13 @@ def reason_codes(
     n, k = top.shape
     if k == 0:
         return [b""] * n
-    reasons = [
-        _REASON % parts
-        for parts in zip(
-            [names[j] for j in top.ravel().tolist()],
-            json_values(contributions.ravel().tolist()),
-            json_values(values.ravel().tolist()),
-            strict=True,
-        )
-    ]
-    return [b",".join(reasons[i : i + k]) for i in range(0, n * k, k)]
+    flat: list = [None] * (3 * n * k)  # per transaction: name, contribution, value, name, ...
+    flat[0::3] = [names[j] for j in top.ravel().tolist()]
+    flat[1::3] = json_values(contributions.ravel().tolist())
+    flat[2::3] = json_values(values.ravel().tolist())
+    template = b",".join([_REASON] * k)
+    width = 3 * k
+    return [template % tuple(flat[i : i + width]) for i in range(0, len(flat), width)]
 
 
 def features_objects(columns: dict[str, np.ndarray]) -> list[bytes]:

@@ -107,3 +107,15 @@ def test_lightgbm_margin_and_shap_equal_lightgbm(missing_seen):
     shap = booster.predict(rows, pred_contrib=True)
     np.testing.assert_allclose(trees.contributions(rows), shap[:, :-1], atol=1e-5)
     np.testing.assert_allclose(trees.explain(rows)[0], booster.predict(rows, raw_score=True), atol=1e-5)
+
+
+def test_top_contributions_equal_a_stable_sort():
+    from fraud_assets.core.models.reasons import top_contributions
+
+    rng = np.random.default_rng(1)
+    contrib = np.round(rng.normal(size=(500, 12)), 1)  # rounded: many ties
+    contrib[0] = 0.0
+    for k in (0, 1, 3, 12, 20):
+        expected = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(top_contributions(contrib, k), expected)
+    np.testing.assert_array_equal(top_contributions(contrib.T.copy().T, 3), top_contributions(contrib, 3))

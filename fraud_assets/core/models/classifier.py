@@ -18,6 +18,7 @@ import pandas as pd
 from fraud_assets.core import metrics
 from fraud_assets.core.models.backends import ALGORITHMS, BACKENDS, Backend
 from fraud_assets.core.models.calibration import CALIBRATION_METHODS, Calibrator
+from fraud_assets.core.models.reasons import top_contributions
 
 IMBALANCE_METHODS: tuple[str, ...] = ("class_weight", "smote", "none")
 # Fixed so results do not depend on the machine. One thread by default: on the 2-core target,
@@ -331,7 +332,7 @@ class FraudClassifier:
     def reason_codes(self, X: pd.DataFrame | np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
         """For each row, the ``top_k`` features pushing hardest towards fraud, with their contributions."""
         contrib = self.contributions(X)
-        order = np.argsort(-contrib, axis=1, kind="mergesort")[:, :top_k]
+        order = top_contributions(contrib, top_k)
         return [
             [(self.feature_names_[j], float(row[j])) for j in idx]
             for row, idx in zip(contrib, order, strict=True)
