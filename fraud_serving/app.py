@@ -107,6 +107,7 @@ class Service:
         self.started = True
         self.log.start()
         self.merchants.refresh()
+        self.cards.warm_up()
         if self.settings.bootstrap_card_state:
             try:
                 self.cards.bootstrap(Path(self.settings.storage) / "validated_transactions")

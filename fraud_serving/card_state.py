@@ -236,6 +236,13 @@ class CardState:
                 segment_start + self._count[code], times, amount, merchant, device,
             )  # fmt: skip
 
+    @staticmethod
+    def warm_up() -> None:
+        """Compile the kernels on a scratch state (Numba compiles at first call; its disk cache
+        then serves later processes), so the first request does not pay for it."""
+        scratch = CardState()
+        scratch.remember(["c", "c"], [0, 1_000], ["m", "n"], [1.0, 2.0], [None, "d"], ["t1", None])
+
     def _insert(self, code, times, merchant, amount, device, floor: int) -> None:
         if len(times):
             self._newest = max(self._newest, int(times.max()))

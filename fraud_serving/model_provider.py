@@ -29,6 +29,7 @@ import pydantic_core
 
 from fraud_assets.core.bundle import BundleLoadError, ModelBundle
 from fraud_assets.core.models.compiled_trees import CompiledTrees, compile_booster, compile_lightgbm
+from fraud_assets.core.models.reasons import top_contributions
 from fraud_assets.core.preprocessor import CATEGORICAL
 
 log = logging.getLogger("fraud_serving.model")
@@ -251,6 +252,7 @@ class ServedModel:
             if not np.allclose(self.contributions(x), expected, rtol=1e-4, atol=1e-4):
                 raise ValueError("the fast explainer disagrees with FraudClassifier.contributions")
             self.contributions(x, "approx")
+            top_contributions(self.contributions(x), 3)
 
 
 def _text_or_none(value: Any) -> str | None:
