@@ -20,7 +20,8 @@ _FLAGS = (b"0", b"1")
 
 
 def json_values(values: list) -> list[bytes]:
-    """The JSON text of each scalar of ``values`` (str, int, float, bool or None; NaN -> null).
+    """The JSON text of each scalar of ``values`` (str, int, float, bool, datetime (ISO 8601, as
+    ``isoformat``) or None; NaN -> null).
 
     One serializer call for the column: indented, the array holds one value per line, and no
     JSON scalar contains a raw newline (strings escape it), so the lines are the values.
@@ -63,7 +64,7 @@ def predictions(
     flagged: np.ndarray,
     probabilities: np.ndarray,
     risk_levels: list[bytes],
-    timestamps: list[str],
+    timestamps: list,
     model_version: str,
     reasons: list[bytes],
     features: list[bytes] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -22,6 +23,8 @@ def test_json_values_are_each_value_as_json():
     decoded = [json.loads(t) for t in texts]
     assert decoded[:-1] == values[:-1] and decoded[-1] is None  # NaN -> null
     assert responses.json_values([]) == [] and responses.json_values(["x"]) == [b'"x"']
+    stamps = [dt.datetime(2026, 11, 27, 2, 10), dt.datetime(2026, 11, 27, 2, 10, 5, 1)]
+    assert [json.loads(t) for t in responses.json_values(stamps)] == [d.isoformat() for d in stamps]
 
 
 @pytest.mark.parametrize("k", [0, 3])

@@ -404,6 +404,7 @@ def test_batch_equals_singles(world, tmp_path, shared_home):
     with make_client(world, tmp_path / "two", shared_home[0]) as cl:
         batch = cl.post("/predict/batch", json={"transactions": bodies}).json()
     assert batch["count"] == len(bodies)
+    assert [p["timestamp"] for p in batch["predictions"][:-1]] == [r.timestamp.isoformat() for r in rows]
     for one, many in zip(singles, batch["predictions"], strict=True):
         assert one["transaction_id"] == many["transaction_id"] or one["transaction_id"].startswith("txn-")
         assert one["fraud_probability"] == pytest.approx(many["fraud_probability"], rel=1e-9, abs=1e-12)
