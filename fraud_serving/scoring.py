@@ -180,13 +180,15 @@ class Scorer:
         hour, weekday, known = hour_and_weekday(ts_ms.view("datetime64[ms]"))
         tracked = known & np.array(_column(rows, "card_id"), dtype=bool)
         # One array per numeric input (None -> NaN); a column no row sent (history features,
-        # usually) stays all NaN without a conversion.
+        # usually) stays all NaN without a pass over the rows.
+        sent = set().union(*rows)  # every key any row has (absent fields are absent keys)
         numeric = model.numeric_inputs
         values = np.full((len(numeric), n), np.nan)
         for j, col in enumerate(numeric):
-            given = _column(rows, col)
-            if given.count(None) < n:
-                values[j] = np.array(given, dtype="float64")
+            if col in sent:
+                given = _column(rows, col)
+                if given.count(None) < n:
+                    values[j] = np.array(given, dtype="float64")
         cols: dict[str, np.ndarray] = dict(zip(numeric, values, strict=True))
         for col in model.categorical_inputs:
             cols[col] = np.array(_column(rows, col), dtype=object)
