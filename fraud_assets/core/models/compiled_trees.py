@@ -56,7 +56,7 @@ class CompiledTrees:
     slot_offset: np.ndarray  # int32 (n_groups + 1,) into slot_feature
     slot_feature: np.ndarray  # int32: the distinct features of each group
     table_offset: np.ndarray  # int32 (n_groups,) into table
-    table: np.ndarray  # float32: per group, 2^bits patterns x its features
+    table: np.ndarray  # float32: per group, its features x 2^bits patterns (a feature's row contiguous)
     zero_below: float = 0.0  # |x| <= this counts as 0 (LightGBM drops such values from a row)
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
@@ -165,11 +165,11 @@ def _few_rows_contributions(x, feature, threshold, default_left, group_offset, p
                 node = position_node[first_position + p]
                 bit = _goes_left(row[feature[node]], threshold[node], default_left[node])
                 pattern |= (bit ^ position_flip[first_position + p]) << p
+            patterns = 1 << (group_offset[group + 1] - first_position)
             first_slot = slot_offset[group]
-            k = slot_offset[group + 1] - first_slot
-            base = table_offset[group] + pattern * k
-            for s in range(k):
-                contributions[slot_feature[first_slot + s]] += table[base + s]
+            base = table_offset[group] + pattern
+            for s in range(slot_offset[group + 1] - first_slot):
+                contributions[slot_feature[first_slot + s]] += table[base + s * patterns]
     return out
 
 
@@ -204,13 +204,13 @@ def _block_contributions(xt, out, lo, hi, goes_left, pattern, tree_nodes, tree_g
                 flip = position_flip[first_position + p]
                 for i in range(m):
                     pattern[i] |= (decisions[i] ^ flip) << p
+            patterns = 1 << (group_offset[group + 1] - first_position)
             first_slot = slot_offset[group]
-            k = slot_offset[group + 1] - first_slot
-            base = table_offset[group]
-            for s in range(k):
+            for s in range(slot_offset[group + 1] - first_slot):
                 target = out[slot_feature[first_slot + s]]
+                values = table[table_offset[group] + s * patterns : table_offset[group] + (s + 1) * patterns]
                 for i in range(m):
-                    target[lo + i] += table[base + pattern[i] * k + s]
+                    target[lo + i] += values[pattern[i]]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -298,10 +298,9 @@ def _group_tables(group_offset, group_leaves, leaf_entry_offset, entry_position,
     positions on that feature show the leaf's own direction (bit == entry_bit).
     """
     for group in range(group_offset.shape[0] - 1):
-        n_bits = group_offset[group + 1] - group_offset[group]
-        k_group = slot_offset[group + 1] - slot_offset[group]
-        for pattern in range(1 << n_bits):
-            base = table_offset[group] + pattern * k_group
+        patterns = 1 << (group_offset[group + 1] - group_offset[group])
+        for pattern in range(patterns):
+            base = table_offset[group] + pattern
             for leaf in range(group_leaves[group], group_leaves[group + 1]):
                 first_slot = leaf_slot_offset[leaf]
                 k = leaf_slot_offset[leaf + 1] - first_slot
@@ -311,7 +310,7 @@ def _group_tables(group_offset, group_leaves, leaf_entry_offset, entry_position,
                         disagree |= 1 << entry_slot[e]
                 leaf_base = leaf_table_offset[leaf] + (((1 << k) - 1) & ~disagree) * k
                 for s in range(k):
-                    table[base + leaf_group_slot[first_slot + s]] += leaf_table[leaf_base + s]
+                    table[base + leaf_group_slot[first_slot + s] * patterns] += leaf_table[leaf_base + s]
 
 
 # --- building from XGBoost -----------------------------------------------------------------------
