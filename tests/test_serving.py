@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import threading
 import time
+import weakref
 
 import dagster as dg
 import numpy as np
@@ -214,6 +216,26 @@ def test_tampered_bundle_is_refused_and_the_old_model_keeps_serving(own_client, 
     assert client.post("/predict", json=SEED_BODY).json()["model_version"] == bundle_b.version
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/model").json()["mlflow_model_version"] == "3"
+
+
+def test_a_swapped_out_model_is_freed_despite_gc_freeze(world, tmp_path, home):
+    """The service freezes its startup objects out of the collector's reach; a model swapped out
+    later must still be freed (nothing but plain references holds it), or every retraining
+    would leak a model."""
+    _, instance = home
+    path_b, sha_b, bundle_b = world["b"]
+    with make_client(world, tmp_path, home[0], model_poll_seconds=0.1) as cl:
+        assert cl.post("/predict", json=SEED_BODY).status_code == 200
+        service = cl.app.state.service
+        assert gc.get_freeze_count() > 0
+        first = weakref.ref(service.provider.current)
+        record_champion(instance, path_b, sha_b, bundle_b, mlflow_version="2")
+        deadline = time.monotonic() + 20
+        while service.provider.current.version != bundle_b.version and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cl.post("/predict", json=SEED_BODY).json()["model_version"] == bundle_b.version
+        assert service.log.flush()  # the log's items hold their model until written
+        assert first() is None
 
 
 def test_swap_under_load_drops_no_request(world, tmp_path, home):
