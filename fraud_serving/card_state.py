@@ -24,10 +24,10 @@ import numba
 import numpy as np
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.calendar import MS_PER_DAY
 from fraud_assets.core.features import (
     CARD_WINDOWS_MS,
     LOOKBACK_DAYS,
-    MS_PER_DAY,
     NOVELTY_WINDOW_MS,
     MerchantRiskSnapshot,
     card_history_features,
@@ -51,6 +51,15 @@ def _first_kept(times, lo, hi, newest, floor):
 
 
 @numba.njit(cache=True, nogil=True)
+def _copy_rows(times, merchants, amounts, devices, src, to_times, to_merchants, to_amounts, to_devices, dst,
+               count):  # fmt: skip
+    """Rows ``src:src + count`` to ``dst:dst + count`` (the same arrays when moving down)."""
+    for j in range(count):
+        to_times[dst + j], to_merchants[dst + j] = times[src + j], merchants[src + j]
+        to_amounts[dst + j], to_devices[dst + j] = amounts[src + j], devices[src + j]
+
+
+@numba.njit(cache=True, nogil=True)
 def _insert(card, ts, merchant, amount, device, floor, start, count, room, times, merchants, amounts, devices,
             used):  # fmt: skip
     """Insert rows into their cards' segments, each segment kept in time order (a row goes after
@@ -68,9 +77,7 @@ def _insert(card, ts, merchant, amount, device, floor, start, count, room, times
         if k > 0 and times[s] < min(t, floor) - KEEP_MS - STALE_SLACK_MS:
             first = _first_kept(times, s, s + k, max(t, times[s + k - 1]), floor)
             kept = s + k - first
-            for j in range(kept):
-                times[s + j], merchants[s + j] = times[first + j], merchants[first + j]
-                amounts[s + j], devices[s + j] = amounts[first + j], devices[first + j]
+            _copy_rows(times, merchants, amounts, devices, first, times, merchants, amounts, devices, s, kept)
             k = kept
             count[code] = k
         if k == room[code]:
@@ -82,9 +89,9 @@ def _insert(card, ts, merchant, amount, device, floor, start, count, room, times
             new_room = max(MIN_ROOM, 2 * (kept + 1))
             if used + new_room > times.shape[0]:
                 return r, used
-            for j in range(kept):
-                times[used + j], merchants[used + j] = times[first + j], merchants[first + j]
-                amounts[used + j], devices[used + j] = amounts[first + j], devices[first + j]
+            _copy_rows(
+                times, merchants, amounts, devices, first, times, merchants, amounts, devices, used, kept
+            )
             start[code], room[code] = used, new_room
             s, k = used, kept
             used += new_room
@@ -108,9 +115,8 @@ def _compact(floor, start, count, room, times, merchants, amounts, devices, new_
         s, k = start[code], count[code]
         first = _first_kept(times, s, s + k, times[s + k - 1], floor) if k > 0 else s
         kept = s + k - first
-        for j in range(kept):
-            new_times[used + j], new_merchants[used + j] = times[first + j], merchants[first + j]
-            new_amounts[used + j], new_devices[used + j] = amounts[first + j], devices[first + j]
+        _copy_rows(times, merchants, amounts, devices, first, new_times, new_merchants, new_amounts, new_devices,
+                   used, kept)  # fmt: skip
         start[code], count[code] = used, kept
         room[code] = max(MIN_ROOM, 2 * kept) if kept else 0
         used += room[code]

@@ -28,7 +28,12 @@ import numpy as np
 import pydantic_core
 
 from fraud_assets.core.bundle import BundleLoadError, ModelBundle
-from fraud_assets.core.models.compiled_trees import CompiledTrees, compile_booster, compile_lightgbm
+from fraud_assets.core.models.compiled_trees import (
+    CompiledTrees,
+    compile_booster,
+    compile_lightgbm,
+    logistic,
+)
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_assets.core.preprocessor import CATEGORICAL
 
@@ -145,8 +150,7 @@ class ServedModel:
         """
         if self.trees is not None and reasons == "exact":
             margin, contributions = self.trees.explain(x)
-            raw = 1.0 / (1.0 + np.exp(-margin))
-            return self.classifier.calibrator_.transform(raw), contributions
+            return self.classifier.calibrator_.transform(logistic(margin)), contributions
         probs = self.probabilities(x)
         return probs, None if reasons == "none" else self.contributions(x, reasons)
 
@@ -248,11 +252,11 @@ class ServedModel:
                 self.predict(x)[0], expected_p, atol=1e-4
             ):
                 raise ValueError("the served probabilities disagree with FraudClassifier.predict_proba_fast")
-            expected = self.classifier.contributions(x)
-            if not np.allclose(self.contributions(x), expected, rtol=1e-4, atol=1e-4):
+            served = self.contributions(x)
+            if not np.allclose(served, self.classifier.contributions(x), rtol=1e-4, atol=1e-4):
                 raise ValueError("the fast explainer disagrees with FraudClassifier.contributions")
             self.contributions(x, "approx")
-            top_contributions(self.contributions(x), 3)
+            top_contributions(served, 3)
 
 
 def _text_or_none(value: Any) -> str | None:

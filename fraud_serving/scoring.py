@@ -20,7 +20,7 @@ import pydantic_core
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.calendar import hour_and_weekday, is_weekend
-from fraud_assets.core.features import HISTORY_FEATURES, MERCHANT_FEATURES
+from fraud_assets.core.features import MERCHANT_FEATURES
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_serving import responses
 from fraud_serving.card_state import CardState, MerchantRiskStore
@@ -31,7 +31,6 @@ _RISK_BYTES = tuple(level.encode() for level in RISK_LEVELS)
 TOP_REASONS = 3
 LOG_PIECE_ROWS = 200  # request bodies per piece of a prediction-log line (see `_LogItem.line_pieces`)
 NO_MERCHANT = ""  # stands for an absent merchant id in the card state (never a real id)
-_HISTORY = frozenset(HISTORY_FEATURES)
 _MERCHANT_DEPENDENT = frozenset((*MERCHANT_FEATURES, "is_new_merchant"))
 
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.calendar import MS_PER_DAY
 
 MS_PER_SECOND = 1_000
-MS_PER_DAY = 86_400_000
 # Card windows of the seed (1h, 24h) and the Handbook (7d, 30d).
 CARD_WINDOWS_MS: dict[str, int] = {
     "1h": 3_600_000,

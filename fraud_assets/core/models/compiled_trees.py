@@ -32,6 +32,11 @@ _TOLERANCE = 1e-4  # XGBoost computes in float32
 LIGHTGBM_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (1e-35f): smaller |x| read as 0
 
 
+def logistic(margin: np.ndarray) -> np.ndarray:
+    """Log-odds to probability (what XGBoost's binary:logistic applies to the margin)."""
+    return 1.0 / (1.0 + np.exp(-margin))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class CompiledTrees:
     """One binary-classification tree ensemble as flat arrays (all trees' nodes concatenated)."""
@@ -82,7 +87,7 @@ class CompiledTrees:
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """Uncalibrated fraud probability: the logistic of the margin."""
-        return 1.0 / (1.0 + np.exp(-self.margin(x)))
+        return logistic(self.margin(x))
 
     def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(margin, contributions)`` from one pass: TreeSHAP values add up to the margin
