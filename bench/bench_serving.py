@@ -183,7 +183,8 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{api_port}/health", 120, lambda r: r.json()["status"] != "no_model")
         model = httpx.get(f"http://127.0.0.1:{api_port}/model").json()
         print(
-            f"model {model['bundle_version']} ({model['algorithm']}, MLflow v{model['mlflow_model_version']})"
+            f"model {model['bundle_version']} ({model['algorithm']}, MLflow v{model['mlflow_model_version']}; "
+            f"compiled: {model.get('compiled_tree_size') or 'no'})"
         )
 
         # (a) sequential singles, new transactions of known cards (1 day after the stored day)

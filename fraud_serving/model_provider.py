@@ -224,6 +224,13 @@ class ServedModel:
         if trees is None:
             log.info("serving %s through its library (%s): %s", bundle.version, bundle.algorithm, why)
         info["compiled_trees"] = trees is not None
+        if trees is not None:  # what exact reasons cost grows with (deep trees: big tables)
+            info["compiled_tree_size"] = {
+                "trees": len(trees.roots),
+                "nodes": len(trees.feature),
+                "shap_groups": len(trees.table_offset),
+                "shap_table_entries": int(trees.table.size),  # float32 each
+            }
         return cls(
             explainer=explainer,
             trees=trees,

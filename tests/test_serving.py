@@ -175,7 +175,9 @@ def test_scores_equal_the_bundle_on_the_same_features(client, world):
     assert [r["contribution"] for r in out["reason_codes"]] == pytest.approx(
         [v for _, v in contrib], abs=1e-4
     )
-    assert client.get("/model").json()["compiled_trees"] is True
+    info = client.get("/model").json()
+    assert info["compiled_trees"] is True
+    assert info["compiled_tree_size"]["trees"] > 0 and info["compiled_tree_size"]["shap_table_entries"] > 0
 
 
 def test_503_before_any_model(world, tmp_path):
