@@ -301,3 +301,32 @@ def test_train_candidate(problem):
     assert clf.evaluate(X_te, y_te)["auc_roc"] > 0.8
     quick, quick_report = train_candidate("logistic_regression", X_tr, y_tr, ts.iloc[:3000], n_trials=0)
     assert quick_report["tuning_score"] is None and quick.is_fitted
+
+
+@pytest.mark.parametrize("algorithm", ["xgboost", "lightgbm"])
+def test_tuned_boosted_trees_stay_cheap_to_explain(problem, algorithm):
+    """Tuning never proposes trees deeper than SERVING_MAX_DEPTH, so even the deepest candidate's
+    exact TreeSHAP groups hold at most GROUP_BITS decisions (2^GROUP_BITS patterns): deeper trees
+    cost the API's reasons several times more per batch."""
+    import optuna
+
+    from fraud_assets.core.models.compiled_trees import GROUP_BITS, compile_booster, compile_lightgbm
+    from fraud_assets.core.models.tuning import SERVING_MAX_DEPTH, search_space
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    proposals = [search_space(study.ask(), algorithm) for _ in range(200)]
+    for params in proposals:
+        assert 1 <= params["max_depth"] <= SERVING_MAX_DEPTH
+        assert params.get("num_leaves", 0) <= 2 ** params["max_depth"]
+    deepest = max(proposals, key=lambda p: (p["max_depth"], p.get("num_leaves", 0)))
+    assert deepest["max_depth"] == SERVING_MAX_DEPTH
+    loose = {"min_child_weight": 0.0} if algorithm == "xgboost" else {"min_child_samples": 2}
+    clf = FraudClassifier(algorithm, **{**deepest, **loose, "n_estimators": 30}).fit(*problem[:2])
+    if algorithm == "xgboost":
+        trees, why = compile_booster(clf.backend_.fast_booster)
+    else:
+        trees, why = compile_lightgbm(clf.backend_.model.booster_)
+    assert trees is not None, why
+    group_decisions = np.diff(trees.group_offset)
+    assert group_decisions.max() <= GROUP_BITS
+    assert np.diff(trees.tree_nodes).max() > 2**SERVING_MAX_DEPTH  # the trees did grow to the cap
