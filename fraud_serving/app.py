@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraud_serving import responses
 from fraud_serving.card_state import CardState, MerchantRiskStore
+from fraud_serving.coalescing import Coalescer
 from fraud_serving.metrics import ServiceMetrics
 from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, instance_source
 from fraud_serving.prediction_log import PredictionLogger
@@ -288,12 +289,12 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
             raise StarletteHTTPException(status_code=503, detail=NO_MODEL_MESSAGE)
         return model
 
-    def run_scoring(model, txs, started, include_features, reasons, endpoint):
+    def run_scoring(model, txs, started, include_features, reasons, endpoint, requests=1):
         try:
             result = service.scorer.score(model, txs, started, include_features, reasons)
         except Exception:
             log.exception("scoring failed on %s", endpoint)
-            service.metrics.internal_errors.labels(endpoint=endpoint).inc()
+            service.metrics.internal_errors.labels(endpoint=endpoint).inc(requests)
             raise StarletteHTTPException(status_code=503, detail=UNAVAILABLE) from None
         service.log.submit(result.log_item)
         m = service.metrics
@@ -304,7 +305,14 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
             flagged, risk = divmod(cell, len(RISK_LEVELS))
             m.decisions.labels("fraud" if flagged else "legit", RISK_LEVELS[risk]).inc(int(counts[cell]))
         m.scored.inc(len(result.rows))
+        m.model_calls.labels(endpoint=endpoint).observe(len(result.rows))
         return result
+
+    singles = Coalescer(
+        lambda model, rows, started, include_features, reasons, requests: run_scoring(
+            model, rows, started, include_features, reasons, "/predict", requests
+        )
+    )
 
     no_model = {"model": ErrorResponse, "description": "no champion model yet, or scoring unavailable"}
 
@@ -393,8 +401,9 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
         except ValidationError as exc:
             return validation_response(exc.errors(), prefix=("body",))
         model = served_or_503()
-        result = run_scoring(model, [transaction], started, opts.include_features, opts.reasons, "/predict")
-        return Response(result.rows[0], media_type="application/json")
+        # scored with the other transactions parsed in this event-loop turn (see `coalescing`)
+        answer = await singles.score(model, transaction, started, opts.include_features, opts.reasons)
+        return Response(answer, media_type="application/json")
 
     @app.post(
         "/predict/batch",

@@ -79,6 +79,13 @@ class ServiceMetrics:
             registry=r,
         )
         self.scored = Counter("fraudops_transactions_scored", "Transactions scored", registry=r)
+        self.model_calls = Histogram(
+            "fraudops_model_call_transactions",
+            "Transactions per model call by endpoint (/predict: concurrent requests scored together)",
+            ["endpoint"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
         self.model_info = Gauge(
             "fraudops_model_info",
             "The served model (value 1): bundle version, sha256, MLflow version, Dagster storage id",

@@ -148,11 +148,18 @@ class ServedModel:
         Compiled trees answer exact reasons in one pass: their TreeSHAP values add up to the
         margin, so the probability needs no separate tree walk.
         """
-        if self.trees is not None and reasons == "exact":
+        if self._compiled_reasons(reasons):
             margin, contributions = self.trees.explain(x)
             return self.classifier.calibrator_.transform(logistic(margin)), contributions
         probs = self.probabilities(x)
         return probs, None if reasons == "none" else self.contributions(x, reasons)
+
+    def _compiled_reasons(self, method: str) -> bool:
+        """Whether the compiled trees answer: exact reasons, and "approx" too unless XGBoost has
+        its own approximation (other models' approximation is their exact TreeSHAP, compiled)."""
+        return self.trees is not None and (
+            method == "exact" or (method == "approx" and self.explainer is None)
+        )
 
     def contributions(self, x: np.ndarray, method: str = "exact") -> np.ndarray:
         """Per-feature contributions (n, n_features), the classifier's own.
@@ -161,7 +168,7 @@ class ServedModel:
         the model compiled); ``approx``: XGBoost's path attribution (``approx_contribs``,
         Saabas). Models other than XGBoost always give their exact contributions.
         """
-        if self.trees is not None and method == "exact":
+        if self._compiled_reasons(method):
             return self.trees.contributions(x)
         if self.explainer is None:
             return self.classifier.contributions(x)

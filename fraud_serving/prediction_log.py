@@ -8,8 +8,10 @@ and the writer serializes while no request is in flight (for at most `MAX_DEFER_
 round), a piece at a time, because two threads of one interpreter take turns: a writer turning
 a 1,000-transaction batch into JSON held up the next request by 20 ms.
 
-One line per request: ``scored_at`` (UTC ISO), ``model_version``, ``threshold``,
-``latency_ms`` (time spent in the service for the request), then the transactions as columns:
+One line per model call (a batch request, or the single-transaction requests scored together,
+see `coalescing`): ``scored_at`` (UTC ISO), ``model_version``, ``threshold``, ``latency_ms``
+(time spent in the service for the request; a list, one per transaction, for single requests
+scored together), then the transactions as columns:
 ``transaction_id``, ``card_id``, ``merchant_id``, ``timestamp`` (the transaction's),
 ``fraud_probability``, ``is_fraud``, ``risk_level``, ``reason_codes``, ``features`` (a column
 per model input value: what the monitoring compares to the training data; ``null`` = missing,

@@ -227,11 +227,16 @@ class Scorer:
         self,
         model: ServedModel,
         rows: list[dict],
-        started: float,
+        started: float | np.ndarray,
         include_features: bool = False,
         reasons: str = "exact",
     ) -> ScoreResult:
-        """Score validated request rows (dicts of `schemas.TransactionRow`; absent fields absent)."""
+        """Score validated request rows (dicts of `schemas.TransactionRow`; absent fields absent).
+
+        ``started``: when the request arrived (``time.perf_counter()``), or one such time per row
+        when single-transaction requests are scored together (`coalescing`); the prediction log
+        then holds each row's own latency.
+        """
         n = len(rows)
         stamps_dt = [_local_time(stamp) for stamp in _column(rows, "timestamp")]
         cols = self._inputs(model, rows, stamps_dt)
@@ -265,6 +270,9 @@ class Scorer:
             answered_stamps, model.version, why,
             responses.features_objects(cols) if include_features else None,
         )  # fmt: skip
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        latency_ms = (
+            np.round(elapsed_ms, 3).tolist() if isinstance(elapsed_ms, np.ndarray) else round(elapsed_ms, 3)
+        )
         item = _LogItem(model, rows, ids, stamps_dt, cols, probs, risk, why, scored_at, latency_ms)
         return ScoreResult(predictions, probs, flagged, risk, item)

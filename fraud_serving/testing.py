@@ -46,12 +46,14 @@ def build_bundle(
     n_estimators: int = 30,
     seed: int = 42,
     created_at: str = "",
+    algorithm: str = "xgboost",
 ) -> tuple[Path, str, ModelBundle]:
-    """Train a small XGBoost bundle on ``frame`` and save it; ``(path, sha256, bundle)``."""
+    """Train a small tree-ensemble bundle (XGBoost by default) on ``frame`` and save it;
+    ``(path, sha256, bundle)``."""
     X_train, _, y_train, _ = prepare_train_test_split(frame, test_size=0.2, gap_days=3)
     pre = FraudPreprocessor()
     Xt = pre.fit_transform(X_train)
-    clf = FraudClassifier("xgboost", n_estimators=n_estimators, max_depth=4, random_state=seed).fit(
+    clf = FraudClassifier(algorithm, n_estimators=n_estimators, max_depth=4, random_state=seed).fit(
         Xt, y_train
     )
     clf.threshold = 0.5
@@ -60,7 +62,7 @@ def build_bundle(
         classifier=clf,
         threshold=0.5,
         feature_names=list(clf.feature_names_),
-        algorithm="xgboost",
+        algorithm=algorithm,
         training_window=(str(X_train[c.TIMESTAMP].min().date()), str(X_train[c.TIMESTAMP].max().date())),
         data_fingerprint=frame_fingerprint(X_train[[c.AMOUNT]]),
         metrics={"auc_roc": 0.9, "average_precision": 0.5, "precision_at_90_recall": 0.2},

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
 import json
+import re
 import threading
 import time
 import weakref
 
 import dagster as dg
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +22,7 @@ from fraud_assets.core import columns as c
 from fraud_assets.core.features import CARD_FEATURES, DEVICE_FEATURES, MERCHANT_FEATURES, history_features
 from fraud_serving.app import create_app
 from fraud_serving.metrics import ServiceMetrics
+from fraud_serving.model_provider import ChampionRecord, ServedModel
 from fraud_serving.prediction_log import PredictionLogger, read_prediction_log
 from fraud_serving.settings import Settings
 from fraud_serving.testing import build_bundle, record_champion, simulate, write_dagster_home, write_storage
@@ -178,6 +182,37 @@ def test_scores_equal_the_bundle_on_the_same_features(client, world):
     info = client.get("/model").json()
     assert info["compiled_trees"] is True
     assert info["compiled_tree_size"]["trees"] > 0 and info["compiled_tree_size"]["shap_table_entries"] > 0
+
+
+@pytest.mark.parametrize("algorithm", ["xgboost", "lightgbm"])
+def test_approximate_reasons_are_the_libraries_own(world, tmp_path, algorithm):
+    """reasons=approx: XGBoost's Saabas attribution (`approx_contribs`); LightGBM has none, so
+    its compiled exact TreeSHAP answers (not LightGBM's own, 10x slower on a batch)."""
+    _, _, bundle = build_bundle(world["frame"], tmp_path, n_estimators=20, algorithm=algorithm)
+    record = ChampionRecord(storage_id=1, run_id="", metadata={"bundle_uri": "", "bundle_sha256": ""})
+    served = ServedModel.from_bundle(bundle, record)
+    assert served.trees is not None
+    live = world["live"].head(50)  # no history columns: those are missing (imputed)
+    x = served.preprocessor.transform_columns(
+        {
+            col: live[col].to_numpy() if col in live else np.full(len(live), np.nan)
+            for col in served.input_columns
+        }
+    )
+    exact = served.contributions(x, "exact")
+    np.testing.assert_allclose(exact, bundle.classifier.contributions(x), rtol=1e-4, atol=1e-4)
+    approx = served.predict(x, "approx")[1]
+    np.testing.assert_allclose(approx, served.contributions(x, "approx"))
+    if algorithm == "xgboost":
+        import xgboost as xgb
+
+        booster = bundle.classifier.backend_.model.get_booster()
+        dmat = xgb.DMatrix(x.astype(np.float32), feature_names=booster.feature_names)
+        saabas = booster.predict(dmat, pred_contribs=True, approx_contribs=True)[:, :-1]
+        np.testing.assert_allclose(approx, saabas, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(approx, exact, atol=1e-3)
+    else:
+        np.testing.assert_array_equal(approx, exact)
 
 
 def test_503_before_any_model(world, tmp_path):
@@ -434,6 +469,45 @@ def test_batch_equals_singles(world, tmp_path, shared_home):
         assert one["fraud_probability"] == pytest.approx(many["fraud_probability"], rel=1e-9, abs=1e-12)
         assert one["is_fraud"] == many["is_fraud"] and one["risk_level"] == many["risk_level"]
         assert [r["feature"] for r in one["reason_codes"]] == [r["feature"] for r in many["reason_codes"]]
+
+
+def test_concurrent_singles_are_scored_together_as_if_one_by_one(world, tmp_path, shared_home):
+    """/predict requests that arrive together share one model call (`coalescing`) and get the
+    answers they would have got one at a time; the log holds each transaction's own latency."""
+    rows = list(world["live"].iloc[500:580].itertuples())
+    bodies = [body_of(r) for r in rows] + [SEED_BODY]
+    with make_client(world, tmp_path / "one", shared_home[0]) as cl:
+        one_by_one = [cl.post("/predict?include_features=true", json=b).json() for b in bodies]
+
+    with make_client(world, tmp_path / "two", shared_home[0]) as cl:
+        app = cl.app
+
+        async def all_at_once():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+                sent = [api.post("/predict?include_features=true", json=b) for b in bodies]
+                return await asyncio.gather(*sent)
+
+        answers = asyncio.run(all_at_once())
+        assert app.state.service.log.flush()
+        metrics = cl.get("/metrics").text
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    calls = float(
+        re.search(r'fraudops_model_call_transactions_count\{endpoint="/predict"\} (\S+)', metrics)[1]
+    )
+    scored = float(
+        re.search(r'fraudops_model_call_transactions_sum\{endpoint="/predict"\} (\S+)', metrics)[1]
+    )
+    assert scored == len(bodies) and calls < len(bodies) / 4  # scored together, in a few calls
+    for one, together in zip(one_by_one, (a.json() for a in answers), strict=True):
+        assert together["transaction_id"] == one["transaction_id"] or one["transaction_id"].startswith("txn-")
+        assert together["fraud_probability"] == pytest.approx(one["fraud_probability"], rel=1e-9, abs=1e-12)
+        assert together["features"] == one["features"]
+        assert together["reason_codes"] == one["reason_codes"]
+    log = read_prediction_log(tmp_path / "two" / "predictions")
+    assert sorted(log["transaction_id"].tolist()[:-1]) == sorted(r.transaction_id for r in rows)
+    assert log["latency_ms"].notna().all() and (log["latency_ms"] > 0).all()
+    assert log["latency_ms"].nunique() > 1  # each request's own
 
 
 # --- prediction log and metrics ---------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The prediction log's reader: live traffic as the scoring API recorded it.
 
-`fraud_serving` appends one JSON line per request to ``<dir>/<YYYY-MM-DD>.jsonl``: the request's
-facts (``scored_at``, ``model_version``, ``threshold``, ``latency_ms``) and its transactions as
+`fraud_serving` appends one JSON line per model call to ``<dir>/<YYYY-MM-DD>.jsonl``: the call's
+facts (``scored_at``, ``model_version``, ``threshold``, ``latency_ms``; a fact given as a list
+holds one value per transaction) and its transactions as
 columns (lists of equal length: ``transaction_id``, ``card_id``, ``merchant_id``, ``timestamp``,
 ``fraud_probability``, ``is_fraud``, ``risk_level``, ``reason_codes``, ``input``, and
 ``features`` as a column per model input). A line holding one transaction as plain values (the
@@ -31,11 +32,13 @@ def _transactions(line: dict) -> list[dict]:
         return [line]
     n = len(line["transaction_id"])
     shared = {key: line.get(key) for key in _REQUEST_FIELDS}
+    each = {key: shared.pop(key) for key, value in list(shared.items()) if isinstance(value, list)}
     columns = {key: line.get(key) or [None] * n for key in _COLUMNS}
     features = line.get("features") or {}
     return [
         {
             **shared,
+            **{key: values[i] for key, values in each.items()},
             **{key: values[i] for key, values in columns.items()},
             "features": {name: values[i] for name, values in features.items()},
         }
