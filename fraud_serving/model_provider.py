@@ -151,6 +151,9 @@ class ServedModel:
         if self._compiled_reasons(reasons):
             margin, contributions = self.trees.explain(x)
             return self.classifier.calibrator_.transform(logistic(margin)), contributions
+        if self.trees is None and self.explainer is None and reasons != "none":
+            raw, contributions = self.classifier.backend_.explain(x)  # a forest walks its trees once
+            return self.classifier.calibrator_.transform(raw), contributions
         probs = self.probabilities(x)
         return probs, None if reasons == "none" else self.contributions(x, reasons)
 

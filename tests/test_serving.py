@@ -215,6 +215,29 @@ def test_approximate_reasons_are_the_libraries_own(world, tmp_path, algorithm):
         np.testing.assert_array_equal(approx, exact)
 
 
+@pytest.mark.parametrize("algorithm", ["random_forest", "logistic_regression"])
+def test_uncompiled_models_serve_their_own_probabilities_and_contributions(world, tmp_path, algorithm):
+    _, _, bundle = build_bundle(world["frame"], tmp_path, n_estimators=20, algorithm=algorithm)
+    record = ChampionRecord(storage_id=1, run_id="", metadata={"bundle_uri": "", "bundle_sha256": ""})
+    served = ServedModel.from_bundle(bundle, record)
+    served.warm_up()
+    live = world["live"].head(300)
+    x = served.preprocessor.transform_columns(
+        {
+            col: live[col].to_numpy() if col in live else np.full(len(live), np.nan)
+            for col in served.input_columns
+        }
+    )
+    for rows in (x[:1], x):
+        probs, contributions = served.predict(rows, "exact")
+        frame = pd.DataFrame(rows, columns=bundle.classifier.feature_names_)  # the library's own path
+        np.testing.assert_allclose(probs, bundle.classifier.predict_proba(frame)[:, 1], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            contributions, bundle.classifier.contributions(rows), rtol=1e-9, atol=1e-12
+        )
+        assert served.predict(rows, "none")[1] is None
+
+
 def test_503_before_any_model(world, tmp_path):
     empty_home = write_dagster_home(tmp_path / "empty")
     with make_client(world, tmp_path, empty_home) as cl:

@@ -106,6 +106,36 @@ def test_xgboost_contributions_sum_to_the_margin(fitted, problem):
     np.testing.assert_allclose(1 / (1 + np.exp(-margin)), raw, atol=1e-5)
 
 
+def test_random_forest_walk_equals_sklearn(fitted, problem):
+    """The compiled walk gives sklearn's probabilities and the Saabas attribution that sklearn's
+    own decision paths give, for one row and for a batch spread over the cores."""
+    import scipy.sparse as sp
+
+    *_, X_te, _, _ = problem
+    forest = fitted["random_forest"].backend_
+    x = X_te.to_numpy(dtype=np.float64)
+    assert len(x) >= 128  # the threaded kernel
+    expected_p = forest.model.predict_proba(x)[:, 1]
+    expected_c = np.zeros(x.shape)
+    for est in forest.model.estimators_:
+        tree = est.tree_
+        share = tree.value[:, 0, 1] / tree.value[:, 0, :].sum(axis=1)
+        inner = np.flatnonzero(tree.children_left >= 0)
+        children = np.r_[tree.children_left[inner], tree.children_right[inner]]
+        parents = np.r_[inner, inner]
+        edges = sp.csr_matrix(
+            (share[children] - share[parents], (children, tree.feature[parents])),
+            shape=(tree.node_count, x.shape[1]),
+        )
+        expected_c += (est.decision_path(x.astype(np.float32)) @ edges).toarray()
+    expected_c /= len(forest.model.estimators_)
+    np.testing.assert_allclose(forest.raw_proba_fast(x), expected_p, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(forest.contributions(x), expected_c, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(forest.contributions(x[:1]), expected_c[:1], rtol=1e-10, atol=1e-12)
+    roots = forest.flat_["share"][forest.flat_["roots"]].mean()
+    np.testing.assert_allclose(forest.contributions(x).sum(axis=1), expected_p - roots, atol=1e-12)
+
+
 def test_deterministic_given_random_state(problem):
     X_tr, y_tr, X_te, *_ = problem
     for algo in ("xgboost", "lightgbm", "random_forest"):
