@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.features import CARD_FEATURES, DEVICE_FEATURES, MERCHANT_FEATURES, history_features
+from fraud_assets.core.prediction_log import READ_COLUMNS
 from fraud_serving.app import create_app
 from fraud_serving.metrics import ServiceMetrics
 from fraud_serving.model_provider import ChampionRecord, ServedModel
@@ -585,6 +586,10 @@ def test_a_big_batch_is_logged_as_answered(world, tmp_path, shared_home):
     assert log["fraud_probability"].tolist() == [p["fraud_probability"] for p in predictions]
     assert log["reason_codes"].tolist() == [p["reason_codes"] for p in predictions]
     assert log["input"].map(lambda body: body["card_id"]).tolist() == [r.card_id for r in rows]
+    # every column the reader knows was written under its name (the writer and reader agree)
+    assert log.columns[:13].tolist() == list(READ_COLUMNS) and log[list(READ_COLUMNS)].notna().all().all()
+    assert log["risk_level"].tolist() == [p["risk_level"] for p in predictions]
+    assert log["is_fraud"].tolist() == [p["is_fraud"] for p in predictions]
     for name in ("amount", "transactions_last_24h", "merchant_category"):
         assert log[name].tolist() == [p["features"][name] for p in predictions], name
 

@@ -26,6 +26,13 @@ _COLUMNS = (
 )  # fmt: skip
 
 
+# The frame's first columns, in order; the model inputs follow.
+READ_COLUMNS = (
+    "scored_at", "timestamp", "transaction_id", "card_id", "merchant_id", "model_version", "threshold",
+    "fraud_probability", "is_fraud", "risk_level", "latency_ms", "reason_codes", "input",
+)  # fmt: skip
+
+
 def _transactions(line: dict) -> list[dict]:
     """One record per transaction of a logged request (a line of columns, or one plain record)."""
     if not isinstance(line.get("transaction_id"), list):
@@ -75,21 +82,7 @@ def read_prediction_log(directory: str | os.PathLike, day: str | dt.date | None 
                     records.extend(_transactions(json.loads(line)))
                 except (json.JSONDecodeError, TypeError, KeyError, IndexError, AttributeError):
                     continue
-    base = [
-        "scored_at",
-        "timestamp",
-        "transaction_id",
-        "card_id",
-        "merchant_id",
-        "model_version",
-        "threshold",
-        "fraud_probability",
-        "is_fraud",
-        "risk_level",
-        "latency_ms",
-        "reason_codes",
-        "input",
-    ]
+    base = list(READ_COLUMNS)
     if not records:
         return pd.DataFrame({col: pd.Series(dtype=object) for col in base})
     frame = pd.DataFrame([{k: r.get(k) for k in base} for r in records])

@@ -13,6 +13,7 @@ import pandas as pd
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import frame_fingerprint
 from fraud_assets.core.features import LOOKBACK_DAYS
+from fraud_assets.core.models.tuning import SERVING_MAX_DEPTH
 from fraud_assets.core.preprocessor import FraudPreprocessor
 from fraud_assets.core.splitting import TEST, TRAIN, assign_split, require_both_classes
 from fraud_assets.core.training import ALGORITHMS, train_candidate
@@ -115,6 +116,12 @@ def _candidate(algorithm: str) -> dg.AssetsDefinition:
             f"{algorithm.replace('_', ' ').title()} candidate: tuned with Optuna on prequential time "
             "folds (imbalance handling tuned too, SMOTE inside training folds only), refit, "
             "calibrated on the latest training slice, threshold chosen there."
+            + (
+                f" Trees are tuned no deeper than {SERVING_MAX_DEPTH} levels, so the scoring API's "
+                "exact reason codes stay cheap."
+                if algorithm in ("xgboost", "lightgbm")
+                else ""
+            )
         ),
     )
     def candidate(
