@@ -23,10 +23,10 @@ DEFAULT_GAP = pd.Timedelta("7D")
 
 # Boosted trees are tuned no deeper than this. Why: the scoring API explains every decision with
 # exact TreeSHAP, whose cost grows with leaves x depth, and its tables with 2^depth per leaf. On
-# the platform's data, depth 3 to 8 scored within the noise of each other (average precision
-# 0.920-0.931), while 1,000 rows' exact reasons cost 6-9 ms at depth <= 5 against 16 ms at
-# depth 6 (400 trees) and 63 ms at depth 8; LightGBM's unbounded leaf-wise trees cost 25 ms at
-# 16 leaves. See `bench/bench_tree_depth.py` and docs/benchmarks.md.
+# the platform's data, average precision was 0.920-0.926 at depth 3-5 and 0.927-0.930 at 6-8,
+# while 1,000 rows' exact reasons cost 2-17 ms at depth <= 5, 12-27 ms at depth 6 and 63-90 ms
+# at depth 8 (two runs); LightGBM's unbounded leaf-wise trees cost 13-25 ms at 16 leaves and
+# outgrew the tables at 32. See `bench/bench_tree_depth.py` and docs/benchmarks.md.
 SERVING_MAX_DEPTH = 5
 
 
