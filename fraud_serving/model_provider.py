@@ -145,11 +145,11 @@ class ServedModel:
     def predict(self, x: np.ndarray, reasons: str = "exact") -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and, unless ``reasons`` is "none", per-feature contributions.
 
-        Compiled trees answer exact reasons in one pass: their TreeSHAP values add up to the
-        margin, so the probability needs no separate tree walk.
+        Compiled trees answer in one pass: TreeSHAP values add up to the margin, and the Saabas
+        walk ("approx") reaches the leaves, so the probability needs no separate tree walk.
         """
-        if self._compiled_reasons(reasons):
-            margin, contributions = self.trees.explain(x)
+        if self.trees is not None and reasons != "none":  # one pass gives the margin too
+            margin, contributions = self.trees.explain(x) if reasons == "exact" else self.trees.approximate(x)
             return self.classifier.calibrator_.transform(logistic(margin)), contributions
         if self.trees is None and self.explainer is None and reasons != "none":
             raw, contributions = self.classifier.backend_.explain(x)  # a forest walks its trees once
@@ -157,22 +157,16 @@ class ServedModel:
         probs = self.probabilities(x)
         return probs, None if reasons == "none" else self.contributions(x, reasons)
 
-    def _compiled_reasons(self, method: str) -> bool:
-        """Whether the compiled trees answer: exact reasons, and "approx" too unless XGBoost has
-        its own approximation (other models' approximation is their exact TreeSHAP, compiled)."""
-        return self.trees is not None and (
-            method == "exact" or (method == "approx" and self.explainer is None)
-        )
-
     def contributions(self, x: np.ndarray, method: str = "exact") -> np.ndarray:
         """Per-feature contributions (n, n_features), the classifier's own.
 
         ``exact``: TreeSHAP (= ``FraudClassifier.contributions``; from the compiled trees when
-        the model compiled); ``approx``: XGBoost's path attribution (``approx_contribs``,
-        Saabas). Models other than XGBoost always give their exact contributions.
+        the model compiled); ``approx``: Saabas path attribution on the margin (= XGBoost's
+        ``approx_contribs``; compiled for XGBoost and LightGBM, XGBoost's own for an XGBoost
+        model that did not compile). Other models always give their own contributions.
         """
-        if self._compiled_reasons(method):
-            return self.trees.contributions(x)
+        if self.trees is not None:
+            return self.trees.contributions(x) if method == "exact" else self.trees.approximate(x)[1]
         if self.explainer is None:
             return self.classifier.contributions(x)
         import xgboost as xgb

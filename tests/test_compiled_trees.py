@@ -53,6 +53,14 @@ def test_margin_and_shap_equal_xgboost(depth):
         np.testing.assert_allclose(trees.margin(rows[i : i + 1]), trees.margin(rows)[i : i + 1], atol=1e-12)
     for lo, hi in ((0, 3), (10, 80), (490, 560)):
         np.testing.assert_allclose(trees.contributions(rows[lo:hi]), contributions[lo:hi], atol=1e-12)
+    # reasons=approx: XGBoost's Saabas attribution from one walk per tree, the margin from the same walk
+    walked, saabas = trees.approximate(rows)
+    np.testing.assert_allclose(
+        saabas, booster.predict(dmat, pred_contribs=True, approx_contribs=True)[:, :-1], atol=1e-4
+    )
+    np.testing.assert_allclose(walked, margin, atol=1e-4)
+    assert not np.allclose(saabas, contributions, atol=1e-3)  # a different attribution than TreeSHAP
+    np.testing.assert_allclose(trees.approximate(rows[:50])[1], saabas[:50], atol=1e-12)  # serial kernel
 
 
 def test_a_threshold_tie_goes_right_like_xgboost():

@@ -2,16 +2,18 @@
 
 Why: scoring one transaction through XGBoost costs ~0.2 ms of per-call overhead and its exact
 TreeSHAP (``pred_contribs``) ~0.3-1 ms per row, which alone spends the API's latency budget.
-Here the booster's trees become NumPy arrays once, at load, and two Numba kernels walk them:
+Here the booster's trees become NumPy arrays once, at load, and Numba kernels walk them:
 
 - ``margin``: the raw log-odds, tree by tree (the same splits, the same float32 inputs as XGBoost);
 - ``contributions``: exact path-dependent TreeSHAP (the algorithm of ``pred_contribs``, weighted
   by the nodes' hessian cover) computed the "Fast TreeSHAP v2" way (Yang, 2021): for every leaf
   the Shapley values of all ``2^k`` agree/disagree patterns of its ``k`` path features are
   tabulated at load, so a row costs one pass over the leaves' paths instead of the
-  ``O(leaves * depth^2)`` recursion per tree.
+  ``O(leaves * depth^2)`` recursion per tree;
+- ``approximate``: Saabas path attribution (XGBoost's ``approx_contribs``), one walk per tree.
 
-`compile_booster` verifies the result against XGBoost's own ``predict`` and ``pred_contribs`` on
+`compile_booster` verifies the result against XGBoost's own ``predict``, ``pred_contribs`` and
+``approx_contribs`` on
 probe rows (`compile_lightgbm` against LightGBM's ``raw_score`` and ``pred_contrib``) and
 returns None when they disagree or the model is out of scope (categorical splits, DART,
 multi-output, tables too large); callers then keep using the library.
@@ -62,6 +64,9 @@ class CompiledTrees:
     slot_feature: np.ndarray  # int32: the distinct features of each group
     table_offset: np.ndarray  # int32 (n_groups,) into table
     table: np.ndarray  # float32: per group, its features x 2^bits patterns (a feature's row contiguous)
+    # Saabas path attribution ("approx"): each node's cover-weighted mean leaf value (XGBoost's
+    # FillNodeMeanValues); a split passed credits its feature with child mean - node mean.
+    node_mean: np.ndarray | None = None
     zero_below: float = 0.0  # |x| <= this counts as 0 (LightGBM drops such values from a row)
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
@@ -94,6 +99,18 @@ class CompiledTrees:
         (``margin = expected_value + contributions.sum(axis=1)``), so no tree walk is needed."""
         contributions = self.contributions(x)
         return self.expected_value + contributions.sum(axis=1), contributions
+
+    def approximate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(margin, Saabas contributions)`` from one walk per tree: each split on a row's path
+        credits its feature with the change of the node mean (= XGBoost's ``approx_contribs``,
+        bias dropped). O(depth) per tree, where exact TreeSHAP visits every leaf."""
+        x = self._prepare(x)
+        kernel = _saabas if len(x) >= 128 else _saabas_serial
+        margin, contributions = kernel(
+            x, self.roots, self.feature, self.threshold, self.left, self.default_left, self.value,
+            self.node_mean, self.base_margin,
+        )  # fmt: skip
+        return margin, contributions
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP values (n, n_features) on the margin, bias dropped (= ``pred_contribs[:, :-1]``)."""
@@ -152,6 +169,41 @@ def _margin(x, roots, feature, threshold, left, default_left, value, base):
         hi = min(x.shape[0], lo + block)
         _margin_block(x, out, lo, hi, roots, feature, threshold, left, default_left, value)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _saabas_block(x, margin, out, lo, hi, roots, feature, threshold, left, default_left, value, node_mean):
+    for t in range(roots.shape[0]):
+        for i in range(lo, hi):
+            node = roots[t]
+            while feature[node] >= 0:
+                f = feature[node]
+                child = left[node] + (1 - _goes_left(x[i, f], threshold[node], default_left[node]))
+                out[i, f] += node_mean[child] - node_mean[node]
+                node = child
+            margin[i] += value[node]
+
+
+@numba.njit(cache=True, nogil=True)
+def _saabas_serial(x, roots, feature, threshold, left, default_left, value, node_mean, base):
+    margin = np.full(x.shape[0], base)
+    out = np.zeros(x.shape)
+    _saabas_block(
+        x, margin, out, 0, x.shape[0], roots, feature, threshold, left, default_left, value, node_mean
+    )
+    return margin, out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _saabas(x, roots, feature, threshold, left, default_left, value, node_mean, base):
+    margin = np.full(x.shape[0], base)
+    out = np.zeros(x.shape)
+    for b in numba.prange((x.shape[0] + 63) // 64):
+        hi = min(x.shape[0], (b + 1) * 64)
+        _saabas_block(
+            x, margin, out, b * 64, hi, roots, feature, threshold, left, default_left, value, node_mean
+        )
+    return margin, out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -525,11 +577,16 @@ def _assemble(*, n_features, base_margin, roots, feature, threshold, left, defau
     """Cut every tree into groups of at most GROUP_BITS decisions and tabulate their Shapley values."""
     tables = _Tables(value)
     tree_groups = [0]
+    node_mean = np.asarray(value, dtype=np.float64).copy()  # leaves: their value; splits: below
     for root in roots:
         order = _preorder(int(root), feature, left)
         below: dict[int, int] = {}  # internal nodes in each node's subtree
-        for node in reversed(order):
+        for node in reversed(order):  # children before parents
             below[node] = 0 if feature[node] < 0 else 1 + below[int(left[node])] + below[int(left[node]) + 1]
+            if feature[node] >= 0:
+                lc, rc = int(left[node]), int(left[node]) + 1
+                mean = node_mean[lc] * cover[lc] + node_mean[rc] * cover[rc]
+                node_mean[node] = mean / cover[node] if cover[node] > 0 else 0.0
         stack: list[tuple[int, list[tuple[int, int]]]] = [(int(root), [])]
         while stack:
             node, ancestors = stack.pop()
@@ -566,6 +623,7 @@ def _assemble(*, n_features, base_margin, roots, feature, threshold, left, defau
         slot_feature=np.asarray(tables.slot_feature, dtype=np.int32),
         table_offset=i32(tables.table_offset),
         table=table.astype(np.float32),  # half the cache footprint; XGBoost's own SHAP is float32
+        node_mean=node_mean,
     )
 
 
@@ -587,18 +645,24 @@ def probe_rows(trees: CompiledTrees, n_rows: int = 256, seed: int = 0) -> np.nda
     return x
 
 
-def _verified(compiled: CompiledTrees, margin_of, shap_of, library: str, n_probe: int):
-    """``(compiled, "")`` if it reproduces the library on probe rows within 1e-4, else ``(None, why)``."""
+def _verified(compiled: CompiledTrees, margin_of, shap_of, library: str, n_probe: int, approx_of=None):
+    """``(compiled, "")`` if it reproduces the library on probe rows within 1e-4, else ``(None, why)``.
+
+    ``approx_of``: the library's Saabas contributions, where it has them (XGBoost)."""
     probe = probe_rows(compiled, n_probe)
     their_margin = np.asarray(margin_of(probe), dtype=np.float64)
     their_shap = np.asarray(shap_of(probe), dtype=np.float64)
     explained_margin, contributions = compiled.explain(probe)
+    walked_margin, approximate = compiled.approximate(probe)
     gaps = {
         "margin": np.abs(compiled.margin(probe) - their_margin),
         "SHAP": np.abs(contributions - their_shap[:, :-1]),
         "SHAP bias": np.abs(compiled.expected_value - their_shap[:, -1]),
         "SHAP sum": np.abs(explained_margin - their_margin),
+        "Saabas margin": np.abs(walked_margin - their_margin),
     }
+    if approx_of is not None:
+        gaps["Saabas"] = np.abs(approximate - np.asarray(approx_of(probe), dtype=np.float64)[:, :-1])
     worst = {name: float(np.max(gap, initial=0.0)) for name, gap in gaps.items()}
     if max(worst.values()) > _TOLERANCE:
         detail = ", ".join(f"{name} {gap:.2e}" for name, gap in worst.items())
@@ -629,6 +693,9 @@ def compile_booster(booster, n_probe: int = 256) -> tuple[CompiledTrees | None, 
         lambda rows: booster.predict(matrix(rows), pred_contribs=True, validate_features=False),
         "XGBoost",
         n_probe,
+        lambda rows: booster.predict(
+            matrix(rows), pred_contribs=True, approx_contribs=True, validate_features=False
+        ),
     )
 
 
