@@ -76,6 +76,7 @@ class _LogItem:
 
     __slots__ = (
         "cols",
+        "flagged",
         "ids",
         "latency_ms",
         "model",
@@ -87,9 +88,9 @@ class _LogItem:
         "txs",
     )
 
-    def __init__(self, model, txs, ids, stamps, cols, probs, risk, reasons, scored_at, latency_ms):
+    def __init__(self, model, txs, ids, stamps, cols, probs, flagged, risk, reasons, scored_at, latency_ms):
         self.model, self.txs, self.ids, self.stamps, self.cols = model, txs, ids, stamps, cols
-        self.probs, self.risk, self.reasons = probs, risk, reasons
+        self.probs, self.flagged, self.risk, self.reasons = probs, flagged, risk, reasons
         self.scored_at, self.latency_ms = scored_at, latency_ms
 
     def __len__(self) -> int:
@@ -99,19 +100,17 @@ class _LogItem:
         """The request's JSON line, its transactions as columns (see `prediction_log`), in pieces
         of a pydantic-core call each, so the writer can pause between them; the reason codes'
         JSON as the response had it."""
-        probs = self.probs.tolist()
-        threshold = self.model.threshold
         head = {
             "scored_at": self.scored_at,
             "model_version": self.model.version,
-            "threshold": threshold,
+            "threshold": self.model.threshold,
             "latency_ms": self.latency_ms,
             "transaction_id": self.ids,
             "card_id": _column(self.txs, "card_id"),
             "merchant_id": _column(self.txs, "merchant_id"),
             "timestamp": self.stamps,
-            "fraud_probability": probs,
-            "is_fraud": [int(p >= threshold) for p in probs],
+            "fraud_probability": self.probs.tolist(),
+            "is_fraud": self.flagged.astype(int).tolist(),  # as answered
             "risk_level": [RISK_LEVELS[i] for i in self.risk.tolist()],
         }
         yield pydantic_core.to_json(head, inf_nan_mode="null")[:-1]
@@ -274,5 +273,5 @@ class Scorer:
         latency_ms = (
             np.round(elapsed_ms, 3).tolist() if isinstance(elapsed_ms, np.ndarray) else round(elapsed_ms, 3)
         )
-        item = _LogItem(model, rows, ids, stamps_dt, cols, probs, risk, why, scored_at, latency_ms)
+        item = _LogItem(model, rows, ids, stamps_dt, cols, probs, flagged, risk, why, scored_at, latency_ms)
         return ScoreResult(predictions, probs, flagged, risk, item)

@@ -131,7 +131,6 @@ class RandomForestBackend(Backend):
             "right": np.concatenate(rights).astype(np.intp),
             "share": np.concatenate(shares).astype(np.float64),
             "roots": np.asarray(roots, dtype=np.intp),
-            "depth": max(est.tree_.max_depth for est in self.model.estimators_),
         }
 
     def raw_proba(self, X):

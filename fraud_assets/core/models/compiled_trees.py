@@ -66,7 +66,7 @@ class CompiledTrees:
     table: np.ndarray  # float32: per group, its features x 2^bits patterns (a feature's row contiguous)
     # Saabas path attribution ("approx"): each node's cover-weighted mean leaf value (XGBoost's
     # FillNodeMeanValues); a split passed credits its feature with child mean - node mean.
-    node_mean: np.ndarray | None = None
+    node_mean: np.ndarray  # float64 (n_nodes,)
     zero_below: float = 0.0  # |x| <= this counts as 0 (LightGBM drops such values from a row)
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
