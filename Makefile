@@ -23,7 +23,7 @@ help:
 	@echo "make serve  - only start the UI and the API (no first look); Ctrl-C stops both"
 	@echo "make test   - set up and run the tests"
 	@echo "make lint   - ruff check and format check"
-	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make bench  - run every benchmark in bench/ (QUICK=1: tiny sizes, checks that each runs)"
 	@echo "make clean  - delete runtime state (.fraudops/, data/)"
 
 $(STATE)/bootstrap/bin/uv:
@@ -58,8 +58,9 @@ format: env
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Every bench/bench_*.py (bench/run_all.py); QUICK=1 checks that each runs, with tiny sizes.
 bench: env
-	$(VENV)/bin/python bench/bench_generator.py
+	$(VENV)/bin/python bench/run_all.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(STATE) data history schedules storage logs .logs_queue .nux .telemetry
