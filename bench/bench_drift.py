@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--cardholders", type=int, default=10_000)
     p.add_argument("--preset", action="store_true", help="also time Evidently's default DataDriftPreset")
-    args = parse_args(p, rows=5_000, repeat=1, cardholders=1_000)
+    args = parse_args(p, rows=2_000, repeat=1, cardholders=300)
     machine = f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
 
     t0 = time.perf_counter()
