@@ -98,7 +98,7 @@ def supervise(services: list[Service], poll_seconds: float = 0.2) -> int:
     """Start the services and wait for a stop signal or for one of them to exit; stop them all.
 
     Returns 0 after a stop signal, else the exit code of the service that ended first (1 if it
-    ended with 0: it was meant to keep running)."""
+    ended with 0 or by a signal: it was meant to keep running)."""
     requested = threading.Event()
 
     def on_signal(signum, _frame):
@@ -118,7 +118,10 @@ def supervise(services: list[Service], poll_seconds: float = 0.2) -> int:
                 flush=True,
             )
         stop(services)
-        return 0 if ended is None else (ended.exit_code() or 1)
+        if ended is None:
+            return 0
+        code = ended.exit_code()
+        return code if code and code > 0 else 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -12,18 +12,17 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from fraud_assets.run_services import Service, supervise
 from tests.test_dagster_dev import ROOT, free_port
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc"),
-]
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 STOP_WITHIN_SECONDS = 5.0  # the requirement for Ctrl-C
 # A command-line fragment of each process that must be running before Ctrl-C.
 EXPECTED = {
@@ -87,6 +86,8 @@ def survivors(started: dict[int, dict], groups: set[int]) -> dict[int, dict]:
     }
 
 
+@pytest.mark.slow
+@needs_proc
 def test_ctrl_c_stops_the_ui_the_daemon_and_the_api_within_5_seconds(tmp_path):
     ui_port, api_port = free_port(), free_port()
     home = tmp_path / "home"
@@ -153,3 +154,12 @@ def test_ctrl_c_stops_the_ui_the_daemon_and_the_api_within_5_seconds(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
         make.wait(timeout=10)
+
+
+def test_a_service_that_exits_stops_the_other_and_gives_its_exit_code():
+    crashing = Service("crashing", [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(3)"])
+    # A long-running service with a child process: the whole group must go, not just the leader.
+    child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    lasting = Service("lasting", [sys.executable, "-c", child])
+    assert supervise([crashing, lasting]) == 3
+    assert lasting.process.returncode is not None and not lasting.group_alive()
