@@ -13,7 +13,7 @@ new transactions of cards the API knows (history features come from its card sta
     preprocessor's input columns, the history features precomputed);
 (c) 1,000-transaction batches: p50 latency, with exact, approximate and no reason codes.
 
-    .venv/bin/python bench/bench_serving.py [--singles 2000] [--seconds 10] [--batches 15] [--skip-mlflow]
+    .venv/bin/python bench/bench_serving.py [--singles 2000] [--seconds 10] [--batches 15] [--skip-mlflow] [--quick]
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import numpy as np
 import pandas as pd
+from run_all import parse_args, skip
 
 from fraud_assets.core.settings import load_settings
+from fraud_serving.model_provider import latest_champion
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +163,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--batches", type=int, default=15)
     p.add_argument("--skip-mlflow", action="store_true")
-    args = p.parse_args()
+    args = parse_args(p, singles=50, seconds=1.0, batches=3, skip_mlflow=True)
 
     os.environ.setdefault("DAGSTER_HOME", str(ROOT))
     os.chdir(ROOT)  # as the API below: relative locations and .env are the project root's
@@ -169,7 +172,11 @@ def main() -> None:
     days = sorted((storage / "validated_transactions").glob("*.parquet"))
     feature_days = sorted((storage / "transaction_features").glob("*.parquet"))
     if not days:
-        raise SystemExit("no validated_transactions: run `make run` (or fraud_assets.first_look) first")
+        skip(f"no validated_transactions in {storage}: run `make run` (or fraud_assets.first_look) first")
+    if latest_champion(dg.DagsterInstance.get()) is None:
+        skip(
+            f"no champion_model in the Dagster instance at {os.environ['DAGSTER_HOME']}: run `make run` first"
+        )
     last = pd.read_parquet(days[-1]).sort_values("timestamp", kind="stable").reset_index(drop=True)
     print(f"payload rows: {len(last)} transactions of {days[-1].stem}")
 
