@@ -34,6 +34,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, daily_partitions
 from fraud_assets.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,13 +166,13 @@ def main() -> None:
     os.environ.setdefault("DAGSTER_HOME", str(ROOT))
     os.chdir(ROOT)  # as the API below: relative locations and .env are the project root's
     settings = load_settings()
-    storage = Path(settings.storage)
-    days = sorted((storage / "validated_transactions").glob("*.parquet"))
-    feature_days = sorted((storage / "transaction_features").glob("*.parquet"))
+    storage = settings.location(settings.storage)
+    days = daily_partitions(storage, VALIDATED_TRANSACTIONS)
+    feature_days = [path for _, path in daily_partitions(storage, "transaction_features")]
     if not days:
         raise SystemExit("no validated_transactions: run `make run` (or fraud_assets.first_look) first")
-    last = pd.read_parquet(days[-1]).sort_values("timestamp", kind="stable").reset_index(drop=True)
-    print(f"payload rows: {len(last)} transactions of {days[-1].stem}")
+    last = days[-1][1].read_parquet().sort_values("timestamp", kind="stable").reset_index(drop=True)
+    print(f"payload rows: {len(last)} transactions of {days[-1][0]}")
 
     logs = tempfile.mkdtemp(prefix="fraudops-bench-log-")
     api_port = free_port()
@@ -211,7 +212,7 @@ def main() -> None:
         # (b') like for like with MLflow: history features given in the body, no reason codes
         like = None
         if feature_days:
-            feats = pd.read_parquet(feature_days[-1]).set_index("transaction_id").loc[rows["transaction_id"]]
+            feats = feature_days[-1].read_parquet().set_index("transaction_id").loc[rows["transaction_id"]]
             given = json.loads(feats[model["input_columns"]].to_json(orient="records", date_format="iso"))
             like_reqs = [
                 http_request(
@@ -267,7 +268,7 @@ def main() -> None:
             )  # fmt: skip
             procs.append(ml)
             wait_http(f"http://127.0.0.1:{ml_port}/ping", 240)
-            features = pd.read_parquet(feature_days[-1]) if feature_days else None
+            features = feature_days[-1].read_parquet() if feature_days else None
             inputs = model["input_columns"]
             if features is None or any(col not in features for col in inputs):
                 raise SystemExit("transaction_features of the last day are needed for MLflow's payloads")
