@@ -112,10 +112,12 @@ class StorageSettings(BaseModel):
     storage: str = _var(
         "FRAUDOPS_STORAGE",
         _state("storage"),
-        "where assets are stored (Parquet, one file per day); an `s3://bucket/prefix` works too",
+        "where assets are stored (Parquet, one file per day), read by the pipeline and the scoring API; an `s3://bucket/prefix` works too",
     )
     models: str = _var(
-        "FRAUDOPS_MODELS", _state("models"), "where model bundles are written (immutable, versioned)"
+        "FRAUDOPS_MODELS",
+        _state("models"),
+        "where model bundles are written (immutable, versioned); a URL works too",
     )
     s3_endpoint_url: str | None = _var(
         "FRAUDOPS_S3_ENDPOINT_URL",
@@ -235,12 +237,14 @@ class MonitoringSettings(BaseModel):
     TITLE: ClassVar[str] = "Monitoring"
 
     reports: str = _var(
-        "FRAUDOPS_REPORTS", _state("reports"), "where the drift reports' HTML files are saved"
+        "FRAUDOPS_REPORTS",
+        _state("reports"),
+        "where the drift reports' HTML files are saved; a URL works too",
     )
     prediction_log_dir: str = _var(
         "FRAUDOPS_PREDICTION_LOG_DIR",
         _state("predictions"),
-        "the scoring API's prediction log (one JSON Lines file per UTC day), read by `live_drift_report`",
+        "the scoring API's prediction log (a folder per UTC day, a JSON Lines file per flush; a URL works too), read by `live_drift_report`",
     )
     retrain_cooldown_hours: float = _var(
         "FRAUDOPS_RETRAIN_COOLDOWN_HOURS",
