@@ -58,8 +58,8 @@ def test_read_write_list_on_each_backend(storage_root):
     storage_root.check()
 
 
-def test_a_failed_local_write_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_path):
-    target = Location.of(tmp_path / "out" / "frame.parquet")
+def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temporary_one(storage_root):
+    target = storage_root.join("out", "frame.parquet")
     target.write_bytes(b"the previous content")
 
     def broken(handle):
@@ -68,8 +68,10 @@ def test_a_failed_local_write_leaves_neither_a_partial_file_nor_a_temporary_one(
 
     with pytest.raises(StorageError, match="the writer died mid-way"):
         target.write_with(broken)
+    with pytest.raises(StorageError):
+        storage_root.join("out", "new.parquet").write_with(broken)
     assert target.read_bytes() == b"the previous content"
-    assert os.listdir(tmp_path / "out") == ["frame.parquet"]
+    assert [entry.name for entry in target.parent.list()] == ["frame.parquet"]
 
 
 def test_locations_name_and_join_as_paths_and_urls(tmp_path):

@@ -14,8 +14,8 @@ It offers the few operations the platform needs, each with the same meaning on e
   concurrent requests on an object store);
 - ``write_bytes``/``write_text``/``write_parquet``/``write_with``: atomic where the backend
   allows it. Locally the bytes go to a temporary name in the same folder, then are renamed, so a
-  crash never leaves a half-written file under the real name; an object store makes an object
-  visible only once its upload completes. ``exclusive=True`` refuses to replace an existing file
+  crash never leaves a half-written file under the real name; on an object store the bytes are
+  put as one whole object once the writer has finished (a failed writer puts nothing). ``exclusive=True`` refuses to replace an existing file
   (locally with a hard link, which fails if the name exists; on an object store by looking first,
   which is not atomic: callers use it for content-addressed names, where a race writes the same
   bytes).
@@ -262,12 +262,14 @@ class Location:
             if self.is_local:
                 self._write_local(write, exclusive)
                 return
+            # Written whole, once ``write`` has finished: a writer that fails half-way leaves
+            # nothing (an fsspec file would upload what it got on close). No mkdir: an object
+            # store has no folders, and creating a missing bucket would hide a wrong location.
+            buffer = io.BytesIO()
+            write(buffer)
             if exclusive and self.exists():
                 raise FileExistsError(f"{self.url} exists already")
-            # No mkdir: an object store has no folders, and creating a missing bucket on a
-            # write would hide a configuration error.
-            with self.fs.open(self.path, "wb") as handle:
-                write(handle)
+            self.fs.pipe_file(self.path, buffer.getvalue())
 
     def _write_local(self, write: Callable[[IO[bytes]], Any], exclusive: bool) -> None:
         folder = os.path.dirname(self.url)
@@ -293,12 +295,7 @@ class Location:
         self.write_bytes(text.encode(encoding))
 
     def write_parquet(self, frame) -> None:
-        if self.is_local:
-            self.write_with(lambda handle: frame.to_parquet(handle, index=False))
-            return
-        buffer = io.BytesIO()  # one PUT of the finished file rather than a multipart stream
-        frame.to_parquet(buffer, index=False)
-        self.write_bytes(buffer.getvalue())
+        self.write_with(lambda handle: frame.to_parquet(handle, index=False))
 
     # -- checking ----------------------------------------------------------------------------------
 
