@@ -34,8 +34,9 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, daily_partitions
+from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, daily_partitions, prediction_log_files
 from fraud_assets.core.settings import load_settings
+from fraud_assets.core.storage import Location
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,11 +126,12 @@ async def throughput(
 
 
 def server_latencies(log_dir: str, size: int) -> list[float]:
-    """``latency_ms`` the service logged for its requests of ``size`` transactions, in order."""
+    """``latency_ms`` the service logged for its requests of ``size`` transactions, in order
+    (the API runs with FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS=0: a file each writer round)."""
     time.sleep(0.3)  # the log writer batches for 50 ms
     out = []
-    for path in sorted(Path(log_dir).glob("*.jsonl")):
-        for line in path.read_text().splitlines():
+    for blob in Location.read_many(prediction_log_files(Location.of(log_dir))):
+        for line in blob.splitlines():
             record = json.loads(line)
             if isinstance(record.get("transaction_id"), list) and len(record["transaction_id"]) == size:
                 out.append(float(record["latency_ms"]))
@@ -176,7 +178,12 @@ def main() -> None:
 
     logs = tempfile.mkdtemp(prefix="fraudops-bench-log-")
     api_port = free_port()
-    env = {**os.environ, "FRAUDOPS_PREDICTION_LOG_DIR": logs, "FRAUDOPS_MAX_BATCH": "1000"}
+    env = {
+        **os.environ,
+        "FRAUDOPS_PREDICTION_LOG_DIR": logs,
+        "FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS": "0",
+        "FRAUDOPS_MAX_BATCH": "1000",
+    }
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(api_port), "--workers", "1",
          "--log-level", "warning", "--no-access-log"],
