@@ -23,6 +23,7 @@ from fraud_assets.defs.monitoring import daily_drift_report, live_drift_report, 
 from fraud_assets.defs.resources import PredictionLogResource, TransactionSimulatorResource
 from fraud_assets.defs.sensors import RANGE_END, RANGE_START
 from fraud_serving.model_provider import ModelProvider, latest_champion
+from fraud_serving.prediction_log import PredictionLogger
 from tests.test_training_assets import CANDIDATES, QUICK, platform_defs
 
 TRAIN_FIRST, TRAIN_LAST = "2026-01-20", "2026-03-28"  # the first 37 days warm up the history
@@ -195,21 +196,27 @@ def test_daily_schedule_targets_yesterday(loop):
 
 
 def write_prediction_log(folder, day: str, features: pd.DataFrame, scores) -> None:
-    """Records as the scoring API logs them: scored_at, model inputs under "features", the score."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{day}.jsonl", "w", encoding="utf-8") as handle:
-        for (_, row), score in zip(features.iterrows(), scores, strict=True):
-            inputs = {
-                k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()
-            }
-            record = {
+    """Records as the scoring API logs them (its own writer and layout), scored on ``day``: model
+    inputs under "features", the score."""
+    records = []
+    for (_, row), score in zip(features.iterrows(), scores, strict=True):
+        inputs = {
+            k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()
+        }
+        records.append(
+            {
                 "scored_at": f"{day}T12:00:00+00:00",
                 "timestamp": str(row.get("timestamp", "")),
                 "transaction_id": "t",
                 "fraud_probability": float(score),
                 "features": {k: v for k, v in inputs.items() if k != "timestamp"},
             }
-            handle.write(json.dumps(record, default=str) + "\n")
+        )
+    logger = PredictionLogger(folder)
+    logger.start()
+    logger.submit(records)
+    assert logger.flush()
+    logger.close()
 
 
 def test_live_traffic_gets_the_same_drift_report(loop):

@@ -1,4 +1,4 @@
-"""Parquet storage for DataFrame assets, one file per daily partition, anywhere UPath reaches.
+"""Parquet storage for DataFrame assets, one file per daily partition, on any `core.storage` location.
 
 Unlike `dg.UPathIOManager`, this IO manager accepts an output that spans several partitions
 (a single-run backfill) and splits it by the column named in the asset's ``partition_expr``
@@ -8,49 +8,34 @@ metadata, so a 90-day backfill is one run that still writes one file per day.
 from __future__ import annotations
 
 import pickle
-import uuid
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-from upath import UPath
 
+from fraud_assets.core.contract import asset_location, partition_location
 from fraud_assets.core.ingest import day_keys
-
-
-def write_atomically(path: UPath, write) -> None:
-    """Write a file through ``write(handle)``; locally to a temporary name first, then renamed,
-    so a crash never leaves a half-written file behind (object stores write whole objects)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.protocol not in ("", "file", "local"):
-        with path.open("wb") as handle:
-            write(handle)
-        return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("wb") as handle:
-        write(handle)
-    tmp.rename(path)
+from fraud_assets.core.storage import Location
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
-    """Stores each asset (partition) as Parquet under ``base_path``.
+    """Stores each asset (partition) as Parquet under ``base_path``, in the layout of
+    `fraud_assets.core.contract` (the scoring API reads the same files).
 
     ``base_path`` is a local folder by default; an ``s3://bucket/prefix`` (or any fsspec URL)
-    works unchanged, with credentials from ``storage_options`` or the environment.
+    works unchanged, reached with ``storage_options`` (the endpoint; credentials come from the
+    environment, see `fraud_assets.core.storage`).
     """
 
     base_path: str
-    storage_options: dict[str, str] = {}
+    storage_options: dict[str, Any] = {}
 
-    def _root(self) -> UPath:
-        return UPath(self.base_path, **self.storage_options)
+    def _root(self) -> Location:
+        return Location.of(self.base_path, self.storage_options)
 
-    def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> UPath:
-        folder = self._root().joinpath(*asset_key.path)
-        return folder / f"{partition_key}.parquet" if partition_key else folder.with_suffix(".parquet")
-
-    def _write(self, frame: pd.DataFrame, path: UPath) -> None:
-        write_atomically(path, lambda handle: frame.to_parquet(handle, index=False))
+    def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> Location:
+        return partition_location(self._root(), asset_key.path, partition_key)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if obj is None:
@@ -60,7 +45,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         if not context.has_asset_partitions:
             path = self._path(key, None)
-            self._write(obj, path)
+            path.write_parquet(obj)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
             return
         keys = list(context.asset_partition_keys)
@@ -79,13 +64,12 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"partitions {keys[0]}..{keys[-1]}; refusing to drop them"
             )
         for partition_key in keys:
-            self._write(
-                obj.loc[days == partition_key].reset_index(drop=True),
-                self._path(key, partition_key),
+            self._path(key, partition_key).write_parquet(
+                obj.loc[days == partition_key].reset_index(drop=True)
             )
         context.add_output_metadata(
             {
-                "path": dg.MetadataValue.path(str(self._root().joinpath(*key.path))),
+                "path": dg.MetadataValue.path(str(asset_location(self._root(), key.path))),
                 "partitions": len(keys),
             }
         )
@@ -93,7 +77,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         key = context.asset_key
         if not context.has_asset_partitions:
-            return pd.read_parquet(self._path(key, None).open("rb"))
+            return self._path(key, None).read_parquet()
         # An input that reads a lookback window may start before the first materialized day:
         # it opts in with AssetIn(metadata={"allow_missing_partitions": True}) and gets fewer days.
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
@@ -107,8 +91,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     f"{key.to_user_string()} partition {partition_key} has not been materialized "
                     f"(no file at {path}); materialize it first"
                 )
-            with path.open("rb") as handle:
-                frames.append(pd.read_parquet(handle))
+            frames.append(path.read_parquet())
         if not frames:
             raise FileNotFoundError(
                 f"{key.to_user_string()}: none of the requested partitions exists; materialize it first"
@@ -125,13 +108,13 @@ class PickleIOManager(dg.ConfigurableIOManager):
     """
 
     base_path: str
-    storage_options: dict[str, str] = {}
+    storage_options: dict[str, Any] = {}
 
-    def _path(self, context: dg.OutputContext | dg.InputContext) -> UPath:
+    def _path(self, context: dg.OutputContext | dg.InputContext) -> Location:
         """``<base>/<asset>.pkl``, or ``<base>/<asset>/<partition>.pkl`` for one partition."""
-        base = UPath(self.base_path, **self.storage_options).joinpath(*context.asset_key.path)
+        base = Location.of(self.base_path, self.storage_options).join(*context.asset_key.path)
         if not context.has_asset_partitions:
-            return base.with_suffix(".pkl")
+            return base.parent.join(f"{base.name}.pkl")
         keys = list(context.asset_partition_keys)
         if len(keys) != 1:
             raise ValueError(
@@ -141,12 +124,11 @@ class PickleIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         path = self._path(context)
-        write_atomically(path, lambda handle: pickle.dump(obj, handle, protocol=5))
+        path.write_with(lambda handle: pickle.dump(obj, handle, protocol=5))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> object:
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(f"{context.asset_key.to_user_string()} is not materialized ({path})")
-        with path.open("rb") as handle:
-            return pickle.load(handle)
+        return pickle.loads(path.read_bytes())

@@ -6,14 +6,13 @@ materialized with every training run, so each drift report compares against the 
 served model learned from.
 """
 
-import os
-
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import ModelBundle
+from fraud_assets.core.contract import ChampionRecord
 from fraud_assets.core.drift import DriftThresholds, drift_report, performance_report, reference_profile
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.features import FEATURE_COLUMNS
@@ -41,8 +40,9 @@ def monitored_columns(frame: pd.DataFrame) -> list[str]:
     return [col for col in MONITORED if col in frame]
 
 
-def _champion_bundle(champion_model: dict) -> ModelBundle:
-    return ModelBundle.load(champion_model["bundle_uri"], champion_model["bundle_sha256"])
+def _champion_bundle(champion_model: ChampionRecord) -> ModelBundle:
+    location = load_settings().location(champion_model.bundle_uri)
+    return ModelBundle.load(location, champion_model.bundle_sha256)
 
 
 def _scored(frame: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
@@ -63,7 +63,9 @@ def _scored(frame: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
         "(`reference_profile`, docs/drift.md)."
     ),
 )
-def drift_reference(context: dg.AssetExecutionContext, training_data: pd.DataFrame, champion_model: dict):
+def drift_reference(
+    context: dg.AssetExecutionContext, training_data: pd.DataFrame, champion_model: ChampionRecord
+):
     train = training_data[training_data["split"] == TRAIN]
     scored = _scored(train, _champion_bundle(champion_model))
     reference = reference_profile(scored, monitored_columns(scored), max_rows=REFERENCE_ROWS)
@@ -71,7 +73,7 @@ def drift_reference(context: dg.AssetExecutionContext, training_data: pd.DataFra
         {
             "dagster/row_count": len(reference),
             "sampled_from": f"{len(train):,} training rows, {train[c.TIMESTAMP].min()} .. {train[c.TIMESTAMP].max()}",
-            "champion_version": champion_model["mlflow_model_version"],
+            "champion_version": champion_model.mlflow_model_version,
             "columns": dg.MetadataValue.json(list(reference.columns)),
         }
     )
@@ -98,12 +100,10 @@ def _report_metadata(result, html_path: str | None, thresholds: DriftConfig) -> 
 def _save_html(html: str | None, kind: str, day: str) -> str | None:
     if not html:
         return None
-    folder = os.path.abspath(os.path.join(load_settings().reports, kind))
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{day}.html")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(html)
-    return path
+    settings = load_settings()
+    path = settings.location(settings.reports).join(kind, f"{day}.html")
+    path.write_text(html)
+    return str(path)
 
 
 DRIFT_CHECK = dg.AssetCheckSpec(
@@ -139,7 +139,7 @@ def daily_drift_report(
     config: DriftConfig,
     transaction_features: pd.DataFrame,
     drift_reference: pd.DataFrame,
-    champion_model: dict,
+    champion_model: ChampionRecord,
 ):
     current = _scored(transaction_features, _champion_bundle(champion_model))
     result = _drift(drift_reference, current, config)
@@ -217,7 +217,7 @@ def live_drift_report(
     drift_reference: pd.DataFrame,
     prediction_log: PredictionLogResource,
 ):
-    traffic = read_prediction_log(prediction_log.path, context.partition_key)
+    traffic = read_prediction_log(prediction_log.location(), context.partition_key)
     if traffic.empty:
         raise ValueError(
             f"no scored transactions logged for {context.partition_key} in {prediction_log.path}: "
@@ -260,7 +260,7 @@ def live_drift_report(
     ),
 )
 def model_performance(
-    context: dg.AssetExecutionContext, transaction_features: pd.DataFrame, champion_model: dict
+    context: dg.AssetExecutionContext, transaction_features: pd.DataFrame, champion_model: ChampionRecord
 ):
     as_of = pd.Timestamp(context.partition_time_window.end).tz_localize(None)
     bundle = _champion_bundle(champion_model)
@@ -294,7 +294,7 @@ def model_performance(
             "labelled_rows": len(labelled),
             "left_out_training_rows": left_out,
             "trained_until": trained_until,
-            "champion_version": champion_model["mlflow_model_version"],
+            "champion_version": champion_model.mlflow_model_version,
             **{
                 k: dg.MetadataValue.float(round(float(v), 4))
                 for k, v in report.items()
