@@ -144,4 +144,4 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     assert report["rows"]["raw"] == report["rows"]["validated"] + report["rows"]["rejected"]
     assert report["days_from_training_end_to_first_test_day"] >= 7  # at least the label delay
     assert report["distinct_scores"] > 1 and "merchant_fraud_rate_30d" in report["features_computed"]
-    assert (tmp_path / "results.md").read_text().startswith("# External benchmark (quick)")
+    assert (tmp_path / "results.md").read_text().startswith("# External benchmark (quick, ")

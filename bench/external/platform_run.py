@@ -262,6 +262,20 @@ def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: b
         "threshold": champion["threshold"],
         "training_window": window,
         "days_from_training_end_to_first_test_day": (first_test_day - dt.date.fromisoformat(window[1])).days,
+        # train_models' defaults cap each candidate's tuning at 3 trials and 30 s: what each got.
+        "candidates": {
+            a.key.path[-1]: {
+                k: platform.latest_metadata(a.key.path[-1]).get(k)
+                for k in (
+                    "trials",
+                    "tuning_seconds",
+                    "fit_seconds",
+                    "imbalance_method",
+                    "holdout_average_precision",
+                )
+            }
+            for a in CANDIDATE_ASSETS
+        },
         "holdout_metrics": {
             k: evaluation[k] for k in ("auc_roc", "average_precision", "card_precision_at_100")
         },

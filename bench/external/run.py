@@ -198,6 +198,14 @@ def markdown(results: dict[str, Any]) -> str:
     reports = {s["seed"]: s["platform"] for s in results["seeds"] if s["platform"]}
     if reports:
         parts += ["", "## Platform runs", "", platform_table(reports).to_markdown(index=False, intfmt=",")]
+        candidates = candidate_table(reports)
+        if len(candidates):
+            parts += [
+                "",
+                "Candidates (tuning under `train_models`' defaults):",
+                "",
+                candidates.to_markdown(index=False),
+            ]
         first = next(iter(reports.values()))
         parts += [
             "",
@@ -207,6 +215,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"Model inputs left out for lack of columns: {', '.join(first['model_inputs_left_out'])}.",
         ]
     return "\n".join(parts) + "\n"
+
+
+def candidate_table(reports: dict[int, dict[str, Any]]) -> pd.DataFrame:
+    """Each seed's candidates: trials run, tuning time, imbalance method, holdout AP."""
+    return pd.DataFrame(
+        [
+            {"seed": seed, "candidate": name.removesuffix("_model"), **values}
+            for seed, report in reports.items()
+            for name, values in report.get("candidates", {}).items()
+        ]
+    )
 
 
 def platform_table(reports: dict[int, dict[str, Any]]) -> pd.DataFrame:
