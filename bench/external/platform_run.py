@@ -49,6 +49,13 @@ LABEL_DELAY_DAYS = 7
 # warm-up days left out of training. The benchmark runs train_models with its defaults.
 QUICK_TUNING = {"n_trials": 1, "timeout_seconds": 5.0, "imbalance_methods": ["class_weight"]}
 QUICK_WINDOW = {"warmup_days": 0}
+CANDIDATE_FIELDS = (
+    "trials",
+    "tuning_seconds",
+    "fit_seconds",
+    "imbalance_method",
+    "holdout_average_precision",
+)
 SCORES_FILE = "scores.parquet"
 LOG_FILE = "platform.log"
 PROGRESS = "  platform:"
@@ -100,16 +107,18 @@ def score_with_platform(
     log=print,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The champion's scores of every transaction of the test days (indexed by TRANSACTION_ID):
-    ``score`` as the platform serves it, ``raw_score`` before calibration; and the run's report. ``transactions`` are landed up to ``last_test_day`` included."""
+    ``score`` as the platform serves it, ``raw_score`` before calibration; and the run's report.
+    ``transactions`` are landed up to ``last_test_day`` included."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = platform_environment(workdir, str(transactions["TX_DATETIME"].min().date()))
     for folder in ("DAGSTER_HOME", "FRAUDOPS_LANDING_DIR"):
         Path(env[folder]).mkdir(parents=True, exist_ok=True)
+    # A fresh instance as `dagster dev` would make it, minus the telemetry banner in the log.
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     landed = transactions[transactions["TX_DATETIME"] < pd.Timestamp(last_test_day) + pd.Timedelta(days=1)]
     t0 = time.perf_counter()
     write_landing_csv(landed, Path(env["FRAUDOPS_LANDING_DIR"]) / LANDING_FILE)
-    log(f"  platform: landing file {len(landed):,} rows written in {time.perf_counter() - t0:.1f} s")
+    log(f"{PROGRESS} landing file {len(landed):,} rows written in {time.perf_counter() - t0:.1f} s")
     command = [
         sys.executable,
         "-m",
@@ -253,6 +262,7 @@ def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: b
     platform.timings["scoring"] = round(time.perf_counter() - t0, 1)
     scored.to_parquet(workdir / SCORES_FILE, index=False)
 
+    candidates = {a.key.path[-1]: platform.latest_metadata(a.key.path[-1]) for a in CANDIDATE_ASSETS}
     features_meta = platform.latest_metadata("transaction_features")
     evaluation = platform.latest_metadata("model_evaluation")
     window = champion["training_window"].split(" .. ")
@@ -263,19 +273,7 @@ def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: b
         "training_window": window,
         "days_from_training_end_to_first_test_day": (first_test_day - dt.date.fromisoformat(window[1])).days,
         # train_models' defaults cap each candidate's tuning at 3 trials and 30 s: what each got.
-        "candidates": {
-            a.key.path[-1]: {
-                k: platform.latest_metadata(a.key.path[-1]).get(k)
-                for k in (
-                    "trials",
-                    "tuning_seconds",
-                    "fit_seconds",
-                    "imbalance_method",
-                    "holdout_average_precision",
-                )
-            }
-            for a in CANDIDATE_ASSETS
-        },
+        "candidates": {name: {k: meta.get(k) for k in CANDIDATE_FIELDS} for name, meta in candidates.items()},
         "holdout_metrics": {
             k: evaluation[k] for k in ("auc_roc", "average_precision", "card_precision_at_100")
         },

@@ -158,10 +158,53 @@ def summary(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return table
 
 
+def paired_differences(rows: list[dict[str, Any]], models=(PLATFORM, PLATFORM_RAW)) -> pd.DataFrame:
+    """Each of ``models`` minus each book model, on the same seed-weeks: the mean difference and
+    its standard error over seeds (weeks of a seed share one file, so seeds are the independent
+    draws; no standard error with one seed)."""
+    frame = pd.DataFrame(rows).set_index(["seed", "week", "model"])[list(METRICS)]
+    out = []
+    for model in models:
+        if model not in frame.index.get_level_values("model"):
+            continue
+        for book in BOOK_MODELS:
+            diff = frame.xs(model, level="model") - frame.xs(book.name, level="model")
+            per_seed = diff.groupby(level="seed").mean()
+            row: dict[str, Any] = {"model": model, "minus": book.name}
+            for metric in METRICS:
+                row[metric] = f"{per_seed[metric].mean():+.4f}"
+                if len(per_seed) > 1:
+                    row[metric] += f" ± {per_seed[metric].std(ddof=1) / np.sqrt(len(per_seed)):.4f}"
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+SHORT = {"auc_roc": "AUC", "average_precision": "AP", "card_precision_at_100": "CP@100"}
+
+
+def per_week_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed and test week: each model's three metrics side by side."""
+    wide = rows.pivot_table(index=["seed", "week"], columns="model", values=list(METRICS), sort=False)
+    models = list(dict.fromkeys(rows["model"]))
+    wide = wide[[(metric, model) for model in models for metric in METRICS]]
+    wide.columns = [f"{model} {SHORT[metric]}" for metric, model in wide.columns]
+    return wide.round(4).reset_index()
+
+
+def week_rows_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The test rows of each seed-week (the same for every model) and what the platform made of them."""
+    base = rows.drop_duplicates(["seed", "week"])[["seed", "week", "test_rows", "test_frauds"]]
+    platform_rows = rows[rows["model"] == PLATFORM]
+    if len(platform_rows):
+        extra = platform_rows[["seed", "week", "distinct_scores", "unscored"]].rename(
+            columns={"distinct_scores": "platform distinct scores", "unscored": "platform unscored"}
+        )
+        base = base.merge(extra, on=["seed", "week"])
+    return base
+
+
 def markdown(results: dict[str, Any]) -> str:
     rows = pd.DataFrame([row for seed in results["seeds"] for row in seed["weeks"]])
-    columns = ["seed", "week", "model", *METRICS, "test_rows", "test_frauds", "distinct_scores"]
-    per_week = rows[columns + (["unscored"] if "unscored" in rows else [])]
     mean = summary(list(rows.to_dict("records")))
     datasets = pd.DataFrame(
         [
@@ -187,9 +230,15 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         mean.round(4).to_markdown(),
         "",
-        "## Per seed and week",
+        "## The platform against the book's models (paired: same files, same test rows; mean ± standard error over seeds)",
         "",
-        per_week.round(4).to_markdown(index=False),
+        paired_differences(list(rows.to_dict("records"))).to_markdown(index=False),
+        "",
+        "## Per seed and test week",
+        "",
+        per_week_table(rows).to_markdown(index=False),
+        "",
+        week_rows_table(rows).to_markdown(index=False),
         "",
         "## Datasets (the book's: 1,754,155 transactions, 14,681 frauds)",
         "",
