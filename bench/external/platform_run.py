@@ -221,6 +221,7 @@ class _Platform:
 def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: bool) -> None:
     """Steps 1-5 of the module docstring; writes the scores and the report into ``workdir``."""
     from fraud_assets.core.bundle import ModelBundle
+    from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
     from fraud_assets.core.evaluation import fraud_scores
     from fraud_assets.defs.sensors import RANGE_END, RANGE_START
     from fraud_assets.defs.training import CANDIDATE_ASSETS
@@ -243,8 +244,8 @@ def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: b
         "features_test_days", "build_features", tags={RANGE_START: test_days[0], RANGE_END: test_days[-1]}
     )
 
-    champion = platform.latest_metadata("champion_model")
-    bundle = ModelBundle.load(champion["bundle_uri"], expected_sha256=champion["bundle_sha256"])
+    champion = ChampionRecord.from_metadata(platform.latest_metadata(CHAMPION_MODEL))
+    bundle = ModelBundle.load(champion.bundle_uri, expected_sha256=champion.bundle_sha256)
     t0 = time.perf_counter()
     with platform.defs.get_asset_value_loader(instance=platform.instance) as loader:
         frame = loader.load_asset_value(
@@ -265,11 +266,11 @@ def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: b
     candidates = {a.key.path[-1]: platform.latest_metadata(a.key.path[-1]) for a in CANDIDATE_ASSETS}
     features_meta = platform.latest_metadata("transaction_features")
     evaluation = platform.latest_metadata("model_evaluation")
-    window = champion["training_window"].split(" .. ")
+    window = list(champion.training_window)
     report = {
         "rows": rows,
-        "algorithm": champion["algorithm"],
-        "threshold": champion["threshold"],
+        "algorithm": champion.algorithm,
+        "threshold": champion.threshold,
         "training_window": window,
         "days_from_training_end_to_first_test_day": (first_test_day - dt.date.fromisoformat(window[1])).days,
         # train_models' defaults cap each candidate's tuning at 3 trials and 30 s: what each got.
