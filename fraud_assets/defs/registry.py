@@ -78,6 +78,7 @@ def challenger_model(
     record = {
         "bundle_uri": str(path),
         "bundle_sha256": sha256,
+        "content_sha256": saved.content_sha256(),  # the model without its save time: equal across runs
         "bundle_version": saved.version,
         "mlflow_model_version": version,
         "mlflow_run_id": run_id,
@@ -96,6 +97,7 @@ def _record_metadata(record: dict) -> dict:
     return {
         "bundle_uri": dg.MetadataValue.path(record["bundle_uri"]),
         "bundle_sha256": record["bundle_sha256"],
+        **({"content_sha256": record["content_sha256"]} if "content_sha256" in record else {}),
         "bundle_version": record["bundle_version"],
         "mlflow_model_version": record["mlflow_model_version"],
         "mlflow_run_id": record["mlflow_run_id"],
