@@ -38,6 +38,7 @@ def test_margin_and_shap_equal_xgboost(depth):
     booster, x = _booster(depth)
     trees, why = compile_booster(booster)
     assert trees is not None, why
+    assert trees.max_depth() == depth  # 3,000 rows fill every level
     rows = np.vstack([x[:500], probe_rows(trees, 300, seed=3)])  # data and values at the cuts
     dmat = xgb.DMatrix(rows.astype(np.float32))
     margin = booster.predict(dmat, output_margin=True)

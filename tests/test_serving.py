@@ -196,7 +196,8 @@ def test_scores_equal_the_bundle_on_the_same_features(client, world):
     )
     info = client.get("/model").json()
     assert info["compiled_trees"] is True
-    assert info["compiled_tree_size"]["trees"] > 0 and info["compiled_tree_size"]["shap_table_entries"] > 0
+    size = info["compiled_tree_size"]
+    assert size["trees"] > 0 and size["shap_table_entries"] > 0 and 1 <= size["max_depth"] <= 4
 
 
 @pytest.mark.parametrize("algorithm", ["xgboost", "lightgbm"])

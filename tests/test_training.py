@@ -414,3 +414,21 @@ def test_a_tie_goes_to_the_simpler_candidate_whatever_the_order_they_arrive_in()
     for order in (["lightgbm", "xgboost", "random_forest"], ["random_forest", "lightgbm", "xgboost"]):
         evaluations = {name: evaluation(name, 0.8 if name == "random_forest" else 0.9) for name in order}
         assert best_candidate(evaluations) == "xgboost"  # before lightgbm in ALGORITHMS
+
+
+def test_a_model_does_not_depend_on_the_thread_pools_it_finds():
+    """BLAS splits X.T @ gradient over its threads and sums the parts in an order that depends
+    on their number: logistic regression's coefficients differed in the last bits between one
+    and two OpenBLAS threads. Training limits BLAS and OpenMP to its own thread count."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    # ~60 features like the platform's (with 40, OpenBLAS kept this product on one thread)
+    X = pd.DataFrame(rng.normal(size=(100_000, 60)), columns=[f"f{i}" for i in range(60)])
+    y = (rng.random(len(X)) < 1 / (1 + np.exp(4 - X["f0"]))).astype(int)
+    coefficients = []
+    for threads in (2, 1):
+        with threadpool_limits(limits=threads):  # what another machine's pools would hold
+            clf = FraudClassifier("logistic_regression", calibration="none").fit(X, y)
+        coefficients.append(clf.backend_.coef_)
+    np.testing.assert_array_equal(*coefficients)

@@ -74,6 +74,13 @@ class CompiledTrees:
     node_mean: np.ndarray  # float64 (n_nodes,)
     zero_below: float = 0.0  # |x| <= this counts as 0 (LightGBM drops such values from a row)
 
+    def max_depth(self) -> int:
+        """The deepest leaf's number of decisions (what exact reasons' cost grows with)."""
+        depth = np.zeros(len(self.feature), dtype=np.int32)
+        for node in np.flatnonzero(self.feature >= 0):  # a node's children come after it
+            depth[self.left[node]] = depth[self.left[node] + 1] = depth[node] + 1
+        return int(depth.max(initial=0))
+
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         """Rows as the trees compare them: float32 like XGBoost (its thresholds are float32)."""
         x = np.asarray(x)
