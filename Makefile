@@ -57,6 +57,7 @@ format: env
 
 bench: env
 	$(VENV)/bin/python bench/bench_generator.py
+	$(VENV)/bin/python bench/bench_landing.py --repeat 1
 
 clean:
 	rm -rf $(STATE) data history schedules storage logs .logs_queue .nux .telemetry

@@ -190,8 +190,9 @@ def test_csv_reader_gives_what_pandas_gives(tmp_path):
 def test_a_short_line_is_named(tmp_path):
     path = tmp_path / "short.csv"
     path.write_text("transaction_id,timestamp,amount\nT1,2026-03-02T10:00:00,5\nT2,2026-03-02T11:00:00\n")
-    with pytest.raises(LandingFileError, match=r"Row #3: Expected 3 columns, got 2"):
-        read_landing_file(path, LandingSettings())
+    for read in (read_landing_file, covered_days):  # the run, and already the sensor
+        with pytest.raises(LandingFileError, match=r"Row #3: Expected 3 columns, got 2"):
+            read(path, LandingSettings())
 
 
 def test_the_sensor_reads_the_timestamps_only(tmp_path):
@@ -335,3 +336,10 @@ def test_nothing_lost_notices_a_missing_or_doubled_row():
     assert lost_rows(raw, raw.iloc[:2], raw.iloc[2:]) is None
     # one 'a' lost, one 'b' counted twice: raw minus validated+rejected, per ID
     assert "{'a': 1, 'b': -1}" in lost_rows(raw, raw.iloc[[1, 2]], raw.iloc[[3, 1]])
+
+
+def test_settings_the_reader_cannot_use_are_refused_up_front():
+    with pytest.raises(ValueError, match="csv_separator must be one character"):
+        LandingSettings(csv_separator=";;")
+    with pytest.raises(ValueError, match="unknown text encoding 'utf-9'"):
+        LandingSettings(encoding="utf-9")
