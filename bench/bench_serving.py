@@ -34,8 +34,9 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from fraud_assets.core.settings import load_settings
+
 ROOT = Path(__file__).resolve().parents[1]
-STATE = ROOT / ".fraudops"
 
 
 def free_port() -> int:
@@ -162,7 +163,9 @@ def main() -> None:
     args = p.parse_args()
 
     os.environ.setdefault("DAGSTER_HOME", str(ROOT))
-    storage = Path(os.getenv("FRAUDOPS_STORAGE", STATE / "storage"))
+    os.chdir(ROOT)  # as the API below: relative locations and .env are the project root's
+    settings = load_settings()
+    storage = Path(settings.storage)
     days = sorted((storage / "validated_transactions").glob("*.parquet"))
     feature_days = sorted((storage / "transaction_features").glob("*.parquet"))
     if not days:
@@ -253,7 +256,7 @@ def main() -> None:
 
         mlflow_tp = None
         if not args.skip_mlflow:
-            tracking = os.getenv("MLFLOW_TRACKING_URI", f"sqlite:///{STATE.resolve()}/mlflow/mlflow.db")
+            tracking = settings.mlflow_tracking_uri
             ml_port = free_port()
             ml = subprocess.Popen(
                 [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",

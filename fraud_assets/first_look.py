@@ -14,8 +14,8 @@ import sys
 
 import dagster as dg
 
+from fraud_assets.core.settings import load_settings, record_first_day
 from fraud_assets.definitions import defs as load_defs
-from fraud_assets.defs.sensors import RANGE_END, RANGE_START
 
 # (job, the asset whose partitions say what is done) in the order a first look needs them.
 DAILY_JOBS = (("ingest_transactions", "validated_transactions"), ("build_features", "transaction_features"))
@@ -32,6 +32,24 @@ def run_job(instance: dg.DagsterInstance, name: str, tags: dict[str, str]) -> bo
     job = load_defs().resolve_job_def(name)
     result = job.execute_in_process(instance=instance, tags={**TAGS, **tags}, raise_on_error=False)
     return result.success
+
+
+def record_start_date(instance: dg.DagsterInstance, first_day: dt.date) -> str | None:
+    """Let the partitions start where the data starts (fraud_assets/defs/partitions.py): unless
+    FRAUDOPS_START_DATE is set, record ``first_day``, or an earlier day already materialized.
+    Returns what is wrong, if anything."""
+    settings = load_settings()
+    if settings.start_date is not None:
+        if first_day < settings.start_date:
+            return (
+                f"the first day, {first_day}, is before FRAUDOPS_START_DATE={settings.start_date} "
+                f"(the first partition): set it to {first_day} or earlier, or ask for fewer --days"
+            )
+        return None
+    built = instance.get_materialized_partitions(dg.AssetKey("raw_transactions"))
+    start = record_first_day(settings, min([first_day, *map(dt.date.fromisoformat, built)]))
+    print(f"first look: daily partitions start on {start} ({settings.start_date_file})")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--days must be at least 1")
     days = [(args.end - dt.timedelta(days=n)).isoformat() for n in range(args.days - 1, -1, -1)]
     instance = dg.DagsterInstance.get()
+    problem = record_start_date(instance, dt.date.fromisoformat(days[0]))
+    if problem:
+        parser.error(problem)
+    # Imported after the start date is recorded: the partitions are defined when the defs load.
+    from fraud_assets.defs.sensors import RANGE_END, RANGE_START
+
     for job, asset in DAILY_JOBS:
         todo = missing_days(instance, asset, days)
         if not todo:

@@ -8,6 +8,7 @@ per-feature contributions, and logs every scored transaction for monitoring. See
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import secrets
@@ -466,6 +467,7 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
     return app
 
 
+@functools.cache
 def _default_app() -> FastAPI:
     logger = logging.getLogger("fraud_serving")
     if not logger.handlers:
@@ -476,4 +478,9 @@ def _default_app() -> FastAPI:
     return create_app()
 
 
-app = _default_app()
+def __getattr__(name: str) -> Any:
+    """``fraud_serving.app:app`` is created when uvicorn asks for it, at the API's startup: the
+    settings are read then, not when a test or a script imports this module."""
+    if name == "app":
+        return _default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

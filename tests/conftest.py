@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 import pytest
 
-from fraud_assets.defs.features import merchant_risk, transaction_features
-from fraud_assets.defs.ingestion import raw_transactions
-from fraud_assets.defs.io_managers import PartitionedParquetIOManager
-from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource
-from fraud_assets.defs.sensors import ingest_transactions_job, landing_files_sensor
-from fraud_assets.defs.validation import validate_transactions
+from fraud_assets.core import settings
+
+# Before the code location's modules are imported (they define the partitions): the tests choose
+# their own days, so neither a developer's .env nor the first day a `make run` recorded in
+# .fraudops/start_date may move the first partition. Tests of those set them up themselves.
+settings.DOTENV = None
+os.environ["FRAUDOPS_START_DATE"] = settings.DEFAULT_START_DATE.isoformat()
+
+from fraud_assets.defs.features import merchant_risk, transaction_features  # noqa: E402
+from fraud_assets.defs.ingestion import raw_transactions  # noqa: E402
+from fraud_assets.defs.io_managers import PartitionedParquetIOManager  # noqa: E402
+from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource  # noqa: E402
+from fraud_assets.defs.sensors import ingest_transactions_job, landing_files_sensor  # noqa: E402
+from fraud_assets.defs.validation import validate_transactions  # noqa: E402
 
 SMALL_POPULATION = 400  # about 1,000 transactions a day: quick, yet with fraud every day
 
@@ -19,6 +29,18 @@ SMALL_POPULATION = 400  # about 1,000 transactions a day: quick, yet with fraud 
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """No FRAUDOPS_ variable, no .env, and a working directory of the test's own: set what a
+    test needs with ``env.setenv`` and call ``load_settings()``."""
+    for name in list(os.environ):
+        if name.startswith(settings.PREFIX):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(settings, "DOTENV", None)
+    return monkeypatch
 
 
 @pytest.fixture

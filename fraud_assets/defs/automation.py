@@ -9,16 +9,14 @@ from the landing folder.
 
 import datetime as dt
 import json
-import os
 
 import dagster as dg
 
+from fraud_assets.core.settings import load_settings
 from fraud_assets.defs.registry import training_job
 
 MONITORED_REPORTS = ("drift_report", "model_performance", "live_drift_report")
 CRITICAL = "critical"
-# A run of drifted days triggers one retrain: later critical reports within the cooldown wait.
-COOLDOWN = dt.timedelta(hours=float(os.getenv("FRAUDOPS_RETRAIN_COOLDOWN_HOURS", "72")))
 
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline",
@@ -85,7 +83,7 @@ def _level(metadata: dict) -> str | None:
     description=(
         "Launches retraining (train, evaluate, champion gate) when a drift or performance report "
         "goes critical. Each report is read once (cursor); after a trigger, further critical reports "
-        f"wait out a cooldown ({COOLDOWN}). The evidence goes into the run's tags."
+        "wait out a cooldown (FRAUDOPS_RETRAIN_COOLDOWN_HOURS). The evidence goes into the run's tags."
     ),
 )
 def drift_retraining_sensor(context: dg.SensorEvaluationContext):
@@ -110,8 +108,10 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext):
         return dg.SensorResult(
             skip_reason="no new critical drift or performance report", cursor=json.dumps(new_state)
         )
-    if last_trigger is not None and now - last_trigger < COOLDOWN:
-        wait = last_trigger + COOLDOWN
+    # A run of drifted days triggers one retrain: later critical reports within the cooldown wait.
+    cooldown = dt.timedelta(hours=load_settings().retrain_cooldown_hours)
+    if last_trigger is not None and now - last_trigger < cooldown:
+        wait = last_trigger + cooldown
         return dg.SensorResult(
             skip_reason=f"{len(critical)} critical report(s), but retraining was triggered at {last_trigger:%Y-%m-%d %H:%M} UTC; cooldown until {wait:%Y-%m-%d %H:%M} UTC",
             cursor=json.dumps(new_state),

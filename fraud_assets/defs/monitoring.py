@@ -18,9 +18,10 @@ from fraud_assets.core.drift import DriftThresholds, drift_report, performance_r
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.features import FEATURE_COLUMNS
 from fraud_assets.core.prediction_log import read_prediction_log
+from fraud_assets.core.settings import load_settings
 from fraud_assets.core.splitting import TRAIN
 from fraud_assets.defs.partitions import daily_partitions, single_run
-from fraud_assets.defs.resources import STATE_DIR, PredictionLogResource
+from fraud_assets.defs.resources import PredictionLogResource
 
 SCORE = "fraud_score"
 REFERENCE_ROWS = 20_000
@@ -97,7 +98,7 @@ def _report_metadata(result, html_path: str | None, thresholds: DriftConfig) -> 
 def _save_html(html: str | None, kind: str, day: str) -> str | None:
     if not html:
         return None
-    folder = os.path.abspath(os.path.join(os.getenv("FRAUDOPS_REPORTS", f"{STATE_DIR}/reports"), kind))
+    folder = os.path.abspath(os.path.join(load_settings().reports, kind))
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{day}.html")
     with open(path, "w", encoding="utf-8") as handle:

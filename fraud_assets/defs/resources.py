@@ -1,8 +1,9 @@
 """Resources: everything external (storage, the landing folder, the simulator) is configuration.
 
-Defaults are embedded (local folders under the project); each can be changed through an
-environment variable (a ``.env`` file in the project root is read by ``dagster dev``) or in the
-launchpad, without code changes.
+The values come from the settings (``fraud_assets.core.settings``: environment variables or
+``.env``), read when the code location builds its definitions; the launchpad can still override
+each resource's config for one run. Locations have no default of their own here: they are always
+given by the settings (or by a test).
 """
 
 import datetime as dt
@@ -17,9 +18,11 @@ from dagster_mlflow.resources import MlFlow
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
 from fraud_assets.core.ingest import LandingSettings, list_landing_files
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
+from fraud_assets.core.settings import FraudopsSettings, defaults, load_settings
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
 
-STATE_DIR = os.getenv("FRAUDOPS_STATE_DIR", ".fraudops")
+# The resources' own defaults are the settings' defaults (one declaration of each).
+DEFAULTS = defaults()
 
 
 class TransactionSimulatorResource(dg.ConfigurableResource):
@@ -29,16 +32,16 @@ class TransactionSimulatorResource(dg.ConfigurableResource):
     purpose from that day on.
     """
 
-    seed: int = 42
-    n_cardholders: int = 3_000
-    fraud_rate: float = 0.01
+    seed: int = DEFAULTS.seed
+    n_cardholders: int = DEFAULTS.cardholders
+    fraud_rate: float = DEFAULTS.fraud_rate
     transactions_per_card_per_day: float = 2.5
     legit_label_delay_days: float = 7.0
     drift_start: str | None = None
-    amount_multiplier: float = 1.0
-    merchant_mix_shift: float = 0.0
-    device_mix_shift: float = 0.0
-    new_fraud_pattern: bool = False
+    amount_multiplier: float = DEFAULTS.drift_amount_multiplier
+    merchant_mix_shift: float = DEFAULTS.drift_merchant_mix
+    device_mix_shift: float = DEFAULTS.drift_device_mix
+    new_fraud_pattern: bool = DEFAULTS.drift_new_pattern
 
     def simulation_config(self) -> SimulationConfig:
         drift = DriftKnobs(
@@ -75,11 +78,11 @@ class LandingZoneResource(dg.ConfigurableResource):
     ``{"transaction_id": "id", "timestamp": "ts", "is_fraud": "fraud"}``.
     """
 
-    path: str = "data/landing"
+    path: str
     column_mapping: dict[str, str] = {}
     timestamp_format: str | None = None
-    label_delay_days: float = 7.0
-    encoding: str = "utf-8"
+    label_delay_days: float = DEFAULTS.label_delay_days
+    encoding: str = DEFAULTS.landing_encoding
     csv_separator: str = ","
 
     def settings(self) -> LandingSettings:
@@ -95,49 +98,35 @@ class LandingZoneResource(dg.ConfigurableResource):
         return list_landing_files(self.path)
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.getenv(name)
-    try:
-        return float(raw) if raw not in (None, "") else default
-    except ValueError as err:
-        raise ValueError(f"environment variable {name} must be a number, not {raw!r}") from err
-
-
-def landing_zone_from_env() -> LandingZoneResource:
-    """The landing zone as the environment configures it (see README, "Your own data")."""
-    settings = LandingSettings.from_json(
-        os.getenv("FRAUDOPS_LANDING_MAPPING"),
-        timestamp_format=os.getenv("FRAUDOPS_TIMESTAMP_FORMAT") or None,
-        label_delay_days=_env_float("FRAUDOPS_LABEL_DELAY_DAYS", 7.0),
-        encoding=os.getenv("FRAUDOPS_LANDING_ENCODING", "utf-8"),
-    )
+def landing_zone_resource(settings: FraudopsSettings) -> LandingZoneResource:
+    """The landing zone as configured (see README, "Your own data")."""
     return LandingZoneResource(
-        path=os.getenv("FRAUDOPS_LANDING_DIR", "data/landing"),
-        column_mapping=dict(settings.column_mapping),
+        path=settings.landing_dir,
+        column_mapping=settings.landing_mapping,
         timestamp_format=settings.timestamp_format,
         label_delay_days=settings.label_delay_days,
-        encoding=settings.encoding,
+        encoding=settings.landing_encoding,
     )
 
 
-def simulator_from_env() -> TransactionSimulatorResource:
-    """The generator as the environment configures it, drift knobs included (off by default)."""
+def simulator_resource(settings: FraudopsSettings) -> TransactionSimulatorResource:
+    """The generator as configured, drift knobs included (off by default)."""
     return TransactionSimulatorResource(
-        seed=int(_env_float("FRAUDOPS_SEED", 42)),
-        n_cardholders=int(_env_float("FRAUDOPS_CARDHOLDERS", 3_000)),
-        fraud_rate=_env_float("FRAUDOPS_FRAUD_RATE", 0.01),
-        drift_start=os.getenv("FRAUDOPS_DRIFT_START") or None,
-        amount_multiplier=_env_float("FRAUDOPS_DRIFT_AMOUNT_MULTIPLIER", 1.0),
-        merchant_mix_shift=_env_float("FRAUDOPS_DRIFT_MERCHANT_MIX", 0.0),
-        device_mix_shift=_env_float("FRAUDOPS_DRIFT_DEVICE_MIX", 0.0),
-        new_fraud_pattern=os.getenv("FRAUDOPS_DRIFT_NEW_PATTERN", "").lower() in ("1", "true", "yes"),
+        seed=settings.seed,
+        n_cardholders=settings.cardholders,
+        fraud_rate=settings.fraud_rate,
+        drift_start=settings.drift_start.isoformat() if settings.drift_start else None,
+        amount_multiplier=settings.drift_amount_multiplier,
+        merchant_mix_shift=settings.drift_merchant_mix,
+        device_mix_shift=settings.drift_device_mix,
+        new_fraud_pattern=settings.drift_new_pattern,
     )
 
 
 class ModelStoreResource(dg.ConfigurableResource):
     """Where model bundles are written: immutable, versioned files (local folder or fsspec URL)."""
 
-    base_path: str = f"{STATE_DIR}/models"
+    base_path: str
 
     def bundle_directory(self) -> str:
         """Absolute, so the bundle URI recorded in metadata works from any working directory."""
@@ -147,7 +136,7 @@ class ModelStoreResource(dg.ConfigurableResource):
 class PredictionLogResource(dg.ConfigurableResource):
     """Where the scoring API logs every scored transaction (one JSON Lines file per UTC day)."""
 
-    path: str = f"{STATE_DIR}/predictions"
+    path: str
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
@@ -158,11 +147,6 @@ class ModelRegistryResource(dg.ConfigurableResource):
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.tracking_uri, self.model_name)
-
-
-def mlflow_tracking_uri() -> str:
-    default = f"sqlite:///{os.path.abspath(STATE_DIR)}/mlflow/mlflow.db"
-    return os.getenv("FRAUDOPS_MLFLOW_TRACKING_URI", default)
 
 
 MLFLOW_CONFIG_SCHEMA = {
@@ -188,36 +172,30 @@ def mlflow_resource(init_context) -> MlFlow:
     return MlFlow(init_context)
 
 
-def mlflow_from_env() -> dg.ResourceDefinition:
-    state = os.path.abspath(STATE_DIR)
+def mlflow_resource_for(settings: FraudopsSettings) -> dg.ResourceDefinition:
     return mlflow_resource.configured(
         {
-            "experiment_name": os.getenv("FRAUDOPS_MLFLOW_EXPERIMENT", "fraudops"),
-            "mlflow_tracking_uri": os.getenv(
-                "FRAUDOPS_MLFLOW_TRACKING_URI", f"sqlite:///{state}/mlflow/mlflow.db"
-            ),
-            "artifact_location": os.getenv("FRAUDOPS_MLFLOW_ARTIFACTS", f"{state}/mlflow/artifacts"),
+            "experiment_name": settings.mlflow_experiment,
+            "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+            "artifact_location": settings.mlflow_artifacts,
         }
     )
+
+
+def resources_for(settings: FraudopsSettings) -> dict[str, object]:
+    return {
+        "io_manager": PartitionedParquetIOManager(base_path=settings.storage),
+        "model_io_manager": PickleIOManager(base_path=f"{settings.storage}/objects"),
+        "model_store": ModelStoreResource(base_path=settings.models),
+        "mlflow": mlflow_resource_for(settings),
+        "model_registry": ModelRegistryResource(tracking_uri=settings.mlflow_tracking_uri),
+        "prediction_log": PredictionLogResource(path=settings.prediction_log_dir),
+        "simulator": simulator_resource(settings),
+        "landing_zone": landing_zone_resource(settings),
+    }
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(
-        resources={
-            "io_manager": PartitionedParquetIOManager(
-                base_path=os.getenv("FRAUDOPS_STORAGE", f"{STATE_DIR}/storage")
-            ),
-            "model_io_manager": PickleIOManager(
-                base_path=os.getenv("FRAUDOPS_STORAGE", f"{STATE_DIR}/storage") + "/objects"
-            ),
-            "model_store": ModelStoreResource(base_path=os.getenv("FRAUDOPS_MODELS", f"{STATE_DIR}/models")),
-            "mlflow": mlflow_from_env(),
-            "model_registry": ModelRegistryResource(tracking_uri=mlflow_tracking_uri()),
-            "prediction_log": PredictionLogResource(
-                path=os.getenv("FRAUDOPS_PREDICTION_LOG_DIR", f"{STATE_DIR}/predictions")
-            ),
-            "simulator": simulator_from_env(),
-            "landing_zone": landing_zone_from_env(),
-        }
-    )
+    """Built when the code location loads (and on each reload): the settings are read now."""
+    return dg.Definitions(resources=resources_for(load_settings()))

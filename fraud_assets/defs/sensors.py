@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from fraud_assets.core.ingest import LandingFileError, covered_days, file_signature
-from fraud_assets.defs.partitions import daily_partitions
+from fraud_assets.defs.partitions import START, daily_partitions
 from fraud_assets.defs.resources import LandingZoneResource
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -46,10 +46,7 @@ def landing_files_sensor(context: dg.SensorEvaluationContext, landing_zone: Land
             continue
         start, end = days[0].isoformat(), days[-1].isoformat()
         if first_key is None or last_key is None or start < first_key or end > last_key:
-            problems.append(
-                f"{path}: covers {start}..{end}, outside the partitions {first_key}..{last_key}; "
-                "set FRAUDOPS_START_DATE to an earlier day"
-            )
+            problems.append(_outside_partitions(path, start, end, first_key, last_key))
             continue
         requests.append(
             dg.RunRequest(
@@ -64,3 +61,14 @@ def landing_files_sensor(context: dg.SensorEvaluationContext, landing_zone: Land
     if not requests:
         skip = "; ".join(problems) if problems else "no new landing files"
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True), skip_reason=skip)
+
+
+def _outside_partitions(path, start: str, end: str, first_key: str | None, last_key: str | None) -> str:
+    """What is wrong with a file's days, and the fix: an earlier first partition, or later rows."""
+    message = f"{path}: covers {start}..{end}, outside the partitions {first_key}..{last_key}"
+    if first_key is None or start < first_key:
+        return (
+            f"{message}; set FRAUDOPS_START_DATE={start} (or earlier) in .env or the environment and "
+            f"reload the code location (the first partition now comes from {START.source})"
+        )
+    return f"{message}; rows after today cannot be ingested yet: check the file's timestamps"

@@ -1,0 +1,443 @@
+"""fraudops' configuration in one place: every ``FRAUDOPS_*`` variable, typed, with its default.
+
+Read when used: call :func:`load_settings` where a value is needed (the Dagster resource builder,
+a sensor's evaluation, the API's startup), never at import, so that a changed environment, or a
+test's ``monkeypatch``, takes effect without reloading modules. The one value read when the code
+location loads is the first daily partition (``fraud_assets/defs/partitions.py`` says why).
+
+Sources, highest priority first: ``.env`` in the working directory, the process environment, the
+defaults below. ``.env`` wins because ``dagster dev`` does the same (it copies ``.env`` from its
+working directory into its environment, over what was there), so ``make run``'s first look, the
+scoring API and the Dagster UI see the same values. An empty value counts as unset.
+
+A value that does not parse, or that the domain code refuses, fails with a message naming the
+variable, the value and what is expected; so does an unknown ``FRAUDOPS_`` variable (a typo would
+otherwise be ignored without a word). The README's "Configuration" tables list every variable;
+a test keeps them and this module in agreement.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import datetime as dt
+import difflib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from dotenv import dotenv_values
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fraud_assets.core.generator import MAX_FRAUD_RATE, MIN_FRAUD_RATE, DriftKnobs, SimulationConfig
+from fraud_assets.core.ingest import LandingSettings
+
+PREFIX = "FRAUDOPS_"
+# The .env file read besides the environment: the working directory's, as dagster dev reads it.
+# Tests set it to None, so that a developer's .env cannot change what they check.
+DOTENV: str | None = ".env"
+# With neither FRAUDOPS_START_DATE nor a recorded first day: fixed, so partitions never shift.
+DEFAULT_START_DATE = dt.date(2025, 1, 1)
+START_DATE_FILE = "start_date"
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message names each variable, its value and the fix."""
+
+
+def _var(name: str, default: Any = None, what: str = "", **kwargs: Any) -> Any:
+    """One variable: its name, default and a one-line description (shown in errors and the README)."""
+    if callable(default):
+        return Field(default_factory=default, validation_alias=name, description=what, **kwargs)
+    return Field(default, validation_alias=name, description=what, **kwargs)
+
+
+def _judged_by(build: Callable[[Any], object]) -> AfterValidator:
+    """Let the domain class judge a value: its limits and its message, kept in one place."""
+
+    def check(value: Any) -> Any:
+        build(value)
+        return value
+
+    return AfterValidator(check)
+
+
+def _state(path: str) -> Callable[[dict[str, Any]], str]:
+    """A default inside the state directory, which may itself be configured."""
+    return lambda data: f"{data['state_dir']}/{path}"
+
+
+def _absolute_state(template: str) -> Callable[[dict[str, Any]], str]:
+    """A default inside the state directory, made absolute: MLflow resolves relative paths against
+    each process's working directory, and the API and the runs must reach the same store."""
+    return lambda data: template.format(state=os.path.abspath(data["state_dir"]))
+
+
+def _mapping(raw: Any) -> Any:
+    """The landing column mapping as JSON text; the landing code judges its content."""
+    if isinstance(raw, str):
+        return dict(LandingSettings.from_json(raw).column_mapping)
+    return raw
+
+
+def _encoding(name: str) -> str:
+    try:
+        codecs.lookup(name)
+    except LookupError as err:
+        raise ValueError(f"unknown text encoding {name!r} (e.g. utf-8, latin-1, cp1252)") from err
+    return name
+
+
+# DriftKnobs refuses a turned knob without a start day. Judging one knob at a time, a stand-in
+# start lets it judge the knob's own range; drift_knobs() then checks the real start once.
+_ANY_DAY = dt.date(2000, 1, 1)
+
+
+def _knob(name: str) -> AfterValidator:
+    return _judged_by(lambda value: DriftKnobs(start=_ANY_DAY, **{name: value}))
+
+
+class StorageSettings(BaseModel):
+    TITLE: ClassVar[str] = "Storage and state"
+
+    state_dir: str = _var(
+        "FRAUDOPS_STATE_DIR",
+        ".fraudops",
+        "folder of fraudops' runtime state; the locations below default to folders in it (Dagster's own storage is set in `dagster.yaml`)",
+    )
+    storage: str = _var(
+        "FRAUDOPS_STORAGE",
+        _state("storage"),
+        "where assets are stored (Parquet, one file per day); an `s3://bucket/prefix` works too",
+    )
+    models: str = _var(
+        "FRAUDOPS_MODELS", _state("models"), "where model bundles are written (immutable, versioned)"
+    )
+    start_date: dt.date | None = _var(
+        "FRAUDOPS_START_DATE",
+        None,
+        f"first daily partition, YYYY-MM-DD; unset: the first day `make run` built (recorded in "
+        f"`<state dir>/{START_DATE_FILE}`), else {DEFAULT_START_DATE.isoformat()}",
+    )
+
+
+class GeneratorSettings(BaseModel):
+    TITLE: ClassVar[str] = "Generator"
+
+    seed: Annotated[int, _judged_by(lambda v: SimulationConfig(seed=v))] = _var(
+        "FRAUDOPS_SEED", 42, "seed of the simulated population and of every day's transactions"
+    )
+    cardholders: Annotated[int, _judged_by(lambda v: SimulationConfig(n_cardholders=v))] = _var(
+        "FRAUDOPS_CARDHOLDERS",
+        3_000,
+        "cardholders in the simulated population (about 2.5 transactions a day each)",
+    )
+    fraud_rate: Annotated[float, _judged_by(lambda v: SimulationConfig(fraud_rate=v))] = _var(
+        "FRAUDOPS_FRAUD_RATE",
+        0.01,
+        f"share of fraudulent transactions ({MIN_FRAUD_RATE} to {MAX_FRAUD_RATE})",
+    )
+
+
+class DriftSettings(BaseModel):
+    TITLE: ClassVar[str] = "Drift knobs (generator)"
+
+    drift_start: dt.date | None = _var(
+        "FRAUDOPS_DRIFT_START",
+        None,
+        "first day of deliberate drift, YYYY-MM-DD; the knobs below act from that day on",
+    )
+    drift_amount_multiplier: Annotated[float, _knob("amount_multiplier")] = _var(
+        "FRAUDOPS_DRIFT_AMOUNT_MULTIPLIER", 1.0, "scales every amount (0.05 to 20)"
+    )
+    drift_merchant_mix: Annotated[float, _knob("merchant_mix_shift")] = _var(
+        "FRAUDOPS_DRIFT_MERCHANT_MIX",
+        0.0,
+        "0 to 1: half that share of ordinary purchases moves to online merchants (retail, electronics, digital goods)",
+    )
+    drift_device_mix: Annotated[float, _knob("device_mix_shift")] = _var(
+        "FRAUDOPS_DRIFT_DEVICE_MIX",
+        0.0,
+        "0 to 1: that share of online purchases comes from new-generation devices never seen before",
+    )
+    drift_new_pattern: bool = _var(
+        "FRAUDOPS_DRIFT_NEW_PATTERN", False, "a new fraud pattern: a quarter of fraud, same total rate"
+    )
+
+    def drift_knobs(self) -> DriftKnobs:
+        """The knobs as the generator takes them; turned knobs need a start day."""
+        knobs = DriftKnobs(
+            start=self.drift_start or _ANY_DAY,
+            amount_multiplier=self.drift_amount_multiplier,
+            merchant_mix_shift=self.drift_merchant_mix,
+            device_mix_shift=self.drift_device_mix,
+            new_fraud_pattern=self.drift_new_pattern,
+        )
+        if knobs.active and self.drift_start is None:
+            raise SettingsError(
+                "drift knobs are turned (FRAUDOPS_DRIFT_*) but FRAUDOPS_DRIFT_START is not set: "
+                "set it to the first drifted day, YYYY-MM-DD"
+            )
+        return dataclasses.replace(knobs, start=self.drift_start)
+
+
+class LandingZoneSettings(BaseModel):
+    TITLE: ClassVar[str] = "Landing folder (your own files)"
+
+    landing_dir: str = _var("FRAUDOPS_LANDING_DIR", "data/landing", "the folder the landing sensor watches")
+    landing_mapping: Annotated[dict[str, str], NoDecode, BeforeValidator(_mapping)] = _var(
+        "FRAUDOPS_LANDING_MAPPING", dict, "column mapping, a JSON object (ours: theirs)"
+    )
+    timestamp_format: str | None = _var(
+        "FRAUDOPS_TIMESTAMP_FORMAT",
+        None,
+        "strptime format of the files' timestamps when they are not ISO-like",
+    )
+    label_delay_days: Annotated[float, _judged_by(lambda v: LandingSettings(label_delay_days=v))] = _var(
+        "FRAUDOPS_LABEL_DELAY_DAYS",
+        7.0,
+        "when a file does not say when a label became known: that many days after the transaction",
+    )
+    landing_encoding: Annotated[str, AfterValidator(_encoding)] = _var(
+        "FRAUDOPS_LANDING_ENCODING", "utf-8", "text encoding of CSV files"
+    )
+
+
+class MlflowSettings(BaseModel):
+    TITLE: ClassVar[str] = "MLflow"
+
+    mlflow_tracking_uri: str = _var(
+        "FRAUDOPS_MLFLOW_TRACKING_URI",
+        _absolute_state("sqlite:///{state}/mlflow/mlflow.db"),
+        "MLflow tracking and registry; a tracking server's URL works too",
+    )
+    mlflow_experiment: str = _var(
+        "FRAUDOPS_MLFLOW_EXPERIMENT", "fraudops", "the experiment training runs go to"
+    )
+    mlflow_artifacts: str = _var(
+        "FRAUDOPS_MLFLOW_ARTIFACTS",
+        _absolute_state("{state}/mlflow/artifacts"),
+        "artifact root of a new experiment",
+    )
+
+
+class MonitoringSettings(BaseModel):
+    TITLE: ClassVar[str] = "Monitoring"
+
+    reports: str = _var(
+        "FRAUDOPS_REPORTS", _state("reports"), "where the drift reports' HTML files are saved"
+    )
+    prediction_log_dir: str = _var(
+        "FRAUDOPS_PREDICTION_LOG_DIR",
+        _state("predictions"),
+        "the scoring API's prediction log (one JSON Lines file per UTC day), read by `live_drift_report`",
+    )
+    retrain_cooldown_hours: float = _var(
+        "FRAUDOPS_RETRAIN_COOLDOWN_HOURS",
+        72.0,
+        "after a drift-triggered retraining, further critical reports wait this many hours",
+        ge=0,
+    )
+
+
+class ServingSettings(BaseModel):
+    TITLE: ClassVar[str] = "Scoring API"
+
+    api_key: SecretStr | None = _var(
+        "FRAUDOPS_API_KEY", None, "when set, `/predict` and `/predict/batch` need header `X-API-Key: <key>`"
+    )
+    model_poll_seconds: float = _var(
+        "FRAUDOPS_MODEL_POLL_SECONDS",
+        10.0,
+        "seconds between the API's looks for a newer champion (and merchant-risk day)",
+        ge=0.05,
+    )
+    max_batch: int = _var("FRAUDOPS_MAX_BATCH", 1000, "largest `/predict/batch` (larger: 413)", ge=1)
+    prediction_log_queue: int = _var(
+        "FRAUDOPS_PREDICTION_LOG_QUEUE",
+        100_000,
+        "scored records waiting to be written before new ones are dropped (and counted)",
+        ge=1,
+    )
+
+
+# The groups in the order the README lists them; StorageSettings comes first in the fields
+# (pydantic collects the bases' fields last-to-first) because the other defaults read state_dir.
+GROUPS = (
+    StorageSettings,
+    GeneratorSettings,
+    DriftSettings,
+    LandingZoneSettings,
+    MlflowSettings,
+    MonitoringSettings,
+    ServingSettings,
+)
+
+
+class FraudopsSettings(
+    BaseSettings,
+    ServingSettings,
+    MonitoringSettings,
+    MlflowSettings,
+    LandingZoneSettings,
+    DriftSettings,
+    GeneratorSettings,
+    StorageSettings,
+):
+    """Every setting; build it with :func:`load_settings` (the environment) or :func:`defaults`."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        validate_by_name=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        """.env first, then the environment: the order dagster dev gives them (module docstring)."""
+        return init_settings, dotenv_settings, env_settings
+
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    @property
+    def start_date_file(self) -> Path:
+        return Path(self.state_dir) / START_DATE_FILE
+
+    def partition_start(self) -> PartitionStart:
+        """The first daily partition and where it comes from (see fraud_assets/defs/partitions.py)."""
+        if self.start_date is not None:
+            return PartitionStart(self.start_date, "FRAUDOPS_START_DATE")
+        recorded = read_recorded_start(self.start_date_file)
+        if recorded is not None:
+            return PartitionStart(recorded, f"{self.start_date_file}, the first day `make run` built")
+        return PartitionStart(
+            DEFAULT_START_DATE, "the default: no FRAUDOPS_START_DATE, no recorded first day"
+        )
+
+
+@dataclass(frozen=True)
+class PartitionStart:
+    day: dt.date
+    source: str
+
+
+def variables() -> dict[str, str]:
+    """Variable name -> field name, for every setting."""
+    return {str(field.validation_alias): name for name, field in FraudopsSettings.model_fields.items()}
+
+
+def group_of(field_name: str) -> type[BaseModel]:
+    return next(group for group in GROUPS if field_name in group.__annotations__)
+
+
+def defaults() -> FraudopsSettings:
+    """The defaults alone, without reading the environment (for the resources' own defaults)."""
+    return FraudopsSettings.model_construct()
+
+
+def load_settings() -> FraudopsSettings:
+    """The settings as the environment and ``.env`` give them now; :class:`SettingsError` if unusable."""
+    file_values = _dotenv()
+    problems = _unknown(file_values)
+    try:
+        settings = FraudopsSettings(_env_file=DOTENV)
+    except ValidationError as err:
+        # A default computed from a bad value is not reported again (pydantic skips it and says so).
+        errors = [error for error in err.errors() if error["type"] != "default_factory_not_called"]
+        problems += [_explain(error, file_values) for error in errors]
+    else:
+        try:
+            settings.drift_knobs()
+        except SettingsError as err:
+            problems.append(str(err))
+    if problems:
+        raise SettingsError("fraudops configuration:\n  - " + "\n  - ".join(problems))
+    return settings
+
+
+def _dotenv() -> dict[str, str]:
+    if DOTENV is None or not os.path.isfile(DOTENV):
+        return {}
+    return {key: value for key, value in dotenv_values(DOTENV).items() if value is not None}
+
+
+def _origin(name: str, file_values: dict[str, str]) -> str:
+    return f"in {DOTENV}" if name in file_values else "in the environment"
+
+
+def _unknown(file_values: dict[str, str]) -> list[str]:
+    known = variables()
+    problems = []
+    for name in sorted({*os.environ, *file_values}):
+        if name.startswith(PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(f"{name} ({_origin(name, file_values)}) is not a fraudops variable{hint}")
+    return problems
+
+
+def _expected(annotation: Any) -> str:
+    """What a variable of this type takes, in words."""
+    kinds = {annotation, *getattr(annotation, "__args__", ())}
+    if bool in kinds:
+        return "true or false (also 1/0, yes/no)"
+    if int in kinds:
+        return "a whole number"
+    if float in kinds:
+        return "a number"
+    if dt.date in kinds:
+        return "a date, YYYY-MM-DD"
+    if getattr(annotation, "__origin__", None) is dict:
+        return 'a JSON object of strings, e.g. {"amount": "amt"}'
+    return "text"
+
+
+def _explain(error: dict[str, Any], file_values: dict[str, str]) -> str:
+    """One line per bad value: the variable, the value as written, what is wrong and expected."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    field = FraudopsSettings.model_fields.get(variables().get(name, ""))
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    if field is None:
+        return f"{name}: {reason}" if name else reason
+    raw = file_values.get(name, os.environ.get(name, error.get("input")))
+    reason = reason[:1].lower() + reason[1:]
+    return (
+        f"{name}={raw!r} ({_origin(name, file_values)}): {reason}; "
+        f"expected {_expected(field.annotation)} ({field.description})"
+    )
+
+
+def read_recorded_start(path: Path) -> dt.date | None:
+    """The first day recorded by ``make run`` (``None`` when nothing is recorded)."""
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8").strip()
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise SettingsError(
+            f"{path} holds {text!r}, not a date YYYY-MM-DD (`make run` writes the first day it "
+            "built there): correct or delete it, or set FRAUDOPS_START_DATE"
+        ) from None
+
+
+def record_first_day(settings: FraudopsSettings, day: dt.date) -> dt.date:
+    """Record ``day`` as the first day of data, unless an earlier one is recorded; returns the
+    recorded day. The start only ever moves earlier, so no partition holding data disappears."""
+    path = settings.start_date_file
+    recorded = read_recorded_start(path)
+    if recorded is not None and recorded <= day:
+        return recorded
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(f"{day.isoformat()}\n", encoding="utf-8")
+    partial.replace(path)
+    return day
