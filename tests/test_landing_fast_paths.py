@@ -195,6 +195,18 @@ def test_a_short_line_is_named(tmp_path):
             read(path, LandingSettings())
 
 
+def test_a_quote_never_closed_is_named_not_swallowed(tmp_path):
+    # pyarrow would read "5\nT2,..." to the end of the file as one amount: one row, not two
+    path = tmp_path / "quote.csv"
+    path.write_text('transaction_id,timestamp,amount\nT1,2026-03-02T10:00:00,"5\nT2,2026-03-02T11:00:00,6\n')
+    for read in (read_landing_file, covered_days):
+        with pytest.raises(LandingFileError, match="a quoted value is never closed"):
+            read(path, LandingSettings())
+    # a stray quote inside an unquoted value is text, as pandas read it
+    path.write_text("transaction_id,timestamp,user_agent\nT1,2026-03-02T10:00:00,5'10\" tall\n")
+    assert read_landing_file(path, LandingSettings())[c.USER_AGENT].tolist() == ["5'10\" tall"]
+
+
 def test_the_sensor_reads_the_timestamps_only(tmp_path):
     path = tmp_path / "days.csv"
     frame = pd.DataFrame({"when": ["2026-03-02T23:59:59", "2026-03-04T00:00:00"], "value": ["x", "y"]})
@@ -209,7 +221,7 @@ def test_the_sensor_reads_the_timestamps_only(tmp_path):
 
 @pytest.mark.parametrize("block", [7, 1 << 24])
 def test_a_bad_byte_anywhere_is_named_by_the_sensor(tmp_path, monkeypatch, block):
-    monkeypatch.setattr(ingest, "_ENCODING_CHECK_BLOCK", block)  # 7: characters split across blocks
+    monkeypatch.setattr(ingest, "_TEXT_CHECK_BLOCK", block)  # 7: characters split across blocks
     path = tmp_path / "shops.csv"
     good = "timestamp,shop\n2026-03-02T10:00:00,Café Ünïcode\n".encode()
     path.write_bytes(good + "2026-03-02T11:00:00,caf\xe9\n".encode("latin-1"))

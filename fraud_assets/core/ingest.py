@@ -36,7 +36,7 @@ KNOWN_COLUMNS = frozenset(c.ALL_COLUMNS)
 # How a landing file's text is held in pandas. Large strings (64-bit offsets) because that is the
 # type Parquet files of this dtype come back as: the raw days round-trip without a conversion.
 TEXT = pd.ArrowDtype(pa.large_string())
-_ENCODING_CHECK_BLOCK = 1 << 24  # bytes decoded at a time when locating a bad byte
+_TEXT_CHECK_BLOCK = 1 << 24  # bytes read at a time when checking a CSV file's text
 
 
 class LandingFileError(ValueError):
@@ -145,7 +145,7 @@ def _csv_header(path: Path, settings: LandingSettings) -> list[str]:
         with path.open(encoding=encoding, newline="") as handle:
             header = next(csv.reader(handle, delimiter=settings.csv_separator), None)
     except UnicodeDecodeError:
-        check_encoding(path, settings)  # raises, naming the byte
+        check_text(path, settings)  # raises, naming the byte
         raise
     if not header:
         raise LandingFileError(f"{path}: the file has no header and no rows")
@@ -160,17 +160,20 @@ def _csv_header(path: Path, settings: LandingSettings) -> list[str]:
     return names
 
 
-def check_encoding(path: Path, settings: LandingSettings) -> None:
-    """Raise `LandingFileError` naming the first byte of the file that is not text in its encoding.
+def check_text(path: Path, settings: LandingSettings) -> None:
+    """Raise `LandingFileError` when the file is not text in its encoding (naming the first bad
+    byte) or ends inside a quoted value (pyarrow would read the rest of the file as that value).
 
-    Pure-ASCII blocks (most of a typical file) are valid in any ASCII-compatible encoding and are
-    skipped without decoding: ~0.1 s for 300 MB, so the sensor checks the whole file.
+    One pass over the bytes. Pure-ASCII blocks (most of a typical file) are valid in any
+    ASCII-compatible encoding and are not decoded: ~0.1 s for 300 MB, so the sensor checks the
+    whole file. Quotes are counted: an even count means every quote is closed, unless a stray
+    quote sits inside an unquoted value (``5'10" tall``); an odd count is settled by pandas.
     """
     decoder = codecs.getincrementaldecoder(settings.encoding)()
-    ascii_compatible = "azAZ09,;\n".encode(settings.encoding) == b"azAZ09,;\n"
-    offset, lines = 0, 0
+    ascii_compatible = 'azAZ09,;"\n'.encode(settings.encoding) == b'azAZ09,;"\n'
+    offset, lines, quotes = 0, 0, 0
     with path.open("rb") as handle:
-        while block := handle.read(_ENCODING_CHECK_BLOCK):
+        while block := handle.read(_TEXT_CHECK_BLOCK):
             if not (ascii_compatible and block.isascii() and not decoder.getstate()[0]):
                 try:
                     decoder.decode(block)
@@ -186,6 +189,17 @@ def check_encoding(path: Path, settings: LandingSettings) -> None:
                     ) from None
             offset += len(block)
             lines += block.count(b"\n")
+            quotes += block.count(b'"')
+    if ascii_compatible and quotes % 2 == 0:
+        return
+    try:  # pandas' reader refuses a file that ends inside a quoted value
+        pd.read_csv(path, dtype=str, usecols=[0], sep=settings.csv_separator, encoding=settings.encoding)
+    except pd.errors.ParserError as err:
+        if "EOF inside string" in str(err):
+            raise LandingFileError(
+                f"{path}: not a readable CSV file: a quoted value is never closed ({err}); "
+                'close it with a " or remove the stray quote'
+            ) from None
 
 
 def read_table(path: str | Path, settings: LandingSettings, columns: list[str] | None = None) -> pa.Table:
@@ -227,19 +241,23 @@ def _read_csv(path: Path, settings: LandingSettings, columns: list[str] | None) 
         )
 
     try:
-        return read(use_threads=True)
+        table = read(use_threads=True)
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:
         if isinstance(err, UnicodeDecodeError) or "UTF8" in str(err):
-            check_encoding(path, settings)  # raises, naming the byte
+            check_text(path, settings)  # raises, naming the byte
             raise LandingFileError(f"{path}: not valid {settings.encoding} text ({err})") from None
         try:  # read again on one thread: only then does pyarrow name the row
             read(use_threads=False)
         except pa.ArrowInvalid as located:
             err = located
-        raise LandingFileError(
-            f"{path}: not a readable CSV file ({err}); every line needs the header's "
-            f"{len(names)} fields, separated by {settings.csv_separator!r}"
-        ) from None
+        fix = (
+            f"; every line needs the header's {len(names)} fields, separated by {settings.csv_separator!r}"
+            if "columns, got" in str(err)
+            else ""
+        )
+        raise LandingFileError(f"{path}: not a readable CSV file ({err}){fix}") from None
+    check_text(path, settings)
+    return table
 
 
 def map_columns(names: list[str], settings: LandingSettings, source: str) -> dict[str, str]:
@@ -347,15 +365,13 @@ def read_landing_days(
 def covered_days(path: str | Path, settings: LandingSettings) -> list[dt.date]:
     """The days a landing file has transactions on, from its timestamp column alone.
 
-    This is what the sensor evaluates for each new file, so it parses one column, not the file
-    (pyarrow still checks that every line has the header's number of fields, and the file is
-    checked to be text in its encoding); a value that does not parse is for validation to reject.
+    This is what the sensor evaluates for each new file, so it parses one column, not the file:
+    pyarrow still checks that every line has the header's number of fields, and `check_text`
+    that the whole file is text; a value that does not parse is for validation to reject.
     """
     path = Path(path)
     names = file_columns(path, settings)
     map_columns(names, settings, str(path))
-    if path.suffix.lower() == ".csv":
-        check_encoding(path, settings)  # the other columns are not read here, but must be text
     column = settings.file_column(c.TIMESTAMP)
     frame = _to_pandas(read_table(path, settings, columns=[column])).rename(columns={column: c.TIMESTAMP})
     days = np.unique(_partition_days(_timestamps(frame, path, settings)))
