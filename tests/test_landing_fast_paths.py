@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from fraud_assets.core import coercion, ingest
+from fraud_assets.core import coercion, landing_files
 from fraud_assets.core import columns as c
 from fraud_assets.core.coercion import coerce_column, coerce_column_general
 from fraud_assets.core.ingest import (
@@ -221,7 +221,7 @@ def test_the_sensor_reads_the_timestamps_only(tmp_path):
 
 @pytest.mark.parametrize("block", [7, 1 << 24])
 def test_a_bad_byte_anywhere_is_named_by_the_sensor(tmp_path, monkeypatch, block):
-    monkeypatch.setattr(ingest, "_TEXT_CHECK_BLOCK", block)  # 7: characters split across blocks
+    monkeypatch.setattr(landing_files, "_TEXT_CHECK_BLOCK", block)  # 7: characters split across blocks
     path = tmp_path / "shops.csv"
     good = "timestamp,shop\n2026-03-02T10:00:00,Café Ünïcode\n".encode()
     path.write_bytes(good + "2026-03-02T11:00:00,caf\xe9\n".encode("latin-1"))
