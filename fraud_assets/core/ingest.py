@@ -35,6 +35,18 @@ from fraud_assets.core.landing_files import (
 from fraud_assets.core.timestamps import day_keys, parse_timestamps
 from fraud_assets.core.validation import PARTITION_DATE, SOURCE_FILE, SOURCE_ROW, positional
 
+__all__ = [  # LandingFileError and read_table live in landing_files; callers import them from here
+    "LandingFileError",
+    "LandingSettings",
+    "covered_days",
+    "file_signature",
+    "list_landing_files",
+    "map_columns",
+    "read_landing_days",
+    "read_landing_file",
+    "read_table",
+]
+
 KNOWN_COLUMNS = frozenset(c.ALL_COLUMNS)
 
 
@@ -185,7 +197,9 @@ def read_landing_days(
 ) -> tuple[pd.DataFrame, list[str]]:
     """All rows of the landing files that belong to the given days, and the files they came from.
 
-    Each file is read once, whatever the number of days.
+    Each file is read once, whatever the number of days. A Parquet file is read whole too: the
+    sensor's run wants every day a file covers, so a row filter would only pay for a backfill of
+    a few days out of a large file.
     """
     wanted = set(days)
     parts, used = [], []
@@ -200,19 +214,6 @@ def read_landing_days(
     if len(parts) == 1:
         return positional(parts[0]), used
     return pd.concat(parts, ignore_index=True), used
-
-
-__all__ = [
-    "LandingFileError",
-    "LandingSettings",
-    "covered_days",
-    "file_signature",
-    "list_landing_files",
-    "map_columns",
-    "read_landing_days",
-    "read_landing_file",
-    "read_table",
-]
 
 
 def covered_days(path: str | Path, settings: LandingSettings) -> list[dt.date]:
