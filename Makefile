@@ -15,14 +15,15 @@ API_PORT ?= 8000
 # The project root is the Dagster home, so the top-level dagster.yaml configures the instance.
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: help env run test lint format bench clean
+.PHONY: help env run serve test lint format bench clean
 
 help:
 	@echo "make run    - set up, materialize the last $(DAYS) days of data, start the Dagster UI on http://$(HOST):$(PORT)"
 	@echo "             and the scoring API on http://$(HOST):$(API_PORT)"
+	@echo "make serve  - only start the UI and the API (no first look); Ctrl-C stops both"
 	@echo "make test   - set up and run the tests"
 	@echo "make lint   - ruff check and format check"
-	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make bench  - run every benchmark in bench/ (QUICK=1: tiny sizes, checks that each runs)"
 	@echo "make clean  - delete runtime state (.fraudops/, data/)"
 
 $(STATE)/bootstrap/bin/uv:
@@ -35,14 +36,16 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 env: $(VENV)/.synced
 
+# dagster dev and the scoring API (docs/serving.md) side by side, each in its own process group:
+# Ctrl-C stops both within seconds (fraud_assets/run_services.py).
+SERVE = $(VENV)/bin/python -m fraud_assets.run_services --host $(HOST) --port $(PORT) --api-port $(API_PORT)
+
 run: env
 	$(VENV)/bin/python -m fraud_assets.first_look --days $(DAYS)
-	@# The scoring API (docs/serving.md) runs in the background beside dagster dev and stops with it.
-	$(VENV)/bin/uvicorn fraud_serving.app:app --host $(HOST) --port $(API_PORT) & api=$$!; \
-	trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT; \
-	trap 'exit 130' INT TERM; \
-	echo "scoring API on http://$(HOST):$(API_PORT) (docs: /docs)"; \
-	$(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	$(SERVE)
+
+serve: env
+	$(SERVE)
 
 test: env
 	$(VENV)/bin/pytest
@@ -55,9 +58,9 @@ format: env
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Every bench/bench_*.py (bench/run_all.py); QUICK=1 checks that each runs, with tiny sizes.
 bench: env
-	$(VENV)/bin/python bench/bench_generator.py
-	$(VENV)/bin/python bench/bench_landing.py --repeat 1
+	$(VENV)/bin/python bench/run_all.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(STATE) data history schedules storage logs .logs_queue .nux .telemetry

@@ -7,7 +7,7 @@ Evidently HTML, and, with ``--preset``, Evidently's default `DataDriftPreset` on
 frames for comparison (once). The first Evidently import (seconds, paid once per process) is
 reported apart.
 
-    .venv/bin/python bench/bench_drift.py [--rows 100000] [--repeat 3] [--preset]
+    .venv/bin/python bench/bench_drift.py [--rows 100000] [--repeat 3] [--cardholders 10000] [--preset] [--quick]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 import warnings
 
 import pandas as pd
+from run_all import parse_args
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.drift import MAX_ROWS, drift_report, reference_profile
@@ -36,8 +37,8 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
     return min(times), out
 
 
-def frames(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    sim = TransactionSimulator(SimulationConfig(seed=42, n_cardholders=10_000))
+def frames(rows: int, cardholders: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    sim = TransactionSimulator(SimulationConfig(seed=42, n_cardholders=cardholders))
     first = datetime.date(2026, 1, 1)
     ref_start = first + datetime.timedelta(days=LOOKBACK_DAYS)
     cur_start = ref_start + datetime.timedelta(days=28)
@@ -54,8 +55,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--cardholders", type=int, default=10_000)
     p.add_argument("--preset", action="store_true", help="also time Evidently's default DataDriftPreset")
-    args = p.parse_args()
+    args = parse_args(p, rows=2_000, repeat=1, cardholders=300)
     machine = f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
 
     t0 = time.perf_counter()
@@ -63,7 +65,7 @@ def main() -> None:
     from evidently.metrics import ValueDrift  # noqa: F401
 
     import_s = time.perf_counter() - t0
-    reference, current = frames(args.rows)
+    reference, current = frames(args.rows, args.cardholders)
     columns = list(FEATURE_COLUMNS)
     profile = reference_profile(reference, columns)
     drift_report(profile, current.head(2_000), columns)  # warm-up: lazy imports, plotly templates

@@ -5,7 +5,7 @@ history features (`history_features`: card windows, novelty, merchant risk from 
 and the model matrix (`FraudPreprocessor.fit_transform`: engineered features, one-hot,
 imputation, scaling).
 
-    .venv/bin/python bench/bench_features.py [--rows 100000 1000000] [--repeat 3]
+    .venv/bin/python bench/bench_features.py [--rows 100000 1000000] [--repeat 3] [--quick]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import datetime
 import os
 import platform
 import time
+
+from run_all import parse_args
 
 from fraud_assets.core.features import add_history_features, history_features
 from fraud_assets.core.preprocessor import FraudPreprocessor
@@ -34,7 +36,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args()
+    args = parse_args(p, rows=[20_000], repeat=1)
     machine = f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
     for rows in args.rows:
         df = FraudDataGenerator(n_samples=rows, n_cardholders=max(rows // 100, 1_000)).generate()

@@ -3,7 +3,7 @@
 Each run builds a fresh simulator (population included) and the full DataFrame
 through ``FraudDataGenerator.generate``, i.e. what a user of the seed API waits for.
 
-    .venv/bin/python bench/bench_generator.py [--rows 1000000] [--repeat 3]
+    .venv/bin/python bench/bench_generator.py [--rows 1000000] [--repeat 3] [--quick]
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import datetime
 import os
 import platform
 import time
+
+from run_all import parse_args
 
 from fraud_assets.generator import FraudDataGenerator
 
@@ -29,7 +31,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args()
+    args = parse_args(p, rows=20_000, repeat=1)
     best = min(run(args.rows) for _ in range(args.repeat))
     machine = f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
     print(

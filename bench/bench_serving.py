@@ -13,7 +13,7 @@ new transactions of cards the API knows (history features come from its card sta
     preprocessor's input columns, the history features precomputed);
 (c) 1,000-transaction batches: p50 latency, with exact, approximate and no reason codes.
 
-    .venv/bin/python bench/bench_serving.py [--singles 2000] [--seconds 10] [--batches 15] [--skip-mlflow]
+    .venv/bin/python bench/bench_serving.py [--singles 2000] [--seconds 10] [--batches 15] [--skip-mlflow] [--quick]
 """
 
 from __future__ import annotations
@@ -30,11 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import numpy as np
 import pandas as pd
+from run_all import parse_args, skip
 
+from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, daily_partitions, prediction_log_files
 from fraud_assets.core.settings import load_settings
+from fraud_assets.core.storage import Location
+from fraud_serving.model_provider import latest_champion
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,11 +129,12 @@ async def throughput(
 
 
 def server_latencies(log_dir: str, size: int) -> list[float]:
-    """``latency_ms`` the service logged for its requests of ``size`` transactions, in order."""
+    """``latency_ms`` the service logged for its requests of ``size`` transactions, in order
+    (the API runs with FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS=0: a file each writer round)."""
     time.sleep(0.3)  # the log writer batches for 50 ms
     out = []
-    for path in sorted(Path(log_dir).glob("*.jsonl")):
-        for line in path.read_text().splitlines():
+    for blob in Location.read_many(prediction_log_files(Location.of(log_dir))):
+        for line in blob.splitlines():
             record = json.loads(line)
             if isinstance(record.get("transaction_id"), list) and len(record["transaction_id"]) == size:
                 out.append(float(record["latency_ms"]))
@@ -160,22 +166,31 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--batches", type=int, default=15)
     p.add_argument("--skip-mlflow", action="store_true")
-    args = p.parse_args()
+    args = parse_args(p, singles=50, seconds=1.0, batches=3, skip_mlflow=True)
 
     os.environ.setdefault("DAGSTER_HOME", str(ROOT))
     os.chdir(ROOT)  # as the API below: relative locations and .env are the project root's
     settings = load_settings()
-    storage = Path(settings.storage)
-    days = sorted((storage / "validated_transactions").glob("*.parquet"))
-    feature_days = sorted((storage / "transaction_features").glob("*.parquet"))
+    storage = settings.location(settings.storage)
+    days = daily_partitions(storage, VALIDATED_TRANSACTIONS)
+    feature_days = [path for _, path in daily_partitions(storage, "transaction_features")]
     if not days:
-        raise SystemExit("no validated_transactions: run `make run` (or fraud_assets.first_look) first")
-    last = pd.read_parquet(days[-1]).sort_values("timestamp", kind="stable").reset_index(drop=True)
-    print(f"payload rows: {len(last)} transactions of {days[-1].stem}")
+        skip(f"no validated_transactions in {storage}: run `make run` (or fraud_assets.first_look) first")
+    if latest_champion(dg.DagsterInstance.get()) is None:
+        skip(
+            f"no champion_model in the Dagster instance at {os.environ['DAGSTER_HOME']}: run `make run` first"
+        )
+    last = days[-1][1].read_parquet().sort_values("timestamp", kind="stable").reset_index(drop=True)
+    print(f"payload rows: {len(last)} transactions of {days[-1][0]}")
 
     logs = tempfile.mkdtemp(prefix="fraudops-bench-log-")
     api_port = free_port()
-    env = {**os.environ, "FRAUDOPS_PREDICTION_LOG_DIR": logs, "FRAUDOPS_MAX_BATCH": "1000"}
+    env = {
+        **os.environ,
+        "FRAUDOPS_PREDICTION_LOG_DIR": logs,
+        "FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS": "0",
+        "FRAUDOPS_MAX_BATCH": "1000",
+    }
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(api_port), "--workers", "1",
          "--log-level", "warning", "--no-access-log"],
@@ -211,7 +226,7 @@ def main() -> None:
         # (b') like for like with MLflow: history features given in the body, no reason codes
         like = None
         if feature_days:
-            feats = pd.read_parquet(feature_days[-1]).set_index("transaction_id").loc[rows["transaction_id"]]
+            feats = feature_days[-1].read_parquet().set_index("transaction_id").loc[rows["transaction_id"]]
             given = json.loads(feats[model["input_columns"]].to_json(orient="records", date_format="iso"))
             like_reqs = [
                 http_request(
@@ -267,7 +282,7 @@ def main() -> None:
             )  # fmt: skip
             procs.append(ml)
             wait_http(f"http://127.0.0.1:{ml_port}/ping", 240)
-            features = pd.read_parquet(feature_days[-1]) if feature_days else None
+            features = feature_days[-1].read_parquet() if feature_days else None
             inputs = model["input_columns"]
             if features is None or any(col not in features for col in inputs):
                 raise SystemExit("transaction_features of the last day are needed for MLflow's payloads")

@@ -5,7 +5,7 @@ preprocessor, then fit each candidate algorithm once with its default parameters
 isotonic calibration on the latest slice, one training thread) — the cost of one trial of the
 tuning loop, and of the final refit.
 
-    .venv/bin/python bench/bench_training.py [--rows 100000 1000000] [--algorithms xgboost lightgbm]
+    .venv/bin/python bench/bench_training.py [--rows 100000 1000000] [--algorithms xgboost lightgbm] [--quick]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import datetime
 import os
 import platform
 import time
+
+from run_all import parse_args
 
 from fraud_assets.core.features import add_history_features
 from fraud_assets.core.preprocessor import FraudPreprocessor
@@ -33,7 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
-    args = p.parse_args()
+    args = parse_args(p, rows=[30_000])
     machine = f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
     for rows in args.rows:
         df = FraudDataGenerator(n_samples=rows, n_cardholders=max(rows // 100, 1_000)).generate()

@@ -5,7 +5,7 @@ several depths on the platform's own training data (the `training_data` asset: i
 rows, time ordered, the latest 20% for calibration), scores the "test" rows, compiles the
 booster as the scoring API does and times its exact TreeSHAP on 1 and 1,000 test rows.
 
-    .venv/bin/python bench/bench_tree_depth.py [--training-data .fraudops/storage/training_data.parquet]
+    .venv/bin/python bench/bench_tree_depth.py [--training-data $FRAUDOPS_STORAGE/training_data.parquet] [--shapes N] [--quick]
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from run_all import parse_args, skip
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.models.compiled_trees import compile_booster, compile_lightgbm
 from fraud_assets.core.preprocessor import FraudPreprocessor
+from fraud_assets.core.settings import load_settings
 from fraud_assets.core.splitting import TEST, TRAIN
 from fraud_assets.core.training import FraudClassifier
 
@@ -49,10 +51,12 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--training-data", type=Path, default=Path(".fraudops/storage/training_data.parquet"))
-    args = p.parse_args()
+    storage = Path(load_settings().storage)
+    p.add_argument("--training-data", type=Path, default=storage / "training_data.parquet")
+    p.add_argument("--shapes", type=int, default=len(SHAPES), help="only the first N model shapes")
+    args = parse_args(p, shapes=1)
     if not args.training_data.exists():
-        raise SystemExit(f"{args.training_data} not found: materialize training_data first (make run)")
+        skip(f"{args.training_data} not found: materialize training_data first (make run)")
     frame = pd.read_parquet(args.training_data)
     train = frame[frame[SPLIT] == TRAIN].sort_values(c.TIMESTAMP, kind="stable")
     test = frame[frame[SPLIT] == TEST]
@@ -70,7 +74,7 @@ def main() -> None:
         "| model | trees | depth | leaves | AP | AUC | nodes | SHAP table entries | reasons, 1 row | 1,000 rows |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for algorithm, depth, leaves, n_trees in SHAPES:
+    for algorithm, depth, leaves, n_trees in SHAPES[: args.shapes]:
         params = XGBOOST if algorithm == "xgboost" else {**LIGHTGBM, "num_leaves": leaves}
         clf = FraudClassifier(algorithm, n_estimators=n_trees, max_depth=depth, imbalance_method="class_weight",
                               **params)  # fmt: skip

@@ -1,26 +1,55 @@
 """Materialize what a first look at the platform needs; `make run` calls this before the UI.
 
-Runs in the Dagster instance of ``DAGSTER_HOME`` (so the UI shows the runs) and skips the days
-that are already materialized, so a second ``make run`` starts at once.
+Data and features for ``--days`` days, a champion model, then a drift report and a performance
+report for the latest days, so that every group of the asset graph has something to show. Runs
+in the Dagster instance of ``DAGSTER_HOME`` (so the UI shows the runs) and skips what is already
+materialized, so a second ``make run`` starts at once.
 
-    python -m fraud_assets.first_look --days 30
+    python -m fraud_assets.first_look --days 75
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import sys
 
 import dagster as dg
+import pandas as pd
 
 from fraud_assets.core.settings import load_settings, record_first_day
+from fraud_assets.core.splitting import minimum_days_to_train
+from fraud_assets.core.training import train_candidate, tune
 from fraud_assets.definitions import defs as load_defs
+from fraud_assets.defs.training import TrainingWindowConfig  # defines no partitioned asset
+
+# No module of fraud_assets.defs that defines partitioned assets is imported at module level:
+# the daily partitions are defined when those modules load, which must come after
+# `record_start_date`.
 
 # (job, the asset whose partitions say what is done) in the order a first look needs them.
 DAILY_JOBS = (("ingest_transactions", "validated_transactions"), ("build_features", "transaction_features"))
 TRAINING_JOB = "train_models"
+# Daily reports of the latest days, one run per day (drift_report is not a backfill asset); a
+# week holds each weekday once and gives the UI's metadata plots a trend.
+REPORTS = ("drift_report", "model_performance")
+REPORT_DAYS = 7
 TAGS = {"fraudops/trigger": "first_look"}
+
+
+def minimum_days() -> int:
+    """The fewest days a first look can train on, from the defaults a training run uses: the
+    training window's (warm-up, test share, gap) and the tuning folds' (gap, first cut)."""
+    window = TrainingWindowConfig()
+    fold_gap = inspect.signature(train_candidate).parameters["gap"].default
+    return minimum_days_to_train(
+        warmup_days=window.warmup_days,
+        test_fraction=window.test_fraction,
+        gap_days=window.gap_days,
+        fold_gap_days=pd.Timedelta(fold_gap) / pd.Timedelta(days=1),
+        min_train_fraction=inspect.signature(tune).parameters["min_train_fraction"].default,
+    )
 
 
 def missing_days(instance: dg.DagsterInstance, asset: str, days: list[str]) -> list[str]:
@@ -52,10 +81,38 @@ def record_start_date(instance: dg.DagsterInstance, first_day: dt.date) -> str |
     return None
 
 
+def run_reports(instance: dg.DagsterInstance, day: str, assets: list[str]) -> bool:
+    job = load_defs().resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key=day,
+        asset_selection=[dg.AssetKey(asset) for asset in assets],
+        tags=TAGS,
+        raise_on_error=False,
+    )
+    return result.success
+
+
+def materialize_reports(instance: dg.DagsterInstance, days: list[str]) -> bool:
+    """Each of ``REPORTS`` for each of ``days`` that does not have it yet."""
+    missing = {asset: set(missing_days(instance, asset, days)) for asset in REPORTS}
+    todo = {day: [a for a in REPORTS if day in missing[a]] for day in days}
+    todo = {day: assets for day, assets in todo.items() if assets}
+    if not todo:
+        print(f"first look: {', '.join(REPORTS)} for {days[0]}..{days[-1]} already materialized")
+        return True
+    print(f"first look: {', '.join(REPORTS)} for {len(todo)} of the latest {len(days)} days")
+    return all(run_reports(instance, day, assets) for day, assets in todo.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--days", type=int, default=75, help="days of data (default 75: 37 warm up the history windows)"
+        "--days",
+        type=int,
+        default=75,
+        help=f"days of data (default 75; training needs at least {minimum_days()}, of which "
+        f"{TrainingWindowConfig().warmup_days} warm up the history windows)",
     )
     parser.add_argument(
         "--end",
@@ -67,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.days < 1:
         parser.error("--days must be at least 1")
+    if not args.skip_training and args.days < (least := minimum_days()):
+        window = TrainingWindowConfig()
+        parser.error(
+            f"--days {args.days} is too few to train a model: at least {least} days are needed "
+            f"({window.warmup_days} warm up the history windows, then a training span with tuning folds, "
+            f"a {window.gap_days:g}-day label-delay gap and the latest {window.test_fraction:.0%} of "
+            "days held out as the test window); use --days "
+            f"{least} or more, or --skip-training for data and features only"
+        )
     days = [(args.end - dt.timedelta(days=n)).isoformat() for n in range(args.days - 1, -1, -1)]
     instance = dg.DagsterInstance.get()
     problem = record_start_date(instance, dt.date.fromisoformat(days[0]))
@@ -83,12 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first look: {job} for {todo[0]}..{todo[-1]} ({len(todo)} of {len(days)} days)")
         if not run_job(instance, job, {RANGE_START: todo[0], RANGE_END: todo[-1]}):
             return _failed(job)
-    if args.skip_training or instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
-        print("first look: a champion model exists (or training skipped)")
+    if instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
+        print("first look: a champion model exists")
+    elif args.skip_training:
+        print("first look: training skipped, so no champion and no drift or performance reports")
         return 0
-    print("first look: training, evaluating and registering the candidate models")
-    if not run_job(instance, TRAINING_JOB, {}):
-        return _failed(TRAINING_JOB)
+    else:
+        print("first look: training, evaluating and registering the candidate models")
+        if not run_job(instance, TRAINING_JOB, {}):
+            return _failed(TRAINING_JOB)
+    if not materialize_reports(instance, days[-REPORT_DAYS:]):
+        return _failed("the drift and performance reports")
     return 0
 
 

@@ -13,7 +13,6 @@ import gc
 import logging
 import secrets
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -90,17 +89,26 @@ class Service:
         self.settings = settings
         self.started = False
         self.metrics = ServiceMetrics()
+        self.storage = settings.location(settings.storage)  # the pipeline's storage root
+        self.storage_error: str | None = None
+        self.bootstrap = "off"  # the card history's start: off, loaded, empty or failed
+        self.bootstrap_error: str | None = None
         self.cards = CardState()
-        storage = Path(settings.storage)
-        self.merchants = MerchantRiskStore(storage / "merchant_risk")
+        self.merchants = MerchantRiskStore(self.storage)
         self.scorer = Scorer(self.cards, self.merchants)
-        self.log = PredictionLogger(settings.prediction_log_dir, settings.log_queue_size, self.metrics)
+        self.log = PredictionLogger(
+            settings.location(settings.prediction_log_dir),
+            settings.log_queue_size,
+            self.metrics,
+            settings.log_flush_seconds,
+        )
         self.provider = ModelProvider(
             source or instance_source(settings.dagster_home),
             settings.model_poll_seconds,
             on_swap=self.metrics.set_model,
             on_refused=lambda record, error: self.metrics.model_refusals.inc(),
             on_poll=self.merchants.refresh,
+            locate=settings.location,
         )
 
     def start(self) -> None:
@@ -108,17 +116,80 @@ class Service:
             return
         self.started = True
         self.log.start()
+        try:
+            self.storage.check()
+        except OSError as err:
+            self.storage_error = str(err)
+            log.error("storage %s cannot be used: %s", self.storage, err)
         self.merchants.refresh()
         self.cards.warm_up()
         if self.settings.bootstrap_card_state:
-            try:
-                self.cards.bootstrap(Path(self.settings.storage) / "validated_transactions")
-            except Exception:
-                log.exception("card state bootstrap failed: starting with an empty card history")
+            self._bootstrap()
         self.provider.refresh()
         if self.provider.current is None:
             log.warning(self.provider.error or NO_MODEL_MESSAGE)
         self.provider.start()
+
+    def _bootstrap(self) -> None:
+        """The card history from the stored `validated_transactions`; what happened is told in
+        /health (and logged), never an empty history without a word."""
+        try:
+            rows = self.cards.bootstrap(self.storage)
+        except Exception as err:
+            self.bootstrap, self.bootstrap_error = "failed", f"{type(err).__name__}: {err}"
+            log.error("card state bootstrap failed, card history starts empty: %s", err)
+            return
+        self.bootstrap = "loaded" if rows else "empty"
+        if not rows:
+            self.bootstrap_error = (
+                f"no validated_transactions under {self.cards.bootstrap_source}: card history starts "
+                "empty (materialize the data first, or check FRAUDOPS_STORAGE)"
+            )
+
+    @property
+    def status(self) -> str:
+        """ok, degraded (serving, but something is wrong: see /health) or no_model."""
+        status = self.provider.status
+        if status == "ok" and (self.storage_error or self.bootstrap == "failed" or self.merchants.error):
+            return "degraded"
+        return status
+
+    def health(self) -> dict[str, Any]:
+        provider, cards = self.provider, self.cards
+        model = provider.current
+        return {
+            "status": self.status,
+            "model_version": model.version if model else None,
+            "model_loaded_at": model.loaded_at if model else None,
+            "dagster_storage_id": model.materialization.storage_id if model else None,
+            "error": provider.error or provider.poll_error or (None if model else NO_MODEL_MESSAGE),
+            "last_poll": provider.last_poll,
+            "storage": {**self.storage.describe(), "error": self.storage_error},
+            "card_state": {
+                "cards": len(cards),
+                "bootstrap": self.bootstrap,
+                "bootstrapped_rows": cards.bootstrapped_rows,
+                "bootstrapped_days": len(cards.bootstrapped_days),
+                "days": [cards.bootstrapped_days[0], cards.bootstrapped_days[-1]]
+                if cards.bootstrapped_days
+                else None,
+                "source": cards.bootstrap_source,
+                "skipped_files": cards.bootstrap_skipped,
+                "error": self.bootstrap_error,
+            },
+            "merchant_risk": {
+                "day": self.merchants.day,
+                "source": self.merchants.source,
+                "error": self.merchants.error,
+            },
+            "prediction_log": {
+                "location": str(self.log.directory),
+                "written": self.log.written,
+                "dropped": self.log.dropped,
+                "queued": self.log.queue.qsize(),
+                "error": self.log.error,
+            },
+        }
 
     def stop(self) -> None:
         self.started = False
@@ -323,7 +394,7 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
         return {
             "service": SERVICE,
             "version": API_VERSION,
-            "status": service.provider.status,
+            "status": service.status,
             "model_version": model.version if model else None,
             "endpoints": {
                 "health": "GET /health",
@@ -335,26 +406,13 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
             },
         }
 
-    @app.get("/health", summary="Liveness and which model serves (status ok, degraded or no_model)")
+    @app.get(
+        "/health",
+        summary="Liveness, which model serves, what storage the API reads and what it found there "
+        "(status ok, degraded or no_model)",
+    )
     async def health() -> dict:
-        provider = service.provider
-        model = provider.current
-        return {
-            "status": provider.status,
-            "model_version": model.version if model else None,
-            "model_loaded_at": model.loaded_at if model else None,
-            "dagster_storage_id": model.record.storage_id if model else None,
-            "error": provider.error or provider.poll_error or (None if model else NO_MODEL_MESSAGE),
-            "last_poll": provider.last_poll,
-            "card_state": {"cards": len(service.cards), "bootstrapped_rows": service.cards.bootstrapped_rows},
-            "merchant_risk_day": service.merchants.day,
-            "prediction_log": {
-                "written": service.log.written,
-                "dropped": service.log.dropped,
-                "queued": service.log.queue.qsize(),
-                "error": service.log.error,
-            },
-        }
+        return service.health()
 
     @app.get(
         "/model", summary="The served model: Dagster, MLflow and bundle facts", responses={503: no_model}

@@ -3,7 +3,8 @@
 `CardState` keeps the recent transactions (time, merchant, amount, device) of every card in the
 layout the feature code reads (`fraud_assets.core.features.card_history_features`): one set of
 arrays, each card owning a segment of them, its rows in time order. Bootstrapped at startup
-from the last `LOOKBACK_DAYS` days of `validated_transactions` Parquet files, then added to by
+from the last `LOOKBACK_DAYS` days of `validated_transactions` Parquet files (wherever the
+pipeline stores them: the layout is `fraud_assets.core.contract`'s), then added to by
 every scored transaction that has a card and a timestamp. `MerchantRiskStore` holds the latest
 `merchant_risk` snapshot (one file a day, as of the end of that day) and swaps to a newer file
 when one appears.
@@ -15,16 +16,14 @@ segments, the code batch training uses.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
-from pathlib import Path
 
 import numba
 import numpy as np
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.calendar import MS_PER_DAY
+from fraud_assets.core.contract import MERCHANT_RISK, VALIDATED_TRANSACTIONS, asset_location, daily_partitions
 from fraud_assets.core.features import (
     CARD_WINDOWS_MS,
     LOOKBACK_DAYS,
@@ -32,6 +31,7 @@ from fraud_assets.core.features import (
     MerchantRiskSnapshot,
     card_history_features,
 )
+from fraud_assets.core.storage import Location
 
 log = logging.getLogger("fraud_serving.state")
 
@@ -40,7 +40,6 @@ KEEP_MS = max(max(CARD_WINDOWS_MS.values()), NOVELTY_WINDOW_MS) + MS_PER_DAY
 MAX_ROWS_PER_CARD = 5_000  # a runaway client cannot grow one card without bound
 STALE_SLACK_MS = 7 * MS_PER_DAY  # rows this far past every window are dropped on the next append
 MIN_ROOM = 16  # rows a card's segment has room for at least
-_DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -156,6 +155,8 @@ class CardState:
         self._newest = np.iinfo(np.int64).min
         self.bootstrapped_rows = 0
         self.bootstrapped_days: list[str] = []
+        self.bootstrap_source: str | None = None  # where the bootstrap looked
+        self.bootstrap_skipped: list[str] = []  # files it could not read, and why
 
     def __len__(self) -> int:
         return len(self._cards)
@@ -285,21 +286,27 @@ class CardState:
         if any(ts < cutoff for ts in self._seen.values()):
             self._seen = {key: ts for key, ts in self._seen.items() if ts >= cutoff}
 
-    def bootstrap(self, validated_dir: str | os.PathLike, days: int = LOOKBACK_DAYS) -> int:
-        """Load the last ``days`` daily files of `validated_transactions`; the number of rows read."""
+    def bootstrap(self, storage: Location, days: int = LOOKBACK_DAYS) -> int:
+        """Load the last ``days`` daily files of `validated_transactions` under ``storage`` (the
+        pipeline's storage root, any location); the number of rows held. Raises StorageError when
+        the storage cannot be read at all; a file that cannot be read is skipped and counted."""
         import pandas as pd
 
-        files = day_files(validated_dir)[-(days + 1) :]
+        self.bootstrap_source = str(asset_location(storage, VALIDATED_TRANSACTIONS))
+        files = daily_partitions(storage, VALIDATED_TRANSACTIONS)[-(days + 1) :]
         if not files:
-            log.info("no validated_transactions files under %s: card history starts empty", validated_dir)
+            log.warning(
+                "no validated_transactions files under %s: card history starts empty", self.bootstrap_source
+            )
             return 0
         wanted = [c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT, c.TRANSACTION_ID]
         frames = []
         for _, path in files:
             try:
-                frame = pd.read_parquet(path)
-            except Exception as err:  # a half-written or foreign file must not stop the API
+                frame = path.read_parquet()
+            except Exception as err:  # a foreign or corrupt file must not stop the API
                 log.warning("skipping %s: %s", path, err)
+                self.bootstrap_skipped.append(f"{path.name}: {err}")
                 continue
             if any(col not in frame for col in wanted[:4]):
                 continue
@@ -356,33 +363,30 @@ class CardState:
         return int(counts.sum())
 
 
-def day_files(directory: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(YYYY-MM-DD, path)`` of the daily Parquet files in a folder, oldest first."""
-    folder = Path(directory)
-    if not folder.is_dir():
-        return []
-    found = [(m.group(1), p) for p in folder.iterdir() if (m := _DAY_FILE.match(p.name))]
-    return sorted(found)
-
-
 class MerchantRiskStore:
-    """The latest merchant risk snapshot; `refresh` swaps to a newer daily file."""
+    """The latest merchant risk snapshot; `refresh` swaps to a newer daily file of
+    `merchant_risk` under the storage root (any location)."""
 
-    def __init__(self, directory: str | os.PathLike) -> None:
-        self.directory = Path(directory)
+    def __init__(self, storage: Location) -> None:
+        self.storage = storage
+        self.source = str(asset_location(storage, MERCHANT_RISK))
         self.snapshot: MerchantRiskSnapshot | None = None
         self.day: str | None = None
         self.error: str | None = None
 
     def refresh(self) -> bool:
-        files = day_files(self.directory)
+        try:
+            files = daily_partitions(self.storage, MERCHANT_RISK)
+        except OSError as err:  # the store is away: keep the snapshot, say why
+            self.error = str(err)
+            log.warning(self.error)
+            return False
         if not files or files[-1][0] == self.day:
+            self.error = None
             return False
         day, path = files[-1]
         try:
-            import pandas as pd
-
-            snapshot = MerchantRiskSnapshot.from_frame(pd.read_parquet(path))
+            snapshot = MerchantRiskSnapshot.from_frame(path.read_parquet())
         except Exception as err:
             self.error = f"cannot read merchant risk {path}: {type(err).__name__}: {err}"
             log.warning(self.error)

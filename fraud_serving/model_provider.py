@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pydantic_core
 
-from fraud_assets.core.bundle import BundleLoadError, ModelBundle
+from fraud_assets.core.bundle import ModelBundle
+from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, plain_metadata
 from fraud_assets.core.models.compiled_trees import (
     CompiledTrees,
     compile_booster,
@@ -36,10 +37,10 @@ from fraud_assets.core.models.compiled_trees import (
 )
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_assets.core.preprocessor import CATEGORICAL
+from fraud_assets.core.storage import Location
 
 log = logging.getLogger("fraud_serving.model")
 
-CHAMPION_ASSET = "champion_model"
 NO_MODEL_MESSAGE = (
     "no champion model has been materialized yet: train one with `make run` (first look) or "
     "materialize the `train_models` job in the Dagster UI; the API picks it up within "
@@ -48,59 +49,46 @@ NO_MODEL_MESSAGE = (
 
 
 @dataclass(frozen=True)
-class ChampionRecord:
-    """One `champion_model` materialization, as the instance stores it."""
+class ChampionMaterialization:
+    """One `champion_model` materialization as the instance stores it: its event and metadata.
+
+    The metadata are read as a `ChampionRecord` (the contract, `fraud_assets.core.contract`)
+    when the provider considers it, so a malformed one is refused like a bad bundle."""
 
     storage_id: int
     run_id: str
     metadata: dict[str, Any]
     materialized_at: float | None = None
 
-    @property
-    def bundle_uri(self) -> str:
-        return str(self.metadata["bundle_uri"])
-
-    @property
-    def bundle_sha256(self) -> str:
-        return str(self.metadata["bundle_sha256"])
+    def champion(self) -> ChampionRecord:
+        return ChampionRecord.from_metadata(self.metadata)
 
 
-def _plain(value: Any) -> Any:
-    """A metadata value as plain JSON-friendly Python."""
-    value = getattr(value, "value", value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict | list | str | int | float | bool) or value is None:
-        return value
-    return str(value)
-
-
-def latest_champion(instance) -> ChampionRecord | None:
+def latest_champion(instance) -> ChampionMaterialization | None:
     """The newest `champion_model` materialization of a Dagster instance (one indexed query)."""
     import dagster as dg
 
-    result = instance.fetch_materializations(dg.AssetKey(CHAMPION_ASSET), limit=1)
+    result = instance.fetch_materializations(dg.AssetKey(CHAMPION_MODEL), limit=1)
     if not result.records:
         return None
     record = result.records[0]
     materialization = record.asset_materialization
-    metadata = {k: _plain(v) for k, v in (materialization.metadata or {}).items()}
-    return ChampionRecord(
+    return ChampionMaterialization(
         storage_id=int(record.storage_id),
         run_id=record.run_id or "",
-        metadata=metadata,
+        metadata=plain_metadata(materialization.metadata or {}),
         materialized_at=record.timestamp,
     )
 
 
-def instance_source(dagster_home: str | None) -> Callable[[], ChampionRecord | None]:
+def instance_source(dagster_home: str | None) -> Callable[[], ChampionMaterialization | None]:
     """A function returning the latest champion record of the instance at ``dagster_home``.
 
     The instance is opened lazily, once, in the polling thread.
     """
     holder: dict[str, Any] = {}
 
-    def fetch() -> ChampionRecord | None:
+    def fetch() -> ChampionMaterialization | None:
         if "instance" not in holder:
             import dagster as dg
 
@@ -117,7 +105,8 @@ class ServedModel:
     """Everything a request needs, immutable; replaced as a whole on a swap."""
 
     bundle: ModelBundle
-    record: ChampionRecord
+    champion: ChampionRecord  # what the pipeline recorded (the contract)
+    materialization: ChampionMaterialization  # where the instance recorded it
     loaded_at: str
     input_columns: tuple[str, ...]
     numeric_inputs: tuple[str, ...]
@@ -186,15 +175,20 @@ class ServedModel:
         return self.bundle.classifier
 
     @classmethod
-    def from_bundle(cls, bundle: ModelBundle, record: ChampionRecord) -> ServedModel:
+    def from_bundle(
+        cls,
+        bundle: ModelBundle,
+        champion: ChampionRecord,
+        materialization: ChampionMaterialization | None = None,
+    ) -> ServedModel:
+        materialization = materialization or ChampionMaterialization(0, "", champion.to_metadata())
         pre = bundle.preprocessor
         inputs = tuple(pre.input_columns_)
         loaded_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        meta = record.metadata
         info = {
             "bundle_version": bundle.version,
-            "bundle_sha256": record.bundle_sha256,
-            "bundle_uri": record.bundle_uri,
+            "bundle_sha256": champion.bundle_sha256,
+            "bundle_uri": champion.bundle_uri,
             "algorithm": bundle.algorithm,
             "threshold": float(bundle.threshold),
             "training_window": list(bundle.training_window),
@@ -202,16 +196,18 @@ class ServedModel:
             "n_features": len(bundle.feature_names),
             "input_columns": list(inputs),
             "created_at": bundle.created_at,
-            "dagster_storage_id": record.storage_id,
-            "dagster_run_id": record.run_id or None,
+            "dagster_storage_id": materialization.storage_id,
+            "dagster_run_id": materialization.run_id or None,
             "materialized_at": (
-                dt.datetime.fromtimestamp(record.materialized_at, dt.UTC).isoformat(timespec="seconds")
-                if record.materialized_at
+                dt.datetime.fromtimestamp(materialization.materialized_at, dt.UTC).isoformat(
+                    timespec="seconds"
+                )
+                if materialization.materialized_at
                 else None
             ),
-            "mlflow_model_version": _text_or_none(meta.get("mlflow_model_version")),
-            "mlflow_run_id": _text_or_none(meta.get("mlflow_run_id")),
-            "promoted_at": meta.get("promoted_at"),
+            "mlflow_model_version": champion.mlflow_model_version,
+            "mlflow_run_id": champion.mlflow_run_id,
+            "promoted_at": champion.promoted_at,
             "loaded_at": loaded_at,
         }
         explainer = trees = None
@@ -239,7 +235,8 @@ class ServedModel:
             explainer=explainer,
             trees=trees,
             bundle=bundle,
-            record=record,
+            champion=champion,
+            materialization=materialization,
             loaded_at=loaded_at,
             input_columns=inputs,
             numeric_inputs=tuple(col for col in inputs if col not in CATEGORICAL),
@@ -270,22 +267,20 @@ class ServedModel:
             top_contributions(served, 3)
 
 
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
 class ModelProvider:
     """Holds the served model and keeps it current with a polling thread."""
 
     def __init__(
         self,
-        source: Callable[[], ChampionRecord | None],
+        source: Callable[[], ChampionMaterialization | None],
         poll_seconds: float = 10.0,
         on_swap: Callable[[ServedModel], None] | None = None,
-        on_refused: Callable[[ChampionRecord, str], None] | None = None,
+        on_refused: Callable[[ChampionMaterialization, str], None] | None = None,
         on_poll: Callable[[], None] | None = None,
+        locate: Callable[[str], Location] = Location.of,
     ) -> None:
         self._source = source
+        self._locate = locate  # a recorded bundle location -> a Location with its options
         self.poll_seconds = poll_seconds
         self._on_swap = on_swap
         self._on_refused = on_refused
@@ -319,18 +314,16 @@ class ModelProvider:
             if record is None:
                 return False
             current = self.current
-            if current is not None and record.storage_id <= current.record.storage_id:
+            if current is not None and record.storage_id <= current.materialization.storage_id:
                 return False
             if record.storage_id in self._refused:
                 return False
             try:
-                bundle = ModelBundle.load(record.bundle_uri, expected_sha256=record.bundle_sha256)
-                served = ServedModel.from_bundle(bundle, record)
+                champion = record.champion()  # ContractError (a ValueError) if malformed
+                bundle = ModelBundle.load(self._locate(champion.bundle_uri), champion.bundle_sha256)
+                served = ServedModel.from_bundle(bundle, champion, record)
                 served.warm_up()
-            except (BundleLoadError, KeyError, AttributeError, ValueError, TypeError) as err:
-                self._refuse(record, err)
-                return False
-            except Exception as err:  # anything else a broken bundle can raise
+            except Exception as err:  # a malformed record, a bad bundle: anything refuses it
                 self._refuse(record, err)
                 return False
             self.current = served  # the atomic swap
@@ -345,12 +338,12 @@ class ModelProvider:
                 self._on_swap(served)
             return True
 
-    def _refuse(self, record: ChampionRecord, err: Exception) -> None:
+    def _refuse(self, record: ChampionMaterialization, err: Exception) -> None:
         self._refused.add(record.storage_id)
         keeping = f"; still serving {self.current.version}" if self.current else "; no model is serving"
         self.error = (
             f"refused champion_model materialization {record.storage_id} "
-            f"({record.metadata.get('bundle_version', '?')}): {type(err).__name__}: {err}{keeping}"
+            f"({record.metadata.get(ChampionRecord.KEYS['version'], '?')}): {type(err).__name__}: {err}{keeping}"
         )
         log.error(self.error)
         if self._on_refused:

@@ -20,6 +20,7 @@ import pydantic_core
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.calendar import hour_and_weekday, is_weekend
+from fraud_assets.core.contract import LOG_CALL_FIELDS, LOG_FEATURES, LOG_INPUT, LOG_TRANSACTION_FIELDS
 from fraud_assets.core.features import MERCHANT_FEATURES
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_serving import responses
@@ -32,6 +33,15 @@ TOP_REASONS = 3
 LOG_PIECE_ROWS = 200  # request bodies per piece of a prediction-log line (see `_LogItem.line_pieces`)
 NO_MERCHANT = ""  # stands for an absent merchant id in the card state (never a real id)
 _MERCHANT_DEPENDENT = frozenset((*MERCHANT_FEATURES, "is_new_merchant"))
+# The prediction log line, in the contract's order (fraud_assets/core/contract.py): the call's
+# fields and the transactions' columns up to the reason codes, then the reason codes as the
+# answer had them, the model inputs, the request bodies.
+_LOG_HEAD = (*LOG_CALL_FIELDS, *LOG_TRANSACTION_FIELDS[:-1])
+if LOG_TRANSACTION_FIELDS[-1] != "reason_codes":  # written as the answer had them, after the rest
+    raise RuntimeError("the prediction log's reason codes must be its last transaction column")
+_LOG_REASONS = b',"' + LOG_TRANSACTION_FIELDS[-1].encode() + b'":[['
+_LOG_FEATURES = b',"' + LOG_FEATURES.encode() + b'":'
+_LOG_INPUT = b',"' + LOG_INPUT.encode() + b'":'
 
 
 def risk_index(p: np.ndarray, threshold: float) -> np.ndarray:
@@ -100,36 +110,29 @@ class _LogItem:
         """The request's JSON line, its transactions as columns (see `prediction_log`), in pieces
         of a pydantic-core call each, so the writer can pause between them; the reason codes'
         JSON as the response had it."""
-        head = {
-            "scored_at": self.scored_at,
-            "model_version": self.model.version,
-            "threshold": self.model.threshold,
-            "latency_ms": self.latency_ms,
-            "transaction_id": self.ids,
-            "card_id": _column(self.txs, "card_id"),
-            "merchant_id": _column(self.txs, "merchant_id"),
-            "timestamp": self.stamps,
-            "fraud_probability": self.probs.tolist(),
-            "is_fraud": self.flagged.astype(int).tolist(),  # as answered
-            "risk_level": [RISK_LEVELS[i] for i in self.risk.tolist()],
-        }
-        yield pydantic_core.to_json(head, inf_nan_mode="null")[:-1]
-        yield b',"reason_codes":[[' + b"],[".join(self.reasons) + b"]]"
+        values = (
+            self.scored_at, self.model.version, self.model.threshold, self.latency_ms,  # the call
+            self.ids, _column(self.txs, "card_id"), _column(self.txs, "merchant_id"), self.stamps,
+            self.probs.tolist(), self.flagged.astype(int).tolist(),  # is_fraud as answered
+            [RISK_LEVELS[i] for i in self.risk.tolist()],
+        )  # fmt: skip
+        yield pydantic_core.to_json(dict(zip(_LOG_HEAD, values, strict=True)), inf_nan_mode="null")[:-1]
+        yield _LOG_REASONS + b"],[".join(self.reasons) + b"]]"
         features = {name: values.tolist() for name, values in self.cols.items()}  # NaN -> null
         if len(self.txs) < LOG_PIECE_ROWS or not features:  # small: one call
-            yield b',"features":' + pydantic_core.to_json(features, inf_nan_mode="null")
+            yield _LOG_FEATURES + pydantic_core.to_json(features, inf_nan_mode="null")
         else:  # a column a piece
             for i, (name, values) in enumerate(features.items()):
                 column = pydantic_core.to_json({name: values}, inf_nan_mode="null")[1:-1]
-                yield (b',"features":{' if i == 0 else b",") + column
+                yield (_LOG_FEATURES + b"{" if i == 0 else b",") + column
             yield b"}"
         # the request bodies, as sent (absent fields left out)
         for start in range(0, len(self.txs), LOG_PIECE_ROWS):
             part = pydantic_core.to_json(
                 self.txs[start : start + LOG_PIECE_ROWS], exclude_none=True, fallback=str
             )
-            yield (b',"input":[' if start == 0 else b",") + part[1:-1]
-        yield b"]}" if self.txs else b',"input":[]}'
+            yield (_LOG_INPUT + b"[" if start == 0 else b",") + part[1:-1]
+        yield b"]}" if self.txs else _LOG_INPUT + b"[]}"
 
 
 class Scorer:

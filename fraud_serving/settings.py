@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fraud_assets.core.settings import defaults, load_settings
+from fraud_assets.core.storage import Location, options_for
 
 DEFAULTS = defaults()
 
@@ -27,9 +28,11 @@ class Settings:
       history (``validated_transactions``) and the merchant risk snapshots (``merchant_risk``).
     - ``api_key``: when set, ``/predict`` and ``/predict/batch`` need header ``X-API-Key``.
     - ``model_poll_seconds``: how often to look for a newer champion.
-    - ``prediction_log_dir``: the append-only prediction log (one JSON Lines file per day).
+    - ``prediction_log_dir``: the prediction log (a folder per UTC day, a file per flush).
     - ``max_batch``: the largest ``/predict/batch`` request (larger: 413).
     - ``log_queue_size``: scored records waiting to be written before new ones are dropped.
+    - ``log_flush_seconds``: how often the prediction log writes a new file (object).
+    - ``s3_endpoint_url``: the endpoint of an S3-compatible store for ``s3://`` locations.
     """
 
     dagster_home: str | None = None
@@ -39,7 +42,13 @@ class Settings:
     prediction_log_dir: str = DEFAULTS.prediction_log_dir
     max_batch: int = DEFAULTS.max_batch
     log_queue_size: int = DEFAULTS.prediction_log_queue
+    log_flush_seconds: float = DEFAULTS.prediction_log_flush_seconds
+    s3_endpoint_url: str | None = DEFAULTS.s3_endpoint_url
     bootstrap_card_state: bool = True
+
+    def location(self, where: str) -> Location:
+        """A configured location (storage, log, a recorded bundle) with the options reaching it."""
+        return Location.of(where, options_for(where, self.s3_endpoint_url))
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -53,4 +62,6 @@ class Settings:
             prediction_log_dir=settings.prediction_log_dir,
             max_batch=settings.max_batch,
             log_queue_size=settings.prediction_log_queue,
+            log_flush_seconds=settings.prediction_log_flush_seconds,
+            s3_endpoint_url=settings.s3_endpoint_url,
         )

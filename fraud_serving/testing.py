@@ -1,22 +1,35 @@
 """Helpers for tests and benchmarks: a small model bundle, a Dagster home, a recorded champion.
 
-Not used by the service itself.
+Not used by the service itself. Everything the pipeline would write goes through the pipeline's
+own code: bundles through `ModelBundle.save` and their records through `ModelBundle.record`
+(what `challenger_model` calls), the champion's metadata through `record_metadata` (what
+`champion_model` calls), the daily files through the contract's layout
+(`fraud_assets.core.contract.partition_location`, as the Parquet IO manager writes them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import ModelBundle, frame_fingerprint
+from fraud_assets.core.contract import (
+    CHAMPION_MODEL,
+    MERCHANT_RISK,
+    VALIDATED_TRANSACTIONS,
+    ChampionRecord,
+    partition_location,
+)
 from fraud_assets.core.features import MerchantRiskSnapshot
 from fraud_assets.core.generator import SimulationConfig, TransactionSimulator
 from fraud_assets.core.models.classifier import FraudClassifier
 from fraud_assets.core.preprocessor import FraudPreprocessor
 from fraud_assets.core.splitting import prepare_train_test_split
+from fraud_assets.core.storage import Location
 
 DAGSTER_YAML = """storage:
   sqlite:
@@ -41,15 +54,15 @@ def simulate(
 
 def build_bundle(
     frame: pd.DataFrame,
-    directory: str | Path,
+    directory: str | os.PathLike | Location,
     *,
     n_estimators: int = 30,
     seed: int = 42,
     created_at: str = "",
     algorithm: str = "xgboost",
-) -> tuple[Path, str, ModelBundle]:
+) -> tuple[Location, str, ModelBundle]:
     """Train a small tree-ensemble bundle (XGBoost by default) on ``frame`` and save it;
-    ``(path, sha256, bundle)``."""
+    ``(location, sha256, bundle)``."""
     X_train, _, y_train, _ = prepare_train_test_split(frame, test_size=0.2, gap_days=3)
     pre = FraudPreprocessor()
     Xt = pre.fit_transform(X_train)
@@ -69,7 +82,7 @@ def build_bundle(
         created_at=created_at,
     )
     path, sha = bundle.save(directory)
-    return Path(path), sha, bundle
+    return path, sha, bundle
 
 
 def write_dagster_home(home: str | Path) -> Path:
@@ -79,40 +92,42 @@ def write_dagster_home(home: str | Path) -> Path:
     return home
 
 
+def champion_record(
+    path: str | os.PathLike | Location, sha256: str, bundle: ModelBundle, mlflow_version: str = "1"
+) -> ChampionRecord:
+    """The record `challenger_model` would register for this saved bundle, promoted now."""
+    return bundle.record(
+        path, sha256, mlflow_model_version=mlflow_version, mlflow_run_id=f"run-{mlflow_version}"
+    ).promoted()
+
+
 def record_champion(
-    instance, path: str | Path, sha256: str, bundle: ModelBundle, mlflow_version: str = "1"
+    instance, path: str | os.PathLike | Location, sha256: str, bundle: ModelBundle, mlflow_version: str = "1"
 ) -> int:
-    """Record a `champion_model` materialization (as the registry asset would) and return its storage id."""
+    """Record a `champion_model` materialization with the metadata the registry asset writes
+    (`record_metadata`, the function it calls) and return its storage id."""
     import dagster as dg
 
+    from fraud_assets.defs.registry import record_metadata
+
+    record = champion_record(path, sha256, bundle, mlflow_version)
     instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            "champion_model",
-            metadata={
-                "bundle_uri": dg.MetadataValue.path(str(path)),
-                "bundle_sha256": sha256,
-                "bundle_version": bundle.version,
-                "mlflow_model_version": mlflow_version,
-                "mlflow_run_id": f"run-{mlflow_version}",
-                "algorithm": bundle.algorithm,
-                "threshold": dg.MetadataValue.float(float(bundle.threshold)),
-                "training_window": " .. ".join(bundle.training_window),
-                "auc_roc": dg.MetadataValue.float(0.9),
-            },
-        )
+        dg.AssetMaterialization(CHAMPION_MODEL, metadata=record_metadata(record))
     )
-    result = instance.fetch_materializations(dg.AssetKey("champion_model"), limit=1)
+    result = instance.fetch_materializations(dg.AssetKey(CHAMPION_MODEL), limit=1)
     return int(result.records[0].storage_id)
 
 
-def write_storage(frame: pd.DataFrame, storage: str | Path, days: list[dt.date] | None = None) -> Path:
-    """Daily `validated_transactions` and `merchant_risk` files from ``frame`` (for ``days``, default all)."""
-    storage = Path(storage)
-    (storage / "validated_transactions").mkdir(parents=True, exist_ok=True)
-    (storage / "merchant_risk").mkdir(parents=True, exist_ok=True)
+def write_storage(
+    frame: pd.DataFrame, storage: str | os.PathLike | Location, days: list[dt.date] | None = None
+) -> Location:
+    """Daily `validated_transactions` and `merchant_risk` files from ``frame`` (for ``days``,
+    default all), where the Parquet IO manager puts them."""
+    root = Location.of(storage)
     day_of = frame[c.TIMESTAMP].dt.date
     for day in days or sorted(day_of.unique()):
-        frame[day_of == day].to_parquet(storage / "validated_transactions" / f"{day}.parquet")
+        key = day.isoformat()
+        partition_location(root, VALIDATED_TRANSACTIONS, key).write_parquet(frame[day_of == day])
         snapshot = MerchantRiskSnapshot.compute(frame, pd.Timestamp(day) + pd.Timedelta(days=1))
-        snapshot.to_frame().to_parquet(storage / "merchant_risk" / f"{day}.parquet")
-    return storage
+        partition_location(root, MERCHANT_RISK, key).write_parquet(snapshot.to_frame())
+    return root

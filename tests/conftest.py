@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
 
 import dagster as dg
 import pytest
 
 from fraud_assets.core import settings
+from fraud_assets.core.storage import Location, options_for
 
 # Before the code location's modules are imported (they define the partitions): the tests choose
 # their own days, so neither a developer's .env nor the first day a `make run` recorded in
@@ -69,3 +77,78 @@ def make_data_defs(tmp_path, landing_dir, **landing) -> dg.Definitions:
 @pytest.fixture
 def data_defs(tmp_path, landing_dir) -> dg.Definitions:
     return make_data_defs(tmp_path, landing_dir)
+
+
+# --- an S3-compatible server, a real process (moto's), for the storage tests ---------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on a free port, for the whole session (it takes a few seconds to start),
+    stopped at the end. Credentials come from the environment, as in production (botocore's
+    standard variables); any value works with moto."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    saved = {name: os.environ.get(name) for name in AWS_TEST_ENV}
+    os.environ.update(AWS_TEST_ENV)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"moto_server exited: {server.stderr.read().decode()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not answer on {endpoint} within 90 s") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "fraudops-test",
+    "AWS_SECRET_ACCESS_KEY": "fraudops-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request) -> str:
+    """A new, empty bucket on the test server; its URL ``s3://<bucket>``."""
+    import boto3
+
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_root(request, tmp_path) -> Location:
+    """A storage root on each backend: a local folder, and a prefix in a bucket of the S3 server
+    (reached as production reaches it: the endpoint through `options_for`)."""
+    if request.param == "local":
+        return Location.of(tmp_path / "store")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    url = f"{request.getfixturevalue('s3_bucket')}/fraudops"
+    return Location.of(url, options_for(url, endpoint))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 
@@ -46,21 +47,35 @@ def bundle(data):
     )
 
 
-def test_round_trip(bundle, data, tmp_path):
+def test_round_trip(bundle, data, storage_root):
+    """Locally and on the S3 server: saved once, verified, loaded equal; no leftovers."""
     X, _ = data
-    path, digest = bundle.save(tmp_path / "bundles")
-    assert path.exists() and path.parent == tmp_path / "bundles"
+    folder = storage_root / "bundles"
+    path, digest = bundle.save(folder)
+    assert path.exists() and path.parent == folder
     assert re.fullmatch(r"20261127T101500-logistic_regression-[0-9a-f]{8}", bundle.version)
     assert path.name == f"{bundle.version}.pkl"
-    assert digest == sha256_file(path)
+    assert digest == sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = ModelBundle.load(path, expected_sha256=digest)
     assert loaded.version == bundle.version and loaded.threshold == 0.2
     assert loaded.feature_names == list(X.columns) and loaded.metrics == bundle.metrics
     np.testing.assert_array_equal(loaded.classifier.predict_proba(X), bundle.classifier.predict_proba(X))
     np.testing.assert_array_equal(loaded.preprocessor.transform(X), bundle.preprocessor.transform(X))
-    assert ModelBundle.load(str(path), None).version == bundle.version  # explicit opt-out of the check
+    assert ModelBundle.load(path, None).version == bundle.version  # explicit opt-out of the check
     assert loaded.summary()["version"] == bundle.version
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # one file, no leftovers
+    assert [p.name for p in folder.list()] == [path.name]  # one file, no leftovers
+    assert bundle.save(folder) == (path, digest)  # saving again: the same version, left as is
+
+
+def test_a_tampered_bundle_on_the_object_store_is_refused(bundle, storage_root):
+    path, digest = bundle.save(storage_root)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0x01
+    path.write_bytes(bytes(raw))  # replaced in place (the store's objects are not immutable)
+    with pytest.raises(BundleIntegrityError, match="refusing to load"):
+        ModelBundle.load(path, expected_sha256=digest)
+    with pytest.raises(BundleLoadError, match=r"cannot read model bundle .*nope\.pkl"):
+        ModelBundle.load(storage_root / "nope.pkl", expected_sha256=digest)
 
 
 def test_tampered_byte_is_refused_before_unpickling(bundle, tmp_path, monkeypatch):
@@ -97,9 +112,9 @@ def test_missing_and_corrupt_files(tmp_path):
 
 def test_versions_are_never_overwritten(bundle, tmp_path):
     path, digest = bundle.save(tmp_path)
-    mtime = path.stat().st_mtime_ns
+    mtime = os.stat(path).st_mtime_ns
     again, digest_again = bundle.save(tmp_path)  # the same bundle: same version, file left as is
-    assert (again, digest_again) == (path, digest) and path.stat().st_mtime_ns == mtime
+    assert (again, digest_again) == (path, digest) and os.stat(path).st_mtime_ns == mtime
     bundle.metrics = {"auc_roc": 0.91}
     bundle.version = ""
     other, other_digest = bundle.save(tmp_path)  # different content: a new version next to the old
@@ -132,6 +147,7 @@ def test_frame_fingerprint():
 
 
 def test_fsspec_urls(bundle, data):
+    """Any fsspec protocol: here the in-memory one."""
     X, _ = data
     path, digest = bundle.save("memory://fraudops-test/bundles")
     assert str(path).startswith("memory://fraudops-test/bundles/") and str(path).endswith(".pkl")

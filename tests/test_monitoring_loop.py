@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from fraud_assets.core import columns as c
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.defs.automation import (
     daily_monitoring_job,
@@ -22,6 +23,7 @@ from fraud_assets.defs.monitoring import daily_drift_report, live_drift_report, 
 from fraud_assets.defs.resources import PredictionLogResource, TransactionSimulatorResource
 from fraud_assets.defs.sensors import RANGE_END, RANGE_START
 from fraud_serving.model_provider import ModelProvider, latest_champion
+from fraud_serving.prediction_log import PredictionLogger
 from tests.test_training_assets import CANDIDATES, QUICK, platform_defs
 
 TRAIN_FIRST, TRAIN_LAST = "2026-01-20", "2026-03-28"  # the first 37 days warm up the history
@@ -194,21 +196,27 @@ def test_daily_schedule_targets_yesterday(loop):
 
 
 def write_prediction_log(folder, day: str, features: pd.DataFrame, scores) -> None:
-    """Records as the scoring API logs them: scored_at, model inputs under "features", the score."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{day}.jsonl", "w", encoding="utf-8") as handle:
-        for (_, row), score in zip(features.iterrows(), scores, strict=True):
-            inputs = {
-                k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()
-            }
-            record = {
+    """Records as the scoring API logs them (its own writer and layout), scored on ``day``: model
+    inputs under "features", the score."""
+    records = []
+    for (_, row), score in zip(features.iterrows(), scores, strict=True):
+        inputs = {
+            k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()
+        }
+        records.append(
+            {
                 "scored_at": f"{day}T12:00:00+00:00",
                 "timestamp": str(row.get("timestamp", "")),
                 "transaction_id": "t",
                 "fraud_probability": float(score),
                 "features": {k: v for k, v in inputs.items() if k != "timestamp"},
             }
-            handle.write(json.dumps(record, default=str) + "\n")
+        )
+    logger = PredictionLogger(folder)
+    logger.start()
+    logger.submit(records)
+    assert logger.flush()
+    logger.close()
 
 
 def test_live_traffic_gets_the_same_drift_report(loop):
@@ -239,6 +247,9 @@ def test_live_traffic_gets_the_same_drift_report(loop):
         ).records[0]
         levels[day] = record.asset_materialization.metadata["drift_level"].value
     assert levels["2026-03-27"] in ("ok", "warning") and levels[DRIFT_LAST] == "critical"
+    (live_check,) = result.get_asset_check_evaluations()  # the last day's: critical
+    assert live_check.check_name == "live_drift_below_critical" and not live_check.passed
+    assert live_check.severity == dg.AssetCheckSeverity.ERROR
     missing = defs.resolve_job_def("__ASSET_JOB").execute_in_process(
         instance=instance,
         partition_key="2026-03-26",
@@ -250,3 +261,73 @@ def test_live_traffic_gets_the_same_drift_report(loop):
         err.message for e in missing.get_step_failure_events() for err in _chain(e.step_failure_data.error)
     )
     assert "no scored transactions logged for 2026-03-26" in text
+
+
+def materialize(defs, instance, asset: str, day: str, run_config=None):
+    result = defs.resolve_job_def("__ASSET_JOB").execute_in_process(
+        instance=instance,
+        partition_key=day,
+        asset_selection=[dg.AssetKey(asset)],
+        run_config=run_config or {},
+        raise_on_error=False,
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure][:3]
+    return result
+
+
+def test_drift_check_warns_above_warning_errs_above_critical_and_only_critical_retrains(loop):
+    defs, instance, _ = loop
+    state = json.loads(tick(defs, instance).cursor)  # every report so far has been read
+    cursor = json.dumps({**state, "last_trigger": None})  # and no cooldown is running
+    outcomes = {}
+    # The drifted day's score is 0.46 to 0.58 (docs/drift.md): thresholds around it set its level.
+    for warning, critical in ((0.9, 0.95), (0.1, 0.95), (0.1, 0.2)):
+        config = {"ops": {"drift_report": {"config": {"warning": warning, "critical": critical}}}}
+        result = materialize(defs, instance, "drift_report", DRIFT_LAST, config)  # never fails the run
+        (check,) = result.get_asset_check_evaluations()
+        level = check.metadata["drift_level"].value
+        outcomes[level] = check.passed, (None if check.passed else check.severity)
+        after = tick(defs, instance, cursor)
+        assert len(after.run_requests) == (level == "critical"), (level, after.skip_message)
+        cursor = json.dumps({**json.loads(after.cursor), "last_trigger": None})
+    assert outcomes == {
+        "ok": (True, None),
+        "warning": (False, dg.AssetCheckSeverity.WARN),
+        "critical": (False, dg.AssetCheckSeverity.ERROR),
+    }
+
+
+def test_performance_leaves_out_the_days_the_champion_was_trained_on(loop):
+    from fraud_assets.core.bundle import ModelBundle
+
+    defs, instance, tmp_path = loop
+    champion = instance.get_latest_materialization_event(dg.AssetKey("champion_model")).asset_materialization
+    bundle = ModelBundle.load(champion.metadata["bundle_uri"].value, champion.metadata["bundle_sha256"].value)
+    trained_until = pd.Timestamp(bundle.training_window[1])
+
+    def report(day: pd.Timestamp):
+        materialize(defs, instance, "model_performance", day.date().isoformat())
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("model_performance"), asset_partitions=[day.date().isoformat()]
+            ),
+            limit=1,
+        ).records[0]
+        return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+    # The week 8-14 days back lies entirely within the training days: nothing to judge.
+    inside = report(trained_until + pd.Timedelta(days=8))
+    assert (
+        inside["level"] == "unknown" and inside["labelled_rows"] == 0 and inside["left_out_training_rows"] > 0
+    )
+    # Two days of the week after the training days: only those are scored; the rest is counted.
+    day = trained_until + pd.Timedelta(days=10)
+    straddling = report(day)
+    week = pd.concat(
+        pd.read_parquet(tmp_path / "storage" / "transaction_features" / f"{d.date()}.parquet")
+        for d in pd.date_range(day - pd.Timedelta(days=14), day - pd.Timedelta(days=8))
+    )
+    known = week[c.IS_FRAUD].notna() & (week[c.LABEL_KNOWN_AT] < day + pd.Timedelta(days=1))
+    unseen = week[c.TIMESTAMP] >= trained_until + pd.Timedelta(days=1)
+    assert straddling["labelled_rows"] == int((known & unseen).sum()) > 0
+    assert straddling["left_out_training_rows"] == int((known & ~unseen).sum()) > 0

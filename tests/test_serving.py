@@ -23,10 +23,17 @@ from fraud_assets.core.features import CARD_FEATURES, DEVICE_FEATURES, MERCHANT_
 from fraud_assets.core.prediction_log import READ_COLUMNS
 from fraud_serving.app import create_app
 from fraud_serving.metrics import ServiceMetrics
-from fraud_serving.model_provider import ChampionRecord, ServedModel
+from fraud_serving.model_provider import ServedModel
 from fraud_serving.prediction_log import PredictionLogger, read_prediction_log
 from fraud_serving.settings import Settings
-from fraud_serving.testing import build_bundle, record_champion, simulate, write_dagster_home, write_storage
+from fraud_serving.testing import (
+    build_bundle,
+    champion_record,
+    record_champion,
+    simulate,
+    write_dagster_home,
+    write_storage,
+)
 
 SEED_BODY = {
     "amount": 150.50,
@@ -189,9 +196,8 @@ def test_scores_equal_the_bundle_on_the_same_features(client, world):
 def test_approximate_reasons_are_saabas_from_the_compiled_trees(world, tmp_path, algorithm):
     """reasons=approx: Saabas path attribution from the compiled trees, equal to XGBoost's
     `approx_contribs` (LightGBM has none of its own); the probability is the exact one."""
-    _, _, bundle = build_bundle(world["frame"], tmp_path, n_estimators=20, algorithm=algorithm)
-    record = ChampionRecord(storage_id=1, run_id="", metadata={"bundle_uri": "", "bundle_sha256": ""})
-    served = ServedModel.from_bundle(bundle, record)
+    path, sha, bundle = build_bundle(world["frame"], tmp_path, n_estimators=20, algorithm=algorithm)
+    served = ServedModel.from_bundle(bundle, champion_record(path, sha, bundle))
     assert served.trees is not None
     live = world["live"].head(50)  # no history columns: those are missing (imputed)
     x = served.preprocessor.transform_columns(
@@ -219,9 +225,8 @@ def test_approximate_reasons_are_saabas_from_the_compiled_trees(world, tmp_path,
 
 @pytest.mark.parametrize("algorithm", ["random_forest", "logistic_regression"])
 def test_uncompiled_models_serve_their_own_probabilities_and_contributions(world, tmp_path, algorithm):
-    _, _, bundle = build_bundle(world["frame"], tmp_path, n_estimators=20, algorithm=algorithm)
-    record = ChampionRecord(storage_id=1, run_id="", metadata={"bundle_uri": "", "bundle_sha256": ""})
-    served = ServedModel.from_bundle(bundle, record)
+    path, sha, bundle = build_bundle(world["frame"], tmp_path, n_estimators=20, algorithm=algorithm)
+    served = ServedModel.from_bundle(bundle, champion_record(path, sha, bundle))
     served.warm_up()
     live = world["live"].head(300)
     x = served.preprocessor.transform_columns(

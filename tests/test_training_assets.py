@@ -111,6 +111,35 @@ def test_training_registers_a_champion_with_its_report(trained):
     assert "evaluation/evaluation_report.json" in artifacts and "evaluation/roc.png" in artifacts
 
 
+def test_the_api_serves_the_trained_champion_from_the_pipeline_s_storage(trained):
+    """The real assets' outputs, read by the real API: the champion's metadata (the contract's
+    record), its bundle, the stored card history and merchant risk."""
+    from fastapi.testclient import TestClient
+
+    from fraud_serving.app import create_app
+    from fraud_serving.model_provider import latest_champion
+    from fraud_serving.settings import Settings
+    from tests.test_serving import SEED_BODY
+
+    _, instance, tmp_path, _ = trained
+    champion = instance.get_latest_materialization_event(dg.AssetKey("champion_model")).asset_materialization
+    settings = Settings(
+        storage=str(tmp_path / "storage"),
+        prediction_log_dir=str(tmp_path / "predictions"),
+        model_poll_seconds=3600,
+    )
+    with TestClient(create_app(settings, source=lambda: latest_champion(instance))) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "ok", health
+        assert health["card_state"]["bootstrap"] == "loaded" and health["merchant_risk"]["day"] == LAST
+        answer = client.post("/predict", json=SEED_BODY)
+        assert answer.status_code == 200
+        assert answer.json()["model_version"] == champion.metadata["bundle_version"].value
+        model = client.get("/model").json()
+        assert model["mlflow_model_version"] == champion.metadata["mlflow_model_version"].value == "1"
+        assert model["bundle_sha256"] == champion.metadata["bundle_sha256"].value
+
+
 def test_a_worse_challenger_is_recorded_but_not_promoted(trained):
     defs, instance, tmp_path, _ = trained
     # Candidates trained on shuffled labels: real models, deliberately worse.

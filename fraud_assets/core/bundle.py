@@ -2,8 +2,9 @@
 
 A bundle is written once to an immutable, versioned path (``<directory>/<version>.pkl``) and
 never overwritten. Its SHA-256 is returned by ``save`` and checked by ``load`` *before* the
-file is unpickled, so a tampered or truncated file is refused instead of executed. Paths may
-be local or any fsspec URL (``s3://...``); local writes are atomic and exclusive.
+file is unpickled, so a tampered or truncated file is refused instead of executed. Locations
+are `fraud_assets.core.storage` locations (a local folder or ``s3://...``); writes are atomic
+and exclusive (see `Location.write_with`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pandas as pd
 
+from fraud_assets.core.contract import ChampionRecord
 from fraud_assets.core.models.classifier import FraudClassifier
+from fraud_assets.core.storage import Location
 
 BUNDLE_SUFFIX = ".pkl"
 PICKLE_PROTOCOL = 5
@@ -36,28 +36,10 @@ class BundleIntegrityError(BundleLoadError):
     """The bundle file's SHA-256 is not the expected one (tampered, truncated or the wrong file)."""
 
 
-def _is_local(path: str | os.PathLike) -> bool:
-    text = os.fspath(path)
-    return "://" not in text or text.startswith("file://")
-
-
-def _local(path: str | os.PathLike) -> Path:
-    text = os.fspath(path)
-    return Path(text.removeprefix("file://"))
-
-
-def _read_bytes(path: str | os.PathLike) -> bytes:
-    if _is_local(path):
-        return _local(path).read_bytes()
-    with fsspec.open(os.fspath(path), "rb") as fh:
-        return fh.read()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (local path or fsspec URL), read in 1 MiB chunks."""
+def sha256_file(path: str | os.PathLike | Location) -> str:
+    """Hex SHA-256 of a file's bytes (any storage location), read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    opener = open(_local(path), "rb") if _is_local(path) else fsspec.open(os.fspath(path), "rb")  # noqa: SIM115
-    with opener as fh:
+    with Location.of(path).open_read() as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -110,8 +92,8 @@ class ModelBundle:
                 f"ModelBundle.algorithm is {self.algorithm!r}, the classifier {self.classifier.algorithm!r}"
             )
 
-    def save(self, directory: str | os.PathLike) -> tuple[str | Path, str]:
-        """Write the bundle to ``<directory>/<version>.pkl`` and return ``(path, sha256 of the file)``.
+    def save(self, directory: str | os.PathLike | Location) -> tuple[Location, str]:
+        """Write the bundle to ``<directory>/<version>.pkl`` and return ``(location, sha256 of the file)``.
 
         The version's hex part is the SHA-256 of the content (without the version itself), so
         different bundles get different paths. An existing file is never overwritten: saving the
@@ -126,73 +108,65 @@ class ModelBundle:
         self.version = f"{_compact_timestamp(self.created_at)}-{self.algorithm}-{content_hex}"
         payload = pickle.dumps(self, protocol=PICKLE_PROTOCOL)
         digest = hashlib.sha256(payload).hexdigest()
-        name = f"{self.version}{BUNDLE_SUFFIX}"
-        if _is_local(directory):
-            return self._write_local(_local(directory), name, payload, digest), digest
-        url = f"{os.fspath(directory).rstrip('/')}/{name}"
-        fs, fs_path = fsspec.core.url_to_fs(url)
-        if fs.exists(fs_path):  # not atomic on object stores; versions are content-addressed anyway
-            return self._existing(url, digest), digest
-        fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
-        with fs.open(fs_path, "wb") as fh:
-            fh.write(payload)
-        return url, digest
-
-    @staticmethod
-    def _existing(path: str | Path, digest: str) -> str | Path:
-        found = sha256_file(path)
-        if found != digest:
-            raise FileExistsError(
-                f"{path} already exists with different content (sha256 {found}); not overwriting"
-            )
-        return path
-
-    @classmethod
-    def _write_local(cls, directory: Path, name: str, payload: bytes, digest: str) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        final = directory / name
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=BUNDLE_SUFFIX)
+        target = Location.of(directory).join(f"{self.version}{BUNDLE_SUFFIX}")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, final)  # atomic, and fails rather than replace an existing file
-            except FileExistsError:
-                return cls._existing(final, digest)
-        finally:
-            os.unlink(tmp)
-        return final
+            target.write_bytes(payload, exclusive=True)
+        except FileExistsError:
+            found = sha256_file(target)
+            if found != digest:
+                raise FileExistsError(
+                    f"{target} already exists with different content (sha256 {found}); not overwriting"
+                ) from None
+        return target, digest
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expected_sha256: str | None) -> ModelBundle:
+    def load(cls, path: str | os.PathLike | Location, expected_sha256: str | None) -> ModelBundle:
         """Read a bundle; verify its SHA-256 against ``expected_sha256`` before unpickling.
 
         Pass ``expected_sha256=None`` explicitly to skip the check (only for files you trust).
         Raises ``BundleIntegrityError`` on a digest mismatch, ``BundleLoadError`` when the file
         is missing, unreadable or not a bundle.
         """
+        where = Location.of(path)
         try:
-            payload = _read_bytes(path)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-            raise BundleLoadError(f"cannot read model bundle {os.fspath(path)}: {err}") from err
+            payload = where.read_bytes()
+        except OSError as err:  # missing, unreadable, or the store cannot be reached
+            raise BundleLoadError(f"cannot read model bundle {where}: {err}") from err
         if expected_sha256 is not None:
             found = hashlib.sha256(payload).hexdigest()
             if found != expected_sha256.lower():
                 raise BundleIntegrityError(
-                    f"model bundle {os.fspath(path)} failed its integrity check: expected sha256 "
+                    f"model bundle {where} failed its integrity check: expected sha256 "
                     f"{expected_sha256.lower()}, file has {found}; refusing to load it"
                 )
         try:
             obj = pickle.loads(payload)
         except Exception as err:  # a corrupt pickle can raise nearly anything
-            raise BundleLoadError(
-                f"model bundle {os.fspath(path)} is corrupt: {type(err).__name__}: {err}"
-            ) from err
+            raise BundleLoadError(f"model bundle {where} is corrupt: {type(err).__name__}: {err}") from err
         if not isinstance(obj, cls):
-            raise BundleLoadError(f"{os.fspath(path)} holds a {type(obj).__name__}, not a ModelBundle")
+            raise BundleLoadError(f"{where} holds a {type(obj).__name__}, not a ModelBundle")
         return obj
+
+    def record(
+        self,
+        location: str | os.PathLike | Location,
+        sha256: str,
+        mlflow_model_version: str | None = None,
+        mlflow_run_id: str | None = None,
+    ) -> ChampionRecord:
+        """This saved bundle's record for the registry and serving (`core.contract`): what the
+        `challenger_model` asset registers and `champion_model` promotes."""
+        return ChampionRecord(
+            version=self.version,
+            bundle_uri=str(Location.of(location)),
+            bundle_sha256=sha256,
+            algorithm=self.algorithm,
+            threshold=float(self.threshold),
+            training_window=tuple(self.training_window),
+            metrics={k: float(v) for k, v in self.metrics.items()},
+            mlflow_model_version=mlflow_model_version,
+            mlflow_run_id=mlflow_run_id,
+        )
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description (no model objects), e.g. for metadata or an API's /model endpoint."""

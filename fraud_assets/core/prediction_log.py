@@ -1,13 +1,11 @@
 """The prediction log's reader: live traffic as the scoring API recorded it.
 
-`fraud_serving` appends one JSON line per model call to ``<dir>/<YYYY-MM-DD>.jsonl``: the call's
-facts (``scored_at``, ``model_version``, ``threshold``, ``latency_ms``; a fact given as a list
-holds one value per transaction) and its transactions as
-columns (lists of equal length: ``transaction_id``, ``card_id``, ``merchant_id``, ``timestamp``,
-``fraud_probability``, ``is_fraud``, ``risk_level``, ``reason_codes``, ``input``, and
-``features`` as a column per model input). A line holding one transaction as plain values (the
-earlier format) reads the same. Monitoring reads it here, so the format is a contract of the
-domain, not of the API.
+The schema and the layout are part of the contract between the API and the pipeline
+(`fraud_assets.core.contract`, the ``LOG_*`` names and `prediction_log_files`): one JSON line
+per model call, its transactions as columns, in one object per flush under
+``<dir>/<YYYY-MM-DD>/`` (or, written before parts, in ``<dir>/<YYYY-MM-DD>.jsonl``). A line
+holding one transaction as plain values (the earliest format) reads the same. The directory may
+be any storage location (a local folder, ``s3://...``).
 """
 
 from __future__ import annotations
@@ -15,22 +13,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from pathlib import Path
 
 import pandas as pd
 
-_REQUEST_FIELDS = ("scored_at", "model_version", "threshold", "latency_ms")
-_COLUMNS = (
-    "transaction_id", "card_id", "merchant_id", "timestamp", "fraud_probability", "is_fraud",
-    "risk_level", "reason_codes", "input",
-)  # fmt: skip
+from fraud_assets.core.contract import (
+    LOG_CALL_FIELDS,
+    LOG_FEATURES,
+    LOG_INPUT,
+    LOG_READ_COLUMNS,
+    LOG_READ_DTYPES,
+    LOG_TRANSACTION_FIELDS,
+    prediction_log_files,
+)
+from fraud_assets.core.storage import Location
 
-
-# The frame's first columns, in order; the model inputs follow.
-READ_COLUMNS = (
-    "scored_at", "timestamp", "transaction_id", "card_id", "merchant_id", "model_version", "threshold",
-    "fraud_probability", "is_fraud", "risk_level", "latency_ms", "reason_codes", "input",
-)  # fmt: skip
+READ_COLUMNS = LOG_READ_COLUMNS  # the frame's first columns, in order; the model inputs follow
+_COLUMNS = (*LOG_TRANSACTION_FIELDS, LOG_INPUT)
 
 
 def _transactions(line: dict) -> list[dict]:
@@ -38,59 +36,63 @@ def _transactions(line: dict) -> list[dict]:
     if not isinstance(line.get("transaction_id"), list):
         return [line]
     n = len(line["transaction_id"])
-    shared = {key: line.get(key) for key in _REQUEST_FIELDS}
+    shared = {key: line.get(key) for key in LOG_CALL_FIELDS}
     each = {key: shared.pop(key) for key, value in list(shared.items()) if isinstance(value, list)}
     columns = {key: line.get(key) or [None] * n for key in _COLUMNS}
-    features = line.get("features") or {}
+    features = line.get(LOG_FEATURES) or {}
     return [
         {
             **shared,
             **{key: values[i] for key, values in each.items()},
             **{key: values[i] for key, values in columns.items()},
-            "features": {name: values[i] for name, values in features.items()},
+            LOG_FEATURES: {name: values[i] for name, values in features.items()},
         }
         for i in range(n)
     ]
 
 
-def read_prediction_log(directory: str | os.PathLike, day: str | dt.date | None = None):
+def read_prediction_log(directory: str | os.PathLike | Location, day: str | dt.date | None = None):
     """The logged predictions as a DataFrame: one row per scored transaction, oldest first.
 
-    ``day`` (``YYYY-MM-DD`` or a date) reads one day's file; None reads all of them. Columns:
-    ``scored_at`` (UTC timestamp), ``timestamp`` (the transaction's, naive local time),
-    ``transaction_id``, ``card_id``, ``merchant_id``, ``model_version``, ``threshold``,
-    ``fraud_probability``, ``is_fraud``, ``risk_level``, ``latency_ms``, ``reason_codes`` (list),
-    ``input`` (dict as sent), then one column per model input value (``amount``,
-    ``merchant_category``, ``transactions_last_24h``, ...; NaN where the value was missing and
-    imputed). A half-written last line (a crash mid-write) is skipped.
+    ``day`` (``YYYY-MM-DD`` or a date) reads one day; None reads all of them. Columns (types in
+    `contract.LOG_READ_DTYPES`): ``scored_at`` (UTC timestamp), ``timestamp`` (the transaction's,
+    naive local time), ``transaction_id``, ``card_id``, ``merchant_id``, ``model_version``,
+    ``threshold``, ``fraud_probability``, ``is_fraud``, ``risk_level``, ``latency_ms``,
+    ``reason_codes`` (list), ``input`` (dict as sent), then one column per model input value
+    (``amount``, ``merchant_category``, ``transactions_last_24h``, ...; NaN where the value was
+    missing and imputed). A half-written last line (a crash mid-write) is skipped.
     """
-    folder = Path(directory)
-    if day is not None:
-        files = [folder / f"{day if isinstance(day, str) else day.isoformat()}.jsonl"]
-    else:
-        files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    folder = Location.of(directory)
+    wanted = None if day is None else (day if isinstance(day, str) else day.isoformat())
     records = []
-    for path in files:
-        if not path.exists():
-            continue
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    records.extend(_transactions(json.loads(line)))
-                except (json.JSONDecodeError, TypeError, KeyError, IndexError, AttributeError):
-                    continue
+    for blob in Location.read_many(prediction_log_files(folder, wanted)):
+        for line in blob.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.extend(_transactions(json.loads(line)))
+            except (
+                json.JSONDecodeError,
+                UnicodeDecodeError,
+                TypeError,
+                KeyError,
+                IndexError,
+                AttributeError,
+            ):
+                continue
     base = list(READ_COLUMNS)
     if not records:
-        return pd.DataFrame({col: pd.Series(dtype=object) for col in base})
+        return pd.DataFrame({col: pd.Series(dtype=LOG_READ_DTYPES[col]) for col in base})
     frame = pd.DataFrame([{k: r.get(k) for k in base} for r in records])
-    features = pd.DataFrame([r.get("features") or {} for r in records])
+    features = pd.DataFrame([r.get(LOG_FEATURES) or {} for r in records])
     features = features[[col for col in features.columns if col not in frame.columns]]
     frame = pd.concat([frame, features], axis=1)
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], errors="coerce", format="ISO8601")
+    for col, dtype in LOG_READ_DTYPES.items():
+        if dtype in ("float64", "Int64"):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)
     for col in features.columns:
         if features[col].map(lambda v: isinstance(v, str)).any():
             continue

@@ -26,6 +26,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from fraud_assets.core.storage import Location
+
 MODEL_NAME = "fraud-detector"
 CHAMPION = "champion"
 # Given, so MLflow does not spend ~45 s inferring requirements at every log_model; our own
@@ -88,15 +90,21 @@ class ModelRegistry:
         self.model_name = model_name
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
-    def log_bundle_model(self, bundle_path: str | Path, sha256: str, artifact_path: str = "model") -> str:
-        """Log the bundle as a pyfunc model in the active run; returns the model URI."""
+    def log_bundle_model(self, bundle: Location, sha256: str, artifact_path: str = "model") -> str:
+        """Log the bundle as a pyfunc model in the active run; returns the model URI.
+
+        The bundle is read through our storage (any location, with its options) into a local
+        copy, so MLflow never needs credentials or an endpoint for the model store itself."""
         with tempfile.TemporaryDirectory() as tmp:
             meta = Path(tmp) / "bundle_meta.json"
-            meta.write_text(json.dumps({"sha256": sha256, "bundle_uri": str(bundle_path)}))
+            meta.write_text(json.dumps({"sha256": sha256, "bundle_uri": str(bundle)}))
+            local = bundle if bundle.is_local else Location.of(Path(tmp) / bundle.name)
+            if not bundle.is_local:
+                local.write_bytes(bundle.read_bytes())
             info = mlflow.pyfunc.log_model(
                 name=artifact_path,
                 python_model=FraudBundleModel(),
-                artifacts={"bundle": str(bundle_path), "bundle_meta": str(meta)},
+                artifacts={"bundle": local.url, "bundle_meta": str(meta)},
                 pip_requirements=PIP_REQUIREMENTS,
                 code_paths=[str(PACKAGE_DIR)],
             )

@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fraud_assets.core.generator import MAX_FRAUD_RATE, MIN_FRAUD_RATE, DriftKnobs, SimulationConfig
 from fraud_assets.core.ingest import LandingSettings
+from fraud_assets.core.storage import Location, options_for
 
 PREFIX = "FRAUDOPS_"
 # The .env file read besides the environment: the working directory's, as dagster dev reads it.
@@ -111,10 +112,18 @@ class StorageSettings(BaseModel):
     storage: str = _var(
         "FRAUDOPS_STORAGE",
         _state("storage"),
-        "where assets are stored (Parquet, one file per day); an `s3://bucket/prefix` works too",
+        "where assets are stored (Parquet, one file per day), read by the pipeline and the scoring API; an `s3://bucket/prefix` works too",
     )
     models: str = _var(
-        "FRAUDOPS_MODELS", _state("models"), "where model bundles are written (immutable, versioned)"
+        "FRAUDOPS_MODELS",
+        _state("models"),
+        "where model bundles are written (immutable, versioned); a URL works too",
+    )
+    s3_endpoint_url: str | None = _var(
+        "FRAUDOPS_S3_ENDPOINT_URL",
+        None,
+        "endpoint of an S3-compatible store (MinIO, Ceph) for every `s3://` location; unset: "
+        "`AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`, else AWS. Credentials: the standard AWS variables",
     )
     start_date: dt.date | None = _var(
         "FRAUDOPS_START_DATE",
@@ -228,12 +237,14 @@ class MonitoringSettings(BaseModel):
     TITLE: ClassVar[str] = "Monitoring"
 
     reports: str = _var(
-        "FRAUDOPS_REPORTS", _state("reports"), "where the drift reports' HTML files are saved"
+        "FRAUDOPS_REPORTS",
+        _state("reports"),
+        "where the drift reports' HTML files are saved; a URL works too",
     )
     prediction_log_dir: str = _var(
         "FRAUDOPS_PREDICTION_LOG_DIR",
         _state("predictions"),
-        "the scoring API's prediction log (one JSON Lines file per UTC day), read by `live_drift_report`",
+        "the scoring API's prediction log (a folder per UTC day, a JSON Lines file per flush; a URL works too), read by `live_drift_report`",
     )
     retrain_cooldown_hours: float = _var(
         "FRAUDOPS_RETRAIN_COOLDOWN_HOURS",
@@ -261,6 +272,13 @@ class ServingSettings(BaseModel):
         100_000,
         "scored records waiting to be written before new ones are dropped (and counted)",
         ge=1,
+    )
+    prediction_log_flush_seconds: float = _var(
+        "FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS",
+        5.0,
+        "the prediction log is written as one new file (object) per flush, at most this often; "
+        "a crash loses at most this much of the log",
+        ge=0,
     )
 
 
@@ -303,6 +321,10 @@ class FraudopsSettings(
     ):
         """.env first, then the environment: the order dagster dev gives them (module docstring)."""
         return init_settings, dotenv_settings, env_settings
+
+    def location(self, where: str) -> Location:
+        """A configured location (``storage``, ``models``, ...) with the options that reach it."""
+        return Location.of(where, options_for(where, self.s3_endpoint_url))
 
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key else None

@@ -7,6 +7,7 @@ only learns from labels that were known when training happened.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -41,6 +42,29 @@ def time_split(timestamps: pd.Series, test_size: float = 0.2, gap_days: float = 
             f"{test_size:.0%} test window; generate or load more days (at least {gap_days / test_size:.0f})"
         )
     return TimeSplit(train_end=train_end, test_start=test_start, test_end=end)
+
+
+def minimum_days_to_train(
+    *,
+    warmup_days: int,
+    test_fraction: float,
+    gap_days: float,
+    fold_gap_days: float,
+    min_train_fraction: float,
+) -> int:
+    """The fewest whole days of data that a training run accepts: warm-up, split, then tuning folds.
+
+    After the ``warmup_days`` the labelled rows span W days. `time_split` puts the test window at
+    the latest ``test_fraction`` of W and ends training ``gap_days`` before it, leaving a training
+    span T = (1 - test_fraction) * W - gap_days. `time_ordered_folds` cuts T at
+    ``min_train_fraction`` and needs the rest to exceed the folds' gap:
+    (1 - min_train_fraction) * T > fold_gap_days (the split itself only needs T > 0, which this
+    implies). So W > (fold_gap_days / (1 - min_train_fraction) + gap_days) / (1 - test_fraction).
+    N days of data span a little less than N - warmup_days (the first transaction comes after
+    midnight, the last before the next one), hence the next whole number above the bound.
+    """
+    span = (fold_gap_days / (1 - min_train_fraction) + gap_days) / (1 - test_fraction)
+    return warmup_days + math.floor(span) + 1
 
 
 TRAIN, TEST, EXCLUDED = "train", "test", "excluded"

@@ -11,6 +11,7 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.contract import MERCHANT_RISK
 from fraud_assets.core.features import (
     EVENT_FEATURE_COLUMNS,
     HISTORY_FEATURES,
@@ -98,6 +99,7 @@ def transaction_features(
 
 
 @dg.asset(
+    name=MERCHANT_RISK,  # the API reads its files (fraud_assets/core/contract.py)
     ins={"validated_transactions": with_lookback},
     partitions_def=daily_partitions,
     backfill_policy=single_run,

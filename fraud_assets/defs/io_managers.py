@@ -1,4 +1,4 @@
-"""Parquet storage for DataFrame assets, one file per daily partition, anywhere UPath reaches.
+"""Parquet storage for DataFrame assets, one file per daily partition, on any `core.storage` location.
 
 Unlike `dg.UPathIOManager`, this IO manager accepts an output that spans several partitions
 (a single-run backfill) and splits it by the column named in the asset's ``partition_expr``
@@ -12,56 +12,41 @@ the days' Arrow tables and converts to pandas once, as ``pd.read_parquet`` does 
 from __future__ import annotations
 
 import pickle
-import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from upath import UPath
 
+from fraud_assets.core.contract import asset_location, partition_location
+from fraud_assets.core.storage import Location
 from fraud_assets.core.timestamps import day_keys
 
-# pyarrow encodes and decodes Parquet outside the GIL: days are written and read a few at a time.
+# pyarrow encodes and decodes Parquet outside the GIL (and a local write waits on fsync): days
+# are written and decoded a few at a time.
 PARALLEL_FILES = 4
 
 
-def write_atomically(path: UPath, write) -> None:
-    """Write a file through ``write(handle)``; locally to a temporary name first, then renamed,
-    so a crash never leaves a half-written file behind (object stores write whole objects)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.protocol not in ("", "file", "local"):
-        with path.open("wb") as handle:
-            write(handle)
-        return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("wb") as handle:
-        write(handle)
-    tmp.rename(path)
-
-
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
-    """Stores each asset (partition) as Parquet under ``base_path``.
+    """Stores each asset (partition) as Parquet under ``base_path``, in the layout of
+    `fraud_assets.core.contract` (the scoring API reads the same files).
 
     ``base_path`` is a local folder by default; an ``s3://bucket/prefix`` (or any fsspec URL)
-    works unchanged, with credentials from ``storage_options`` or the environment.
+    works unchanged, reached with ``storage_options`` (the endpoint; credentials come from the
+    environment, see `fraud_assets.core.storage`).
     """
 
     base_path: str
-    storage_options: dict[str, str] = {}
+    storage_options: dict[str, Any] = {}
 
-    def _root(self) -> UPath:
-        return UPath(self.base_path, **self.storage_options)
+    def _root(self) -> Location:
+        return Location.of(self.base_path, self.storage_options)
 
-    def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> UPath:
-        folder = self._root().joinpath(*asset_key.path)
-        return folder / f"{partition_key}.parquet" if partition_key else folder.with_suffix(".parquet")
-
-    def _write(self, frame: pd.DataFrame | pa.Table, path: UPath) -> None:
-        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-        write_atomically(path, lambda handle: pq.write_table(table, handle))
+    def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> Location:
+        return partition_location(self._root(), asset_key.path, partition_key)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if obj is None:
@@ -71,7 +56,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         if not context.has_asset_partitions:
             path = self._path(key, None)
-            self._write(obj, path)
+            path.write_parquet(obj)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
             return
         keys = list(context.asset_partition_keys)
@@ -83,10 +68,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             )
         days = split_by_day(obj, column, keys, key.to_user_string())
         with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-            list(pool.map(lambda item: self._write(item[1], self._path(key, item[0])), days))
+            list(pool.map(lambda day: self._path(key, day[0]).write_with(_parquet_writer(day[1])), days))
         context.add_output_metadata(
             {
-                "path": dg.MetadataValue.path(str(self._root().joinpath(*key.path))),
+                "path": dg.MetadataValue.path(str(asset_location(self._root(), key.path))),
                 "partitions": len(keys),
             }
         )
@@ -94,7 +79,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         key = context.asset_key
         if not context.has_asset_partitions:
-            return pd.read_parquet(self._path(key, None).open("rb"))
+            return self._path(key, None).read_parquet()
         # An input that reads a lookback window may start before the first materialized day:
         # it opts in with AssetIn(metadata={"allow_missing_partitions": True}) and gets fewer days.
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
@@ -108,13 +93,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     f"{key.to_user_string()} partition {partition_key} has not been materialized "
                     f"(no file at {path}); materialize it first"
                 )
-        with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-            frames = list(pool.map(_read_table, paths))
-        if not frames:
+        if not paths:
             raise FileNotFoundError(
                 f"{key.to_user_string()}: none of the requested partitions exists; materialize it first"
             )
-        return concat_days(frames)
+        with ThreadPoolExecutor(PARALLEL_FILES) as pool:
+            tables = list(pool.map(_parquet_table, Location.read_many(paths)))
+        return concat_days(tables)
 
 
 def split_by_day(frame: pd.DataFrame, column: str, keys: list[str], asset: str) -> list[tuple[str, pa.Table]]:
@@ -145,11 +130,6 @@ def split_by_day(frame: pd.DataFrame, column: str, keys: list[str], asset: str) 
     ]
 
 
-def _read_table(path: UPath) -> pa.Table:
-    with path.open("rb") as handle:
-        return pq.read_table(handle, use_pandas_metadata=True)
-
-
 def concat_days(tables: list[pa.Table]) -> pd.DataFrame:
     """Daily tables as one frame, converted once (as ``pd.read_parquet`` converts one file)."""
     tables = [t for t in tables if t.num_rows] or tables[:1]
@@ -160,6 +140,14 @@ def concat_days(tables: list[pa.Table]) -> pd.DataFrame:
     return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
 
 
+def _parquet_writer(table: pa.Table):
+    return lambda handle: pq.write_table(table, handle)
+
+
+def _parquet_table(data: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data), use_pandas_metadata=True)
+
+
 class PickleIOManager(dg.ConfigurableIOManager):
     """Python objects (fitted models, reports) as pickles under ``base_path`` (local or fsspec URL).
 
@@ -168,13 +156,13 @@ class PickleIOManager(dg.ConfigurableIOManager):
     """
 
     base_path: str
-    storage_options: dict[str, str] = {}
+    storage_options: dict[str, Any] = {}
 
-    def _path(self, context: dg.OutputContext | dg.InputContext) -> UPath:
+    def _path(self, context: dg.OutputContext | dg.InputContext) -> Location:
         """``<base>/<asset>.pkl``, or ``<base>/<asset>/<partition>.pkl`` for one partition."""
-        base = UPath(self.base_path, **self.storage_options).joinpath(*context.asset_key.path)
+        base = Location.of(self.base_path, self.storage_options).join(*context.asset_key.path)
         if not context.has_asset_partitions:
-            return base.with_suffix(".pkl")
+            return base.parent.join(f"{base.name}.pkl")
         keys = list(context.asset_partition_keys)
         if len(keys) != 1:
             raise ValueError(
@@ -184,12 +172,11 @@ class PickleIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         path = self._path(context)
-        write_atomically(path, lambda handle: pickle.dump(obj, handle, protocol=5))
+        path.write_with(lambda handle: pickle.dump(obj, handle, protocol=5))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> object:
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(f"{context.asset_key.to_user_string()} is not materialized ({path})")
-        with path.open("rb") as handle:
-            return pickle.load(handle)
+        return pickle.loads(path.read_bytes())

@@ -6,15 +6,14 @@ materialized with every training run, so each drift report compares against the 
 served model learned from.
 """
 
-import os
-
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import ModelBundle
-from fraud_assets.core.drift import DriftThresholds, drift_report, performance_report
+from fraud_assets.core.contract import ChampionRecord
+from fraud_assets.core.drift import DriftThresholds, drift_report, performance_report, reference_profile
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.features import FEATURE_COLUMNS
 from fraud_assets.core.prediction_log import read_prediction_log
@@ -41,8 +40,9 @@ def monitored_columns(frame: pd.DataFrame) -> list[str]:
     return [col for col in MONITORED if col in frame]
 
 
-def _champion_bundle(champion_model: dict) -> ModelBundle:
-    return ModelBundle.load(champion_model["bundle_uri"], champion_model["bundle_sha256"])
+def _champion_bundle(champion_model: ChampionRecord) -> ModelBundle:
+    location = load_settings().location(champion_model.bundle_uri)
+    return ModelBundle.load(location, champion_model.bundle_sha256)
 
 
 def _scored(frame: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
@@ -57,22 +57,24 @@ def _scored(frame: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
     group_name="monitoring",
     kinds={"pandas", "parquet"},
     description=(
-        "A fixed, seeded sample of the served champion's training rows with the champion's scores: "
-        "the reference every drift report compares against."
+        "The reference every drift report compares against: a fixed, seeded sample of at most "
+        f"{REFERENCE_ROWS:,} of the served champion's training rows (warm-up days left out), the "
+        "monitored feature columns and the champion's score, with normalised types "
+        "(`reference_profile`, docs/drift.md)."
     ),
 )
-def drift_reference(context: dg.AssetExecutionContext, training_data: pd.DataFrame, champion_model: dict):
-    bundle = _champion_bundle(champion_model)
+def drift_reference(
+    context: dg.AssetExecutionContext, training_data: pd.DataFrame, champion_model: ChampionRecord
+):
     train = training_data[training_data["split"] == TRAIN]
-    sample = train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=0).sort_values(c.TIMESTAMP)
-    reference = _scored(sample, bundle)[[c.TIMESTAMP, *monitored_columns(sample), SCORE]].reset_index(
-        drop=True
-    )
+    scored = _scored(train, _champion_bundle(champion_model))
+    reference = reference_profile(scored, monitored_columns(scored), max_rows=REFERENCE_ROWS)
     context.add_output_metadata(
         {
             "dagster/row_count": len(reference),
-            "champion_version": champion_model["mlflow_model_version"],
-            "columns": dg.MetadataValue.json(monitored_columns(reference)),
+            "sampled_from": f"{len(train):,} training rows, {train[c.TIMESTAMP].min()} .. {train[c.TIMESTAMP].max()}",
+            "champion_version": champion_model.mlflow_model_version,
+            "columns": dg.MetadataValue.json(list(reference.columns)),
         }
     )
     return reference
@@ -98,18 +100,19 @@ def _report_metadata(result, html_path: str | None, thresholds: DriftConfig) -> 
 def _save_html(html: str | None, kind: str, day: str) -> str | None:
     if not html:
         return None
-    folder = os.path.abspath(os.path.join(load_settings().reports, kind))
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{day}.html")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(html)
-    return path
+    settings = load_settings()
+    path = settings.location(settings.reports).join(kind, f"{day}.html")
+    path.write_text(html)
+    return str(path)
 
 
 DRIFT_CHECK = dg.AssetCheckSpec(
     "drift_below_critical",
     asset="drift_report",
-    description="The day's drift score stays at or below the critical threshold (warning above 0.15).",
+    description=(
+        "The day's drift score (share of drifted columns) stays at or below the warning threshold: "
+        "fails with WARN above it (0.15 by default) and with ERROR above the critical one (0.20)."
+    ),
 )
 
 
@@ -136,7 +139,7 @@ def daily_drift_report(
     config: DriftConfig,
     transaction_features: pd.DataFrame,
     drift_reference: pd.DataFrame,
-    champion_model: dict,
+    champion_model: ChampionRecord,
 ):
     current = _scored(transaction_features, _champion_bundle(champion_model))
     result = _drift(drift_reference, current, config)
@@ -170,12 +173,15 @@ def _summary(result, html_path: str | None) -> dict:
 def _drift_check(
     result, config: DriftConfig, check_name: str = "drift_below_critical"
 ) -> dg.AssetCheckResult:
+    """Passes at or below the warning threshold; fails with WARN above it and with ERROR above the
+    critical one. Neither blocks anything: retraining follows the report's `drift_level` (the
+    drift sensor), not the check."""
     return dg.AssetCheckResult(
         check_name=check_name,
-        passed=result.level != "critical",
+        passed=result.level == "ok",
         severity=dg.AssetCheckSeverity.ERROR if result.level == "critical" else dg.AssetCheckSeverity.WARN,
         description=f"drift score {result.drift_share:.3f}: {result.level} (warning > {config.warning}, critical > {config.critical})",
-        metadata={"drift_score": float(result.drift_share)},
+        metadata={"drift_score": float(result.drift_share), "drift_level": result.level},
     )
 
 
@@ -190,12 +196,19 @@ def _drift_check(
         dg.AssetCheckSpec(
             "live_drift_below_critical",
             asset="live_drift_report",
-            description="Live traffic's drift score stays at or below the critical threshold.",
+            description=(
+                "Live traffic's drift score stays at or below the warning threshold: fails with WARN "
+                "above it (0.15 by default) and with ERROR above the critical one (0.20)."
+            ),
         )
     ],
     description=(
         "The same drift report on live traffic: the transactions the scoring API scored that day "
-        "(its prediction log: the model's input values and scores) against the champion's reference."
+        "(its prediction log: the model's input values and scores) against the champion's reference. "
+        "Empty until the API has scored something: `make run` starts it (port 8000, or API_PORT); send "
+        "transactions with card_id, merchant_id and timestamp to POST /predict or /predict/batch "
+        "(README, docs/serving.md), then materialize this asset for that day (the UTC day of "
+        "scoring: the log's file name, FRAUDOPS_PREDICTION_LOG_DIR/<day>.jsonl)."
     ),
 )
 def live_drift_report(
@@ -204,7 +217,7 @@ def live_drift_report(
     drift_reference: pd.DataFrame,
     prediction_log: PredictionLogResource,
 ):
-    traffic = read_prediction_log(prediction_log.path, context.partition_key)
+    traffic = read_prediction_log(prediction_log.location(), context.partition_key)
     if traffic.empty:
         raise ValueError(
             f"no scored transactions logged for {context.partition_key} in {prediction_log.path}: "
@@ -241,17 +254,24 @@ def live_drift_report(
     ],
     description=(
         "The served champion scored on the week of transactions whose labels have arrived "
-        "(8 to 14 days before the partition's day): AUC-ROC, average precision, Card Precision@100."
+        "(8 to 14 days before the partition's day): AUC-ROC, average precision, Card Precision@100. "
+        "Days the champion was trained on are left out (they would flatter it), so right after "
+        "training the week may hold fewer rows, or none."
     ),
 )
 def model_performance(
-    context: dg.AssetExecutionContext, transaction_features: pd.DataFrame, champion_model: dict
+    context: dg.AssetExecutionContext, transaction_features: pd.DataFrame, champion_model: ChampionRecord
 ):
     as_of = pd.Timestamp(context.partition_time_window.end).tz_localize(None)
-    frame = transaction_features
-    known = frame[c.IS_FRAUD].notna() & (frame[c.LABEL_KNOWN_AT] < as_of) if c.IS_FRAUD in frame else None
-    labelled = frame[known] if known is not None else frame.iloc[0:0]
     bundle = _champion_bundle(champion_model)
+    trained_until = bundle.training_window[1]  # the last day of its training rows
+    frame = transaction_features
+    if c.IS_FRAUD in frame:
+        known = frame[c.IS_FRAUD].notna() & (frame[c.LABEL_KNOWN_AT] < as_of)
+        seen = frame[c.TIMESTAMP] < pd.Timestamp(trained_until) + pd.Timedelta(days=1)
+        labelled, left_out = frame[known & ~seen], int((known & seen).sum())
+    else:
+        labelled, left_out = frame.iloc[0:0], 0
     scores = fraud_scores(bundle.preprocessor, bundle.classifier, labelled) if len(labelled) else np.array([])
     context_cols = [col for col in (c.TIMESTAMP, c.CARD_ID) if col in labelled]
     report = performance_report(
@@ -260,6 +280,11 @@ def model_performance(
         bundle.threshold,
         context=labelled[context_cols].reset_index(drop=True) if len(labelled) else None,
     )
+    if report["n"] == 0 and left_out:
+        report["reason"] = (
+            f"all {left_out} labelled transactions of the week are from the champion's training days "
+            f"(until {trained_until}): nothing unseen to judge it on yet"
+        )
     level = report["level"]
     auc = report.get("auc_roc")
     yield dg.Output(
@@ -267,7 +292,9 @@ def model_performance(
         metadata={
             "level": level,
             "labelled_rows": len(labelled),
-            "champion_version": champion_model["mlflow_model_version"],
+            "left_out_training_rows": left_out,
+            "trained_until": trained_until,
+            "champion_version": champion_model.mlflow_model_version,
             **{
                 k: dg.MetadataValue.float(round(float(v), 4))
                 for k, v in report.items()

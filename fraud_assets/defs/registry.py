@@ -7,14 +7,13 @@ of the gate, moves the `champion` alias and is what the scoring API serves. A ch
 fails the gate stays recorded in MLflow (tagged with why) and the champion stays.
 """
 
-import datetime as dt
-
 import dagster as dg
 import pandas as pd
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import BundleLoadError, ModelBundle, frame_fingerprint
+from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.metrics import evaluate_scores
 from fraud_assets.core.splitting import TEST, TRAIN
@@ -75,57 +74,44 @@ def challenger_model(
     version = registry.register(model_uri, run_id, str(path), sha256, tags)
     mlflow.end_run()  # one MLflow run per training run; ad-hoc UI runs get no end hook
 
-    record = {
-        "bundle_uri": str(path),
-        "bundle_sha256": sha256,
-        "bundle_version": saved.version,
-        "mlflow_model_version": version,
-        "mlflow_run_id": run_id,
-        "algorithm": best,
-        "threshold": bundle.threshold,
-        "training_window": list(bundle.training_window),
-        "metrics": metrics,
-        "dagster_run_id": context.run_id,
-    }
-    context.add_output_metadata(_record_metadata(record))
+    record = saved.record(path, sha256, mlflow_model_version=version, mlflow_run_id=run_id)
+    context.add_output_metadata(record_metadata(record))
     return record
 
 
-def _record_metadata(record: dict) -> dict:
-    metrics = record["metrics"]
-    return {
-        "bundle_uri": dg.MetadataValue.path(record["bundle_uri"]),
-        "bundle_sha256": record["bundle_sha256"],
-        "bundle_version": record["bundle_version"],
-        "mlflow_model_version": record["mlflow_model_version"],
-        "mlflow_run_id": record["mlflow_run_id"],
-        "algorithm": record["algorithm"],
-        "threshold": dg.MetadataValue.float(record["threshold"]),
-        "training_window": " .. ".join(record["training_window"]),
-        **{
-            k: dg.MetadataValue.float(round(metrics[k], 4))
-            for k in ("auc_roc", "average_precision", "precision_at_90_recall")
-            if k in metrics
-        },
-    }
+def record_metadata(record: ChampionRecord) -> dict[str, dg.MetadataValue]:
+    """A record's materialization metadata: `ChampionRecord.to_metadata`, typed for the UI
+    (locations as paths, numbers as floats). What the scoring API reads back."""
+    typed = {}
+    for key, value in record.to_metadata().items():
+        if key in ChampionRecord.LOCATION_KEYS:
+            typed[key] = dg.MetadataValue.path(value)
+        elif isinstance(value, float):
+            typed[key] = dg.MetadataValue.float(value)
+        elif isinstance(value, dict):
+            typed[key] = dg.MetadataValue.json(value)
+        else:
+            typed[key] = dg.MetadataValue.text(str(value))
+    return typed
 
 
 @dg.asset_check(
     asset=challenger_model,
     additional_ins={"training_data": dg.AssetIn()},
     blocking=True,
-    required_resource_keys={"model_registry"},
+    required_resource_keys={"model_registry", "model_store"},
     description=(
         "The challenger must score at least as well as the current champion (average precision) on "
         "the same held-out days; otherwise the champion stays and nothing downstream runs."
     ),
 )
 def champion_gate(
-    context: dg.AssetCheckExecutionContext, challenger_model: dict, training_data: pd.DataFrame
+    context: dg.AssetCheckExecutionContext, challenger_model: ChampionRecord, training_data: pd.DataFrame
 ):
     test, y = split_xy(training_data, TEST)
     registry = context.resources.model_registry.registry()
-    challenger = ModelBundle.load(challenger_model["bundle_uri"], challenger_model["bundle_sha256"])
+    store: ModelStoreResource = context.resources.model_store
+    challenger = ModelBundle.load(store.location(challenger_model.bundle_uri), challenger_model.bundle_sha256)
     challenger_score = _score(challenger, test, y)
     champion = registry.champion()
     if champion is None:
@@ -134,7 +120,7 @@ def champion_gate(
             passed=True, description=outcome, metadata={"challenger": challenger_score}
         )
     try:
-        incumbent = ModelBundle.load(champion.bundle_uri, champion.bundle_sha256)
+        incumbent = ModelBundle.load(store.location(champion.bundle_uri), champion.bundle_sha256)
     except BundleLoadError as err:  # a champion we cannot verify is no reason to keep it
         context.log.warning(f"champion version {champion.version} cannot be loaded ({err}); replacing it")
         return dg.AssetCheckResult(
@@ -143,11 +129,11 @@ def champion_gate(
     champion_score = _score(incumbent, test, y)
     passed = challenger_score >= champion_score
     outcome = (
-        f"challenger v{challenger_model['mlflow_model_version']} {GATE_METRIC} {challenger_score:.4f} "
+        f"challenger v{challenger_model.mlflow_model_version} {GATE_METRIC} {challenger_score:.4f} "
         f"{'>=' if passed else '<'} champion v{champion.version} {champion_score:.4f} on {len(test)} held-out rows"
     )
     registry.record_challenger(
-        challenger_model["mlflow_model_version"], ("promoted: " if passed else "rejected: ") + outcome
+        challenger_model.mlflow_model_version, ("promoted: " if passed else "rejected: ") + outcome
     )
     return dg.AssetCheckResult(
         passed=passed,
@@ -166,20 +152,21 @@ def _score(bundle: ModelBundle, test: pd.DataFrame, y) -> float:
 
 
 @dg.asset(
+    name=CHAMPION_MODEL,
     group_name="registry",
     kinds={"mlflow"},
     io_manager_key="model_io_manager",
     required_resource_keys={"model_registry"},
     description=(
         "The served model: the challenger that passed `champion_gate`, holding MLflow's `champion` "
-        "alias. The scoring API loads the latest materialization of this asset (bundle URI and "
-        "SHA-256 in its metadata)."
+        "alias. The scoring API loads the latest materialization of this asset: its metadata are a "
+        "`ChampionRecord` (fraud_assets/core/contract.py) with the bundle's location and SHA-256."
     ),
 )
-def champion_model(context: dg.AssetExecutionContext, challenger_model: dict) -> dict:
-    context.resources.model_registry.registry().promote(challenger_model["mlflow_model_version"])
-    record = {**challenger_model, "promoted_at": dt.datetime.now(dt.UTC).isoformat()}
-    context.add_output_metadata({**_record_metadata(record), "promoted_at": record["promoted_at"]})
+def champion_model(context: dg.AssetExecutionContext, challenger_model: ChampionRecord) -> ChampionRecord:
+    context.resources.model_registry.registry().promote(challenger_model.mlflow_model_version)
+    record = challenger_model.promoted()
+    context.add_output_metadata(record_metadata(record))
     return record
 
 

@@ -7,9 +7,9 @@ given by the settings (or by a test).
 """
 
 import datetime as dt
-import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster_mlflow import mlflow_tracking
@@ -19,6 +19,7 @@ from fraud_assets.core.generator import DriftKnobs, SimulationConfig, Transactio
 from fraud_assets.core.ingest import LandingSettings, list_landing_files
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
 from fraud_assets.core.settings import FraudopsSettings, defaults, load_settings
+from fraud_assets.core.storage import Location, options_for
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
 
 # The resources' own defaults are the settings' defaults (one declaration of each).
@@ -124,19 +125,33 @@ def simulator_resource(settings: FraudopsSettings) -> TransactionSimulatorResour
 
 
 class ModelStoreResource(dg.ConfigurableResource):
-    """Where model bundles are written: immutable, versioned files (local folder or fsspec URL)."""
+    """Where model bundles are written: immutable, versioned files (local folder or fsspec URL).
+
+    ``s3_endpoint_url``: the endpoint of an S3-compatible store, for the store and for every
+    bundle location read back from metadata (see `fraud_assets.core.storage`).
+    """
 
     base_path: str
+    s3_endpoint_url: str | None = None
 
-    def bundle_directory(self) -> str:
-        """Absolute, so the bundle URI recorded in metadata works from any working directory."""
-        return self.base_path if "://" in self.base_path else os.path.abspath(self.base_path)
+    def bundle_directory(self) -> Location:
+        """Absolute when local, so the bundle URI recorded in metadata works from any directory."""
+        return self.location(self.base_path)
+
+    def location(self, where: str) -> Location:
+        """A bundle location (e.g. a recorded ``bundle_uri``) with the options that reach it."""
+        return Location.of(where, options_for(where, self.s3_endpoint_url))
 
 
 class PredictionLogResource(dg.ConfigurableResource):
-    """Where the scoring API logs every scored transaction (one JSON Lines file per UTC day)."""
+    """Where the scoring API logs every scored transaction (a folder per UTC day, see
+    `fraud_assets.core.contract`), read by `live_drift_report`."""
 
     path: str
+    storage_options: dict[str, Any] = {}
+
+    def location(self) -> Location:
+        return Location.of(self.path, self.storage_options)
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
@@ -183,13 +198,23 @@ def mlflow_resource_for(settings: FraudopsSettings) -> dg.ResourceDefinition:
 
 
 def resources_for(settings: FraudopsSettings) -> dict[str, object]:
+    storage = settings.location(settings.storage)
     return {
-        "io_manager": PartitionedParquetIOManager(base_path=settings.storage),
-        "model_io_manager": PickleIOManager(base_path=f"{settings.storage}/objects"),
-        "model_store": ModelStoreResource(base_path=settings.models),
+        "io_manager": PartitionedParquetIOManager(
+            base_path=storage.url, storage_options=dict(storage.options)
+        ),
+        "model_io_manager": PickleIOManager(
+            base_path=storage.join("objects").url, storage_options=dict(storage.options)
+        ),
+        "model_store": ModelStoreResource(
+            base_path=settings.models, s3_endpoint_url=settings.s3_endpoint_url
+        ),
         "mlflow": mlflow_resource_for(settings),
         "model_registry": ModelRegistryResource(tracking_uri=settings.mlflow_tracking_uri),
-        "prediction_log": PredictionLogResource(path=settings.prediction_log_dir),
+        "prediction_log": PredictionLogResource(
+            path=settings.prediction_log_dir,
+            storage_options=dict(settings.location(settings.prediction_log_dir).options),
+        ),
         "simulator": simulator_resource(settings),
         "landing_zone": landing_zone_resource(settings),
     }
