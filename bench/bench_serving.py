@@ -48,10 +48,19 @@ from fraud_serving.model_provider import latest_champion
 ROOT = Path(__file__).resolve().parents[1]
 
 
+PORTS = [int(p) for p in os.environ.get("BENCH_PORTS", "0").split("-")]  # e.g. 4400-4499; 0: any free
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port (within BENCH_PORTS when set, for machines where ports are shared out)."""
+    for port in range(PORTS[0], PORTS[-1] + 1) if PORTS[0] else [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise SystemExit(f"no free port in {PORTS}")
 
 
 def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200) -> None:

@@ -90,19 +90,15 @@ Transaction = create_model(
 )
 
 
-class BatchRequest(BaseModel):
-    transactions: list[Transaction] = Field(
-        min_length=1, description="at most FRAUDOPS_MAX_BATCH (413 above)"
-    )  # type: ignore[valid-type]
-
-
 def _rows_of(model: type[BaseModel]) -> type:
-    """A TypedDict with the model's fields and checks (optional fields as optional keys)."""
+    """A TypedDict with the model's fields and checks (optional fields as optional keys), under
+    the model's name and description (it is what the OpenAPI schema shows)."""
     fields = {}
     for name, info in model.model_fields.items():
         kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         fields[name] = kind if info.is_required() else NotRequired[kind]
-    rows = TypedDict(f"{model.__name__}Row", fields)  # type: ignore[operator]
+    rows = TypedDict(model.__name__, fields)  # type: ignore[operator]
+    rows.__doc__ = model.__doc__
     rows.__pydantic_config__ = model.model_config  # extra fields ignored, strings stripped
     return rows
 
@@ -110,12 +106,30 @@ def _rows_of(model: type[BaseModel]) -> type:
 TransactionRow = _rows_of(Transaction)
 
 
-class BatchRows(TypedDict):
-    transactions: Annotated[list[TransactionRow], Field(min_length=1)]  # type: ignore[valid-type]
+class BatchRequest(TypedDict):
+    transactions: Annotated[
+        list[TransactionRow], Field(min_length=1, description="at most FRAUDOPS_MAX_BATCH (413 above)")
+    ]  # type: ignore[valid-type]
 
 
 TRANSACTION_ROWS = TypeAdapter(TransactionRow)  # a /predict body -> dict
-BATCH_ROWS = TypeAdapter(BatchRows)  # a /predict/batch body -> {"transactions": [dict, ...]}
+BATCH_ROWS = TypeAdapter(BatchRequest)  # a /predict/batch body -> {"transactions": [dict, ...]}
+
+
+ReasonMethod = Literal["exact", "approx", "none"]
+
+
+class ScoringOptions(BaseModel):
+    """The scoring endpoints' query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_features: bool = Field(default=False, description="also return the model's input values")
+    reasons: ReasonMethod = Field(
+        default="exact",
+        description="reason codes from exact TreeSHAP contributions (default), XGBoost's approximate "
+        "path attribution, or none",
+    )
 
 
 class ReasonCode(BaseModel):

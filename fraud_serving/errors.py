@@ -1,0 +1,94 @@
+"""Error answers: 422 naming each bad field, an HTTP error's detail as JSON, and the middleware
+that counts and times every request and answers any unhandled failure."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pydantic_core
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fraud_serving.dependencies import STARTED
+from fraud_serving.metrics import ServiceMetrics
+from fraud_serving.prediction_log import PredictionLogger
+
+log = logging.getLogger("fraud_serving")
+ENDPOINTS = ("/", "/health", "/model", "/predict", "/predict/batch", "/metrics", "/docs", "/openapi.json")
+UNAVAILABLE = "scoring unavailable: an internal error occurred (logged); retry shortly"
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    return Response(pydantic_core.to_json(content), status_code=status_code, media_type="application/json")
+
+
+def validation_response(errors, prefix: tuple[str, ...] = ()) -> Response:
+    """422 with one entry per problem, each naming its field (no echo of the input)."""
+    out = []
+    for err in errors:
+        loc = [*prefix, *(str(part) for part in err.get("loc", ()))]
+        field = ".".join(part for part in loc if part != "body") or "body"
+        out.append(
+            {"loc": loc, "field": field, "msg": err.get("msg", "invalid"), "type": err.get("type", "")}
+        )
+    return json_response({"detail": out}, status_code=422)
+
+
+class MetricsAndSafetyMiddleware:
+    """Counts and times every request per endpoint and status; turns any unhandled exception
+    into a 503 "scoring unavailable" (logged), never a 500."""
+
+    def __init__(self, app, metrics: ServiceMetrics, log: PredictionLogger) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log = log  # told when requests start and finish: it writes in between
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = scope[STARTED] = time.perf_counter()
+        state = {"status": 503, "sent": False}
+
+        async def tracking_send(message):
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["sent"] = True
+            await send(message)
+
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        self.log.request_started()
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), path)
+            self.metrics.internal_errors.labels(endpoint=endpoint).inc()
+            if not state["sent"]:
+                response = JSONResponse({"detail": UNAVAILABLE}, status_code=503)
+                await response(scope, receive, tracking_send)
+        finally:
+            self.log.request_finished()
+            labels = (endpoint, scope.get("method", ""), str(state["status"]))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+def install(app: FastAPI, metrics: ServiceMetrics, log_writer: PredictionLogger) -> None:
+    """The error handlers and the middleware, on ``app``."""
+    app.add_middleware(MetricsAndSafetyMiddleware, metrics=metrics, log=log_writer)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return validation_response(exc.errors())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        response = json_response({"detail": exc.detail}, status_code=exc.status_code)
+        if headers := getattr(exc, "headers", None):
+            response.headers.update(headers)
+        return response

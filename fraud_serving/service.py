@@ -1,0 +1,158 @@
+"""The scoring service's moving parts (settings, model, card state, prediction log, metrics),
+created once per app and shared by the routers through `dependencies.get_service`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from fraud_serving.card_state import CardState, MerchantRiskStore
+from fraud_serving.coalescing import Coalescer
+from fraud_serving.metrics import ServiceMetrics
+from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, ServedModel, instance_source
+from fraud_serving.prediction_log import PredictionLogger
+from fraud_serving.scoring import RISK_LEVELS, Scorer, ScoreResult
+from fraud_serving.settings import Settings
+
+log = logging.getLogger("fraud_serving")
+
+
+class Service:
+    """The app's moving parts, shared by the endpoints (``app.state.service``)."""
+
+    def __init__(self, settings: Settings, source=None) -> None:
+        self.settings = settings
+        self.started = False
+        self.metrics = ServiceMetrics()
+        self.storage = settings.location(settings.storage)  # the pipeline's storage root
+        self.storage_error: str | None = None
+        self.bootstrap = "off"  # the card history's start: off, loaded, empty or failed
+        self.bootstrap_error: str | None = None
+        self.cards = CardState()
+        self.merchants = MerchantRiskStore(self.storage)
+        self.scorer = Scorer(self.cards, self.merchants)
+        # `/predict` transactions parsed in the same event-loop turn are scored in one call
+        self.singles = Coalescer(
+            lambda model, rows, started, include_features, reasons, requests: self.score(
+                model, rows, started, include_features, reasons, "/predict", requests
+            )
+        )
+        self.log = PredictionLogger(
+            settings.location(settings.prediction_log_dir),
+            settings.log_queue_size,
+            self.metrics,
+            settings.log_flush_seconds,
+        )
+        self.provider = ModelProvider(
+            source or instance_source(settings.dagster_home),
+            settings.model_poll_seconds,
+            on_swap=self.metrics.set_model,
+            on_refused=lambda record, error: self.metrics.model_refusals.inc(),
+            on_poll=self.merchants.refresh,
+            locate=settings.location,
+        )
+
+    def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        self.log.start()
+        try:
+            self.storage.check()
+        except OSError as err:
+            self.storage_error = str(err)
+            log.error("storage %s cannot be used: %s", self.storage, err)
+        self.merchants.refresh()
+        self.cards.warm_up()
+        if self.settings.bootstrap_card_state:
+            self._bootstrap()
+        self.provider.refresh()
+        if self.provider.current is None:
+            log.warning(self.provider.error or NO_MODEL_MESSAGE)
+        self.provider.start()
+
+    def _bootstrap(self) -> None:
+        """The card history from the stored `validated_transactions`; what happened is told in
+        /health (and logged), never an empty history without a word."""
+        try:
+            rows = self.cards.bootstrap(self.storage)
+        except Exception as err:
+            self.bootstrap, self.bootstrap_error = "failed", f"{type(err).__name__}: {err}"
+            log.error("card state bootstrap failed, card history starts empty: %s", err)
+            return
+        self.bootstrap = "loaded" if rows else "empty"
+        if not rows:
+            self.bootstrap_error = (
+                f"no validated_transactions under {self.cards.bootstrap_source}: card history starts "
+                "empty (materialize the data first, or check FRAUDOPS_STORAGE)"
+            )
+
+    @property
+    def status(self) -> str:
+        """ok, degraded (serving, but something is wrong: see /health) or no_model."""
+        status = self.provider.status
+        if status == "ok" and (self.storage_error or self.bootstrap == "failed" or self.merchants.error):
+            return "degraded"
+        return status
+
+    def health(self) -> dict[str, Any]:
+        provider, cards = self.provider, self.cards
+        model = provider.current
+        return {
+            "status": self.status,
+            "model_version": model.version if model else None,
+            "model_loaded_at": model.loaded_at if model else None,
+            "dagster_storage_id": model.materialization.storage_id if model else None,
+            "error": provider.error or provider.poll_error or (None if model else NO_MODEL_MESSAGE),
+            "last_poll": provider.last_poll,
+            "storage": {**self.storage.describe(), "error": self.storage_error},
+            "card_state": {
+                "cards": len(cards),
+                "bootstrap": self.bootstrap,
+                "bootstrapped_rows": cards.bootstrapped_rows,
+                "bootstrapped_days": len(cards.bootstrapped_days),
+                "days": [cards.bootstrapped_days[0], cards.bootstrapped_days[-1]]
+                if cards.bootstrapped_days
+                else None,
+                "source": cards.bootstrap_source,
+                "skipped_files": cards.bootstrap_skipped,
+                "error": self.bootstrap_error,
+            },
+            "merchant_risk": {
+                "day": self.merchants.day,
+                "source": self.merchants.source,
+                "error": self.merchants.error,
+            },
+            "prediction_log": {
+                "location": str(self.log.directory),
+                "written": self.log.written,
+                "dropped": self.log.dropped,
+                "queued": self.log.queue.qsize(),
+                "error": self.log.error,
+            },
+        }
+
+    def stop(self) -> None:
+        self.started = False
+        self.provider.stop()
+        self.log.close()
+
+    def score(
+        self, model: ServedModel, rows: list[dict], started, include_features: bool, reasons: str,
+        endpoint: str, requests: int = 1,
+    ) -> ScoreResult:  # fmt: skip
+        """Score, hand the result to the prediction log and count it in the metrics."""
+        result = self.scorer.score(model, rows, started, include_features, reasons)
+        self.log.submit(result.log_item)
+        m = self.metrics
+        m.scores.observe_many(result.probabilities)
+        # decisions per (flagged, risk level): a few label lookups, not one per transaction
+        counts = np.bincount(result.flagged * len(RISK_LEVELS) + result.risk, minlength=2 * len(RISK_LEVELS))
+        for cell in np.flatnonzero(counts).tolist():
+            flagged, risk = divmod(cell, len(RISK_LEVELS))
+            m.decisions.labels("fraud" if flagged else "legit", RISK_LEVELS[risk]).inc(int(counts[cell]))
+        m.scored.inc(len(result.rows))
+        m.model_calls.labels(endpoint=endpoint).observe(len(result.rows))
+        return result
