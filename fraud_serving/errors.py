@@ -4,6 +4,7 @@ that counts and times every request and answers any unhandled failure."""
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -19,7 +20,17 @@ from fraud_serving.prediction_log import PredictionLogger
 
 log = logging.getLogger("fraud_serving")
 ENDPOINTS = ("/", "/health", "/model", "/predict", "/predict/batch", "/metrics", "/docs", "/openapi.json")
-UNAVAILABLE = "scoring unavailable: an internal error occurred (logged); retry shortly"
+
+
+class DependencyUnavailable(Exception):
+    """A service the API needs (the online state store) cannot be reached: 503, with which."""
+
+
+def internal_error(error_id: str) -> dict[str, str]:
+    return {
+        "detail": f"internal error {error_id}: the service logged it under this id; report it",
+        "error_id": error_id,
+    }
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -39,8 +50,9 @@ def validation_response(errors, prefix: tuple[str, ...] = ()) -> Response:
 
 
 class MetricsAndSafetyMiddleware:
-    """Counts and times every request per endpoint and status; turns any unhandled exception
-    into a 503 "scoring unavailable" (logged), never a 500."""
+    """Counts and times every request per endpoint and status; answers any unhandled exception
+    with a 500 carrying an error id, the id the log line of the traceback holds. (503 is kept for
+    what waiting can cure: no model yet, a dependency down.)"""
 
     def __init__(self, app, metrics: ServiceMetrics, log: PredictionLogger) -> None:
         self.app = app
@@ -52,7 +64,7 @@ class MetricsAndSafetyMiddleware:
             await self.app(scope, receive, send)
             return
         started = scope[STARTED] = time.perf_counter()
-        state = {"status": 503, "sent": False}
+        state = {"status": 500, "sent": False}
 
         async def tracking_send(message):
             if message["type"] == "http.response.start":
@@ -66,10 +78,11 @@ class MetricsAndSafetyMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), path)
+            error_id = secrets.token_hex(6)
+            log.exception("internal error %s on %s %s", error_id, scope.get("method"), path)
             self.metrics.internal_errors.labels(endpoint=endpoint).inc()
             if not state["sent"]:
-                response = JSONResponse({"detail": UNAVAILABLE}, status_code=503)
+                response = JSONResponse(internal_error(error_id), status_code=500)
                 await response(scope, receive, tracking_send)
         finally:
             self.log.request_finished()
@@ -85,6 +98,11 @@ def install(app: FastAPI, metrics: ServiceMetrics, log_writer: PredictionLogger)
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         return validation_response(exc.errors())
+
+    @app.exception_handler(DependencyUnavailable)
+    async def dependency_down(request: Request, exc: DependencyUnavailable):
+        log.error("503 on %s: %s", request.url.path, exc)
+        return json_response({"detail": f"dependency unavailable: {exc}"}, status_code=503)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

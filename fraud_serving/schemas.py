@@ -162,3 +162,4 @@ class BatchResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str | list
+    error_id: str | None = Field(default=None, description="500 only: the id of the error's log line")

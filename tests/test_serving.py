@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import gc
 import json
+import logging
 import re
 import threading
 import time
@@ -650,11 +651,20 @@ def test_full_log_queue_drops_and_counts_without_blocking(tmp_path):
     assert len(read_prediction_log(tmp_path / "log")) == 1
 
 
-def test_scoring_failure_is_a_503_not_a_500(client, monkeypatch):
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_an_unexpected_failure_is_a_500_with_the_error_id_of_its_log_line(client, monkeypatch, caplog, path):
+    """Not a 503 "retry shortly": retrying a bug does not help; the id finds the traceback."""
+
     def broken(*_a, **_k):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(client.app.state.service.scorer, "score", broken)
-    response = client.post("/predict", json=SEED_BODY)
-    assert response.status_code == 503 and "scoring unavailable" in response.json()["detail"]
-    assert 'fraudops_internal_errors_total{endpoint="/predict"} 1.0' in client.get("/metrics").text
+    with caplog.at_level(logging.ERROR, logger="fraud_serving"):
+        response = client.post(path, json=SEED_BODY if path == "/predict" else {"transactions": [SEED_BODY]})
+    assert response.status_code == 500, response.text
+    error_id = response.json()["error_id"]
+    assert len(error_id) == 12 and error_id in response.json()["detail"]
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert len(logged) == 1 and "RuntimeError: boom" in logged[0].exc_text
+    assert f'fraudops_internal_errors_total{{endpoint="{path}"}} 1.0' in client.get("/metrics").text
+    assert client.post("/predict", json={"amount": -1}).status_code == 422  # the app goes on

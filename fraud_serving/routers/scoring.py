@@ -33,8 +33,8 @@ from fraud_serving.schemas import (
 router = APIRouter(
     tags=["scoring"],
     dependencies=[Depends(require_api_key)],
-    responses={code: {"model": ErrorResponse} for code in (401, 413, 415, 422)}
-    | {503: {"model": ErrorResponse, "description": "no champion model yet"}},
+    responses={code: {"model": ErrorResponse} for code in (401, 413, 415, 422, 500)}
+    | {503: {"model": ErrorResponse, "description": "no champion model yet, or a dependency is down"}},
 )
 Options = Annotated[ScoringOptions, Query()]
 Model = Annotated[ServedModel, Depends(served_model)]
