@@ -21,8 +21,8 @@ import numpy as np
 
 MAX_GROUP = 64  # transactions per model call; a larger backlog is scored in several calls
 
-# (model, rows, started per row, include_features, reasons, requests) -> ScoreResult; raises to fail all
-ScoreGroup = Callable[[Any, list[dict], np.ndarray, bool, str, int], Any]
+# (model, rows, started per row, options, requests) -> ScoreResult; raises to fail all
+ScoreGroup = Callable[[Any, list[dict], np.ndarray, Any, int], Any]
 
 
 class Coalescer:
@@ -32,34 +32,32 @@ class Coalescer:
     def __init__(self, score_group: ScoreGroup, max_group: int = MAX_GROUP) -> None:
         self._score_group = score_group
         self._max_group = max_group
-        self._pending: list[tuple[Any, dict, float, bool, str, asyncio.Future]] = []
+        self._pending: list[tuple[Any, dict, float, Any, asyncio.Future]] = []
 
-    async def score(
-        self, model: Any, row: dict, started: float, include_features: bool, reasons: str
-    ) -> bytes:
+    async def score(self, model: Any, row: dict, started: float, options: Any) -> bytes:
         """The transaction's prediction as JSON bytes; raises what scoring raised."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)  # after the handlers already scheduled in this turn
-        self._pending.append((model, row, started, include_features, reasons, future))
+        self._pending.append((model, row, started, options, future))
         return await future
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
-        groups: dict[tuple[int, bool, str], list] = {}
+        groups: dict[tuple[int, Any], list] = {}
         for item in pending:
-            groups.setdefault((id(item[0]), item[3], item[4]), []).append(item)
+            groups.setdefault((id(item[0]), item[3]), []).append(item)  # options: hashable
         for items in groups.values():
             for start in range(0, len(items), self._max_group):
                 self._run(items[start : start + self._max_group])
 
     def _run(self, items: list) -> None:
-        model, _, _, include_features, reasons, _ = items[0]
+        model, _, _, options, _ = items[0]
         rows = [item[1] for item in items]
         started = np.fromiter((item[2] for item in items), dtype=np.float64, count=len(items))
         try:
-            result = self._score_group(model, rows, started, include_features, reasons, len(items))
+            result = self._score_group(model, rows, started, options, len(items))
         except Exception as exc:  # every waiting request fails the same way (a 503)
             for *_, future in items:
                 if not future.done():

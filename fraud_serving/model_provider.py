@@ -29,6 +29,7 @@ import pydantic_core
 
 from fraud_assets.core.bundle import ModelBundle
 from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, plain_metadata
+from fraud_assets.core.explanations import FieldReasons
 from fraud_assets.core.models.compiled_trees import (
     CompiledTrees,
     compile_booster,
@@ -119,6 +120,15 @@ class ServedModel:
     info: dict[str, Any] = field(default_factory=dict)
     explainer: Any = None  # XGBoost booster for contributions without feature-name overhead
     trees: CompiledTrees | None = None  # the booster compiled (verified against it at load)
+
+    @cached_property
+    def field_reasons(self) -> FieldReasons:
+        """The model's columns grouped back into transaction fields, for reason codes."""
+        return FieldReasons.of(self.feature_names)
+
+    @cached_property
+    def field_names_json(self) -> list[bytes]:
+        return [pydantic_core.to_json(name) for name in self.field_reasons.fields]
 
     @cached_property
     def feature_names_json(self) -> list[bytes]:
@@ -266,6 +276,7 @@ class ServedModel:
                 raise ValueError("the fast explainer disagrees with FraudClassifier.contributions")
             self.contributions(x, "approx")
             top_contributions(served, 3)
+            self.field_reasons.explain(served, cols, 3)
 
 
 class ModelProvider:

@@ -15,7 +15,9 @@ _PREDICTION = (
     b'{"transaction_id":%b,"is_fraud":%b,"fraud_probability":%b,"risk_level":"%b",'
     b'"timestamp":%b,"model_version":%b,"reason_codes":[%b]%b}'
 )
-_REASON = b'{"feature":%b,"contribution":%b,"value":%b}'
+_RAW_REASON = b'{"feature":%b,"contribution":%b,"value":%b}'
+_REASON = b'{"field":%b,"value":%b,"direction":"%b","contribution":%b,"explanation":%b}'
+_DIRECTIONS = (b"lowers", b"raises")
 _FLAGS = (b"0", b"1")
 
 
@@ -32,21 +34,47 @@ def json_values(values: list) -> list[bytes]:
     return text[2:-2].split(b",\n")
 
 
-def reason_codes(
-    names: list[bytes], top: np.ndarray, contributions: np.ndarray, values: np.ndarray
-) -> list[bytes]:
-    """Each transaction's reason codes, the inside of its JSON array: ``top`` (n, k) holds the
-    feature indices (into ``names``, JSON strings), ``contributions`` and ``values`` theirs."""
-    n, k = top.shape
+def _objects(template: bytes, n: int, k: int, members: list[list[bytes]]) -> list[bytes]:
+    """Each transaction's ``k`` objects (``template`` filled with one value of each member, the
+    members flat, row by row), the inside of its JSON array."""
     if k == 0:
         return [b""] * n
-    flat: list = [None] * (3 * n * k)  # per transaction: name, contribution, value, name, ...
-    flat[0::3] = [names[j] for j in top.ravel().tolist()]
-    flat[1::3] = json_values(contributions.ravel().tolist())
-    flat[2::3] = json_values(values.ravel().tolist())
-    template = b",".join([_REASON] * k)
-    width = 3 * k
-    return [template % tuple(flat[i : i + width]) for i in range(0, len(flat), width)]
+    width = len(members)
+    flat: list = [None] * (width * n * k)
+    for m, values in enumerate(members):
+        flat[m::width] = values
+    row = b",".join([template] * k)
+    step = width * k
+    return [row % tuple(flat[i : i + step]) for i in range(0, len(flat), step)]
+
+
+def raw_reason_codes(
+    names: list[bytes], top: np.ndarray, contributions: np.ndarray, values: np.ndarray
+) -> list[bytes]:
+    """The model's own reason codes: ``top`` (n, k) holds model column indices (into ``names``,
+    JSON strings), ``contributions`` and ``values`` (the scaled-back column values) theirs."""
+    n, k = top.shape
+    members = [[names[j] for j in top.ravel().tolist()], json_values(contributions.ravel().tolist()),
+               json_values(values.ravel().tolist())]  # fmt: skip
+    return _objects(_RAW_REASON, n, k, members)
+
+
+def reason_codes(
+    fields: list[bytes], top: np.ndarray, contributions: np.ndarray, values: list, sentences: list[str]
+) -> list[bytes]:
+    """Reason codes in business terms (`fraud_assets.core.explanations`): ``top`` (n, k) holds
+    field indices (into ``fields``, JSON strings); ``values`` and ``sentences`` are flat."""
+    n, k = top.shape
+    flat = contributions.ravel()
+    members = [[fields[j] for j in top.ravel().tolist()], json_values(values),
+               [_DIRECTIONS[up] for up in (flat > 0).tolist()], json_values(flat.tolist()),
+               json_values(sentences)]  # fmt: skip
+    return _objects(_REASON, n, k, members)
+
+
+def raw_reasons_members(reasons: list[bytes]) -> list[bytes]:
+    """Each transaction's ``,"raw_reasons":[...]`` member."""
+    return [b',"raw_reasons":[' + why + b"]" for why in reasons]
 
 
 def features_objects(columns: dict[str, np.ndarray]) -> list[bytes]:
@@ -67,11 +95,13 @@ def predictions(
     timestamps: list,
     model_version: str,
     reasons: list[bytes],
-    features: list[bytes] | None = None,
+    *extras: list[bytes] | None,
 ) -> list[bytes]:
-    """Each transaction's prediction object (the `Prediction` schema) as JSON bytes."""
+    """Each transaction's prediction object (the `Prediction` schema) as JSON bytes; ``extras``:
+    optional members (``,"name":value``) per transaction, or None."""
     version = pydantic_core.to_json(model_version)
-    extra = features or [b""] * len(ids)
+    given = [members for members in extras if members is not None]
+    extra = [b"".join(parts) for parts in zip(*given, strict=True)] if given else [b""] * len(ids)
     return [
         _PREDICTION % (tid, _FLAGS[flag], p, risk, stamp, version, why, more)
         for tid, flag, p, risk, stamp, why, more in zip(

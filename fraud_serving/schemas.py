@@ -122,7 +122,7 @@ ReasonMethod = Literal["exact", "approx", "none"]
 class ScoringOptions(BaseModel):
     """The scoring endpoints' query parameters."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", frozen=True)  # hashable: `coalescing` groups by it
 
     include_features: bool = Field(default=False, description="also return the model's input values")
     reasons: ReasonMethod = Field(
@@ -130,12 +130,30 @@ class ScoringOptions(BaseModel):
         description="reason codes from exact TreeSHAP contributions (default), XGBoost's approximate "
         "path attribution, or none",
     )
+    raw_reasons: bool = Field(
+        default=False, description="also return the model's own top contributions, per model column"
+    )
 
 
 class ReasonCode(BaseModel):
-    feature: str
-    contribution: float = Field(description="push towards fraud, in log-odds (model's own TreeSHAP)")
-    value: float | None = Field(description="the feature's value for this transaction (after imputation)")
+    """A transaction field that drove the score, in the analyst's terms."""
+
+    field: str = Field(description="the transaction's field (one-hot columns grouped back into it)")
+    value: str | float | int | bool = Field(description="the transaction's own value of the field")
+    direction: Literal["raises", "lowers"] = Field(description="whether it raises or lowers the fraud risk")
+    contribution: float = Field(
+        description="push towards fraud, in log-odds: the sum of the field's model columns' TreeSHAP "
+        "values (an interaction shared equally among its fields)"
+    )
+    explanation: str = Field(
+        description='a short sentence, e.g. "amount is 6.2x this card\'s 30-day average"'
+    )
+
+
+class RawReasonCode(BaseModel):
+    feature: str = Field(description="the model's column")
+    contribution: float = Field(description="push towards fraud, in log-odds (the model's own contribution)")
+    value: float | None = Field(description="the column's value for this transaction (after imputation)")
 
 
 RiskLevel = Literal["low", "medium", "high", "critical"]
@@ -149,6 +167,9 @@ class Prediction(BaseModel):
     timestamp: str = Field(description="the transaction's timestamp if given, else when it was scored (UTC)")
     model_version: str
     reason_codes: list[ReasonCode]
+    raw_reasons: list[RawReasonCode] | None = Field(
+        default=None, description="the model's own top contributions (only with ?raw_reasons=true)"
+    )
     features: dict[str, float | str | None] | None = Field(
         default=None, description="the model's input values (only with ?include_features=true)"
     )

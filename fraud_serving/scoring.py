@@ -26,6 +26,9 @@ from fraud_assets.core.models.reasons import top_contributions
 from fraud_serving import responses
 from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.model_provider import ServedModel
+from fraud_serving.schemas import ScoringOptions
+
+DEFAULT_OPTIONS = ScoringOptions()
 
 RISK_LEVELS = ("low", "medium", "high", "critical")
 _RISK_BYTES = tuple(level.encode() for level in RISK_LEVELS)
@@ -230,8 +233,7 @@ class Scorer:
         model: ServedModel,
         rows: list[dict],
         started: float | np.ndarray,
-        include_features: bool = False,
-        reasons: str = "exact",
+        options: ScoringOptions = DEFAULT_OPTIONS,
     ) -> ScoreResult:
         """Score validated request rows (dicts of `schemas.TransactionRow`; absent fields absent).
 
@@ -244,16 +246,21 @@ class Scorer:
         cols = self._inputs(model, rows, stamps_dt)
 
         x = model.preprocessor.transform_columns(cols)
-        probs, contrib = model.predict(x, reasons)
+        probs, contrib = model.predict(x, options.reasons)
+        raw = None
         if contrib is None:
-            top = np.zeros((n, 0), dtype="int64")
-            top_contrib = top_value = np.zeros((n, 0))
+            why = [b""] * n
         else:
-            top = top_contributions(contrib, TOP_REASONS)
-            picked = (np.arange(n)[:, None], top)
-            top_contrib = contrib[picked]
-            # back from the scaled matrix; rounded so an imputed 0 reads 0, not 5.6e-17
-            top_value = np.round(x[picked] * model.scale[top] + model.center[top], 10)
+            fields, amounts, values, sentences = model.field_reasons.explain(contrib, cols, TOP_REASONS)
+            why = responses.reason_codes(model.field_names_json, fields, amounts, values, sentences)
+            if options.raw_reasons:
+                top = top_contributions(contrib, TOP_REASONS)
+                picked = (np.arange(n)[:, None], top)
+                # back from the scaled matrix; rounded so an imputed 0 reads 0, not 5.6e-17
+                top_value = np.round(x[picked] * model.scale[top] + model.center[top], 10)
+                raw = responses.raw_reasons_members(
+                    responses.raw_reason_codes(model.feature_names_json, top, contrib[picked], top_value)
+                )
         risk = risk_index(probs, model.threshold)
         flagged = probs >= model.threshold
 
@@ -266,11 +273,10 @@ class Scorer:
             ids = [tid or f"txn-{noise[20 * i : 20 * i + 20]}" for i, tid in enumerate(ids)]
         # datetimes serialize as ISO 8601 (= isoformat) in the JSON writer, 4x faster than in Python
         answered_stamps = [stamp or scored_at_s for stamp in stamps_dt] if None in stamps_dt else stamps_dt
-        why = responses.reason_codes(model.feature_names_json, top, top_contrib, top_value)
         predictions = responses.predictions(
             ids, flagged, probs, [_RISK_BYTES[i] for i in risk.tolist()],
-            answered_stamps, model.version, why,
-            responses.features_objects(cols) if include_features else None,
+            answered_stamps, model.version, why, raw,
+            responses.features_objects(cols) if options.include_features else None,
         )  # fmt: skip
         elapsed_ms = (time.perf_counter() - started) * 1000
         latency_ms = (

@@ -13,6 +13,7 @@ from fraud_serving.coalescing import Coalescer
 from fraud_serving.metrics import ServiceMetrics
 from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, ServedModel, instance_source
 from fraud_serving.prediction_log import PredictionLogger
+from fraud_serving.schemas import ScoringOptions
 from fraud_serving.scoring import RISK_LEVELS, Scorer, ScoreResult
 from fraud_serving.settings import Settings
 
@@ -35,8 +36,8 @@ class Service:
         self.scorer = Scorer(self.cards, self.merchants)
         # `/predict` transactions parsed in the same event-loop turn are scored in one call
         self.singles = Coalescer(
-            lambda model, rows, started, include_features, reasons, requests: self.score(
-                model, rows, started, include_features, reasons, "/predict", requests
+            lambda model, rows, started, options, requests: self.score(
+                model, rows, started, options, "/predict", requests
             )
         )
         self.log = PredictionLogger(
@@ -140,11 +141,11 @@ class Service:
         self.log.close()
 
     def score(
-        self, model: ServedModel, rows: list[dict], started, include_features: bool, reasons: str,
-        endpoint: str, requests: int = 1,
+        self, model: ServedModel, rows: list[dict], started, options: ScoringOptions, endpoint: str,
+        requests: int = 1,
     ) -> ScoreResult:  # fmt: skip
         """Score, hand the result to the prediction log and count it in the metrics."""
-        result = self.scorer.score(model, rows, started, include_features, reasons)
+        result = self.scorer.score(model, rows, started, options)
         self.log.submit(result.log_item)
         m = self.metrics
         m.scores.observe_many(result.probabilities)

@@ -35,13 +35,19 @@ def test_predictions_follow_the_schema_and_keep_every_value(k):
     names = [f'feature "{j}"' for j in range(10)]
     top = rng.integers(0, 10, (n, k))
     contributions, values = rng.normal(size=(n, k)), rng.normal(size=(n, k))
+    sentences = [f'"{value}" is\n\\odd' for value in values.ravel().tolist()]
     probabilities = rng.random(n)
     flagged = probabilities >= 0.5
     features = {"amount": rng.random(n), "merchant_category": np.array(ODD, dtype=object)}
     features["amount"][0] = np.nan
     rows = responses.predictions(
         ODD, flagged, probabilities, [b"low"] * n, ["2026-01-01T00:00:00"] * n, "v1",
-        responses.reason_codes([json.dumps(x).encode() for x in names], top, contributions, values),
+        responses.reason_codes(
+            [json.dumps(x).encode() for x in names], top, contributions, values.ravel().tolist(), sentences
+        ),
+        responses.raw_reasons_members(
+            responses.raw_reason_codes([json.dumps(x).encode() for x in names], top, contributions, values)
+        ),
         responses.features_objects(features),
     )  # fmt: skip
     body = BatchResponse.model_validate_json(responses.batch(rows, "v1"))
@@ -49,9 +55,18 @@ def test_predictions_follow_the_schema_and_keep_every_value(k):
     for i, pred in enumerate(body.predictions):
         assert pred.transaction_id == ODD[i] and pred.is_fraud == int(flagged[i])
         assert pred.fraud_probability == probabilities[i]  # exact: shortest round-trip text
-        assert [r.feature for r in pred.reason_codes] == [names[j] for j in top[i]]
-        assert [r.contribution for r in pred.reason_codes] == contributions[i].tolist()
-        assert [r.value for r in pred.reason_codes] == values[i].tolist()
+        for reasons in (pred.reason_codes, pred.raw_reasons):
+            assert [r.contribution for r in reasons] == contributions[i].tolist()
+            assert [r.value for r in reasons] == values[i].tolist()
+        assert (
+            [r.field for r in pred.reason_codes]
+            == [r.feature for r in pred.raw_reasons]
+            == [names[j] for j in top[i]]
+        )
+        assert [r.explanation for r in pred.reason_codes] == sentences[i * k : (i + 1) * k]
+        assert [r.direction for r in pred.reason_codes] == [
+            "raises" if v > 0 else "lowers" for v in contributions[i].tolist()
+        ]
         assert pred.features["merchant_category"] == ODD[i]
     assert body.predictions[0].features["amount"] is None
 

@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.explanations import FieldReasons, describe
 from fraud_assets.core.features import CARD_FEATURES, DEVICE_FEATURES, MERCHANT_FEATURES, history_features
 from fraud_assets.core.prediction_log import READ_COLUMNS
 from fraud_serving.app import create_app
@@ -166,9 +167,9 @@ def test_seed_body_is_scored_by_the_materialized_champion(client, world):
     assert out["risk_level"] in {"low", "medium", "high", "critical"}
     assert out["risk_level"] in ({"high", "critical"} if out["is_fraud"] else {"low", "medium"})
     assert len(out["reason_codes"]) == 3
-    assert all(r["feature"] in bundle.feature_names for r in out["reason_codes"])
     contributions = [r["contribution"] for r in out["reason_codes"]]
     assert contributions == sorted(contributions, reverse=True)
+    assert "raw_reasons" not in out
 
     root = client.get("/").json()
     assert root["status"] == "ok" and root["model_version"] == bundle.version
@@ -179,6 +180,21 @@ def test_seed_body_is_scored_by_the_materialized_champion(client, world):
     assert model["dagster_storage_id"] >= 1 and model["mlflow_model_version"] == "1"
     assert model["threshold"] == bundle.threshold and model["training_window"] == list(bundle.training_window)
     assert model["metrics"]["auc_roc"] == 0.9 and model["loaded_at"]  # floats round-trip through JSON
+
+
+def test_the_seed_body_is_explained_by_fields_it_has_with_its_values(client):
+    """The seed guide's example (an `online_retail` purchase, no card or time) is explained in its
+    own terms: only fields it sent, each with the value it sent, a direction and a sentence."""
+    out = client.post("/predict?raw_reasons=true", json=SEED_BODY).json()
+    reasons = out["reason_codes"]
+    assert len(reasons) == 3
+    for reason in reasons:
+        assert reason["field"] in SEED_BODY, reason
+        assert reason["value"] == SEED_BODY[reason["field"]], reason
+        assert reason["direction"] == ("raises" if reason["contribution"] > 0 else "lowers")
+        assert reason["explanation"] == describe(reason["field"], SEED_BODY[reason["field"]])
+    assert all("=" not in reason["field"] for reason in reasons)
+    assert len(out["raw_reasons"]) == 3  # the model's own columns, on request
 
 
 def test_scores_equal_the_bundle_on_the_same_features(client, world):
@@ -198,10 +214,20 @@ def test_scores_equal_the_bundle_on_the_same_features(client, world):
     raw_tol = margin_tol / 4 + half_ulp(1.0, np.float32)
     assert_calibrated_within(bundle.classifier.calibrator_, [out["fraud_probability"]], raw, raw_tol)
     contrib = bundle.classifier.reason_codes(matrix, top_k=3)[0]
-    assert [r["feature"] for r in out["reason_codes"]] == [name for name, _ in contrib]
-    assert [r["contribution"] for r in out["reason_codes"]] == pytest.approx(
+    raw = client.post("/predict?raw_reasons=true", json=body_of(row, transaction_id="again")).json()
+    assert [r["feature"] for r in raw["raw_reasons"]] == [name for name, _ in contrib]
+    assert [r["contribution"] for r in raw["raw_reasons"]] == pytest.approx(
         [v for _, v in contrib], abs=shap_tol
     )
+    # the business reasons are the model's contributions grouped by field: they add up alike
+    # (a sum of 53 values each within shap_tol of the library's)
+    grouped = FieldReasons.of(bundle.feature_names)
+    library = bundle.classifier.contributions(matrix) @ grouped.weights
+    for reason in out["reason_codes"]:
+        at = grouped.fields.index(reason["field"])
+        assert reason["contribution"] == pytest.approx(
+            library[0, at], abs=len(bundle.feature_names) * shap_tol
+        )
     info = client.get("/model").json()
     assert info["compiled_trees"] is True
     size = info["compiled_tree_size"]
@@ -533,7 +559,7 @@ def test_batch_equals_singles(world, tmp_path, shared_home):
         # calibrator work element by element.
         assert one["fraud_probability"] == many["fraud_probability"]
         assert one["is_fraud"] == many["is_fraud"] and one["risk_level"] == many["risk_level"]
-        assert [r["feature"] for r in one["reason_codes"]] == [r["feature"] for r in many["reason_codes"]]
+        assert [r["field"] for r in one["reason_codes"]] == [r["field"] for r in many["reason_codes"]]
 
 
 def test_concurrent_singles_are_scored_together_as_if_one_by_one(world, tmp_path, shared_home):

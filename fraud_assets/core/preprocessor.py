@@ -188,7 +188,7 @@ class FraudPreprocessor(TransformerMixin, BaseEstimator):
                 names += [f"{column}={category}" for category in vocabulary]
             else:
                 missing[f"{column}=*"] = [column]
-        self.input_columns_ = sorted({col for n in names for col in self._inputs(n)})
+        self.input_columns_ = sorted({col for n in names for col in self.inputs_of(n)})
         self.feature_names_ = names
         self.missing_features_ = missing
         values = _feature_arrays(self._columns(X), names)
@@ -219,7 +219,8 @@ class FraudPreprocessor(TransformerMixin, BaseEstimator):
         return float(center), scale if scale > 0 else 1.0
 
     @staticmethod
-    def _inputs(name: str) -> tuple[str, ...]:
+    def inputs_of(name: str) -> tuple[str, ...]:
+        """The input columns a model column is computed from."""
         if "=" in name:
             return (name.partition("=")[0],)
         return BASE_FEATURES.get(name) or INTERACTIONS[name]

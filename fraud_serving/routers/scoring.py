@@ -53,7 +53,7 @@ async def predict(
     at: Started,
 ) -> Response:  # fmt: skip
     # scored with the other transactions parsed in this event-loop turn (see `coalescing`)
-    answer = await service.singles.score(model, transaction, at, options.include_features, options.reasons)
+    answer = await service.singles.score(model, transaction, at, options)
     return Response(answer, media_type="application/json")
 
 
@@ -88,7 +88,5 @@ async def predict_batch(
         return validation_response(exc.errors(), prefix=("body",))
     if len(transactions) > limit:
         raise HTTPException(status_code=413, detail=too_many(limit))
-    result = service.score(
-        model, transactions, at, options.include_features, options.reasons, "/predict/batch"
-    )
+    result = service.score(model, transactions, at, options, "/predict/batch")
     return Response(responses.batch(result.rows, model.version), media_type="application/json")
