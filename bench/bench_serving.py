@@ -48,11 +48,11 @@ from fraud_serving.model_provider import latest_champion
 ROOT = Path(__file__).resolve().parents[1]
 
 
-PORTS = [int(p) for p in os.environ.get("BENCH_PORTS", "0").split("-")]  # e.g. 4400-4499; 0: any free
+PORTS = [0]  # --ports 4400-4499: the range to take ports from (machines where ports are shared out)
 
 
 def free_port() -> int:
-    """A free port (within BENCH_PORTS when set, for machines where ports are shared out)."""
+    """A free port (within --ports when given)."""
     for port in range(PORTS[0], PORTS[-1] + 1) if PORTS[0] else [0]:
         with socket.socket() as s:
             try:
@@ -196,7 +196,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--batches", type=int, default=15)
     p.add_argument("--skip-mlflow", action="store_true")
+    p.add_argument("--ports", default="0", help="FIRST-LAST: take the servers' ports from this range")
     args = parse_args(p, singles=50, seconds=1.0, batches=3, skip_mlflow=True)
+    PORTS[:] = [int(port) for port in args.ports.split("-")]
 
     os.environ.setdefault("DAGSTER_HOME", str(ROOT))
     os.chdir(ROOT)  # as the API below: relative locations and .env are the project root's

@@ -30,15 +30,11 @@ import pydantic_core
 from fraud_assets.core.bundle import ModelBundle
 from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, plain_metadata
 from fraud_assets.core.explanations import FieldReasons
-from fraud_assets.core.models.compiled_trees import (
-    CompiledTrees,
-    compile_booster,
-    compile_lightgbm,
-    logistic,
-)
+from fraud_assets.core.models.compiled_trees import CompiledTrees
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_assets.core.preprocessor import CATEGORICAL
 from fraud_assets.core.storage import Location
+from fraud_serving.runtime import LibraryRuntime, ModelRuntime, runtime_for
 
 log = logging.getLogger("fraud_serving.model")
 
@@ -118,8 +114,13 @@ class ServedModel:
     threshold: float
     version: str
     info: dict[str, Any] = field(default_factory=dict)
-    explainer: Any = None  # XGBoost booster for contributions without feature-name overhead
-    trees: CompiledTrees | None = None  # the booster compiled (verified against it at load)
+    runtime: ModelRuntime | None = None  # what computes probabilities and contributions
+    reference: LibraryRuntime | None = None  # the model's library (what the runtime is checked against)
+
+    @property
+    def trees(self) -> CompiledTrees | None:
+        """The compiled trees, when the accelerator serves."""
+        return getattr(self.runtime, "trees", None)
 
     @cached_property
     def field_reasons(self) -> FieldReasons:
@@ -137,44 +138,16 @@ class ServedModel:
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Calibrated fraud probabilities (= ``FraudClassifier.predict_proba_fast``)."""
-        if self.trees is None:
-            return self.classifier.predict_proba_fast(x)
-        return self.classifier.calibrator_.transform(self.trees.proba(x))
+        return self.runtime.predict(x, "none")[0]
 
     def predict(self, x: np.ndarray, reasons: str = "exact") -> tuple[np.ndarray, np.ndarray | None]:
-        """Calibrated probabilities and, unless ``reasons`` is "none", per-feature contributions.
-
-        Compiled trees answer in one pass: TreeSHAP values add up to the margin, and the Saabas
-        walk ("approx") reaches the leaves, so the probability needs no separate tree walk.
-        """
-        if self.trees is not None and reasons != "none":  # one pass gives the margin too
-            margin, contributions = self.trees.explain(x) if reasons == "exact" else self.trees.approximate(x)
-            return self.classifier.calibrator_.transform(logistic(margin)), contributions
-        if self.trees is None and self.explainer is None and reasons != "none":
-            raw, contributions = self.classifier.backend_.explain(x)  # a forest walks its trees once
-            return self.classifier.calibrator_.transform(raw), contributions
-        probs = self.probabilities(x)
-        return probs, None if reasons == "none" else self.contributions(x, reasons)
+        """Calibrated probabilities and, unless ``reasons`` is "none", per-feature contributions."""
+        return self.runtime.predict(x, reasons)
 
     def contributions(self, x: np.ndarray, method: str = "exact") -> np.ndarray:
-        """Per-feature contributions (n, n_features), the classifier's own.
-
-        ``exact``: TreeSHAP (= ``FraudClassifier.contributions``; from the compiled trees when
-        the model compiled); ``approx``: Saabas path attribution on the margin (= XGBoost's
-        ``approx_contribs``; compiled for XGBoost and LightGBM, XGBoost's own for an XGBoost
-        model that did not compile). Other models always give their own contributions.
-        """
-        if self.trees is not None:
-            return self.trees.contributions(x) if method == "exact" else self.trees.approximate(x)[1]
-        if self.explainer is None:
-            return self.classifier.contributions(x)
-        import xgboost as xgb
-
-        dmat = xgb.DMatrix(np.asarray(x, dtype=np.float32), nthread=1)
-        out = self.explainer.predict(
-            dmat, pred_contribs=True, approx_contribs=(method == "approx"), validate_features=False
-        )
-        return out[:, :-1].astype(np.float64)
+        """Per-feature contributions (n, n_features): ``exact`` TreeSHAP (or a model's own),
+        ``approx`` Saabas path attribution (XGBoost's ``approx_contribs``)."""
+        return self.runtime.contributions(x, method)
 
     @property
     def preprocessor(self):
@@ -190,6 +163,7 @@ class ServedModel:
         bundle: ModelBundle,
         champion: ChampionRecord,
         materialization: ChampionMaterialization | None = None,
+        runtime: str = "compiled",
     ) -> ServedModel:
         materialization = materialization or ChampionMaterialization(0, "", champion.to_metadata())
         pre = bundle.preprocessor
@@ -220,19 +194,9 @@ class ServedModel:
             "promoted_at": champion.promoted_at,
             "loaded_at": loaded_at,
         }
-        explainer = trees = None
-        why = "only XGBoost and LightGBM boosters compile"
-        backend = getattr(bundle.classifier, "backend_", None)
-        if bundle.algorithm == "xgboost" and hasattr(backend, "fast_booster"):
-            explainer = backend.fast_booster.copy()
-            explainer.feature_names = None
-            explainer.feature_types = None
-            explainer.set_param({"nthread": 1})
-            trees, why = compile_booster(explainer)
-        elif bundle.algorithm == "lightgbm" and backend is not None:
-            trees, why = compile_lightgbm(backend.model.booster_)
-        if trees is None:
-            log.info("serving %s through its library (%s): %s", bundle.version, bundle.algorithm, why)
+        served_by, reference = runtime_for(bundle, runtime)
+        trees = getattr(served_by, "trees", None)
+        info["runtime"] = served_by.name
         info["compiled_trees"] = trees is not None
         if trees is not None:  # what exact reasons cost grows with (deep trees: big tables)
             info["compiled_tree_size"] = {
@@ -243,8 +207,8 @@ class ServedModel:
                 "shap_table_entries": int(trees.table.size),  # float32 each
             }
         return cls(
-            explainer=explainer,
-            trees=trees,
+            runtime=served_by,
+            reference=reference,
             bundle=bundle,
             champion=champion,
             materialization=materialization,
@@ -266,14 +230,8 @@ class ServedModel:
             cols: dict[str, np.ndarray] = {col: np.full(n, np.nan) for col in self.numeric_inputs}
             cols.update({col: np.full(n, None, dtype=object) for col in self.categorical_inputs})
             x = self.preprocessor.transform_columns(cols)
-            expected_p = self.classifier.predict_proba_fast(x)
-            if not np.allclose(self.probabilities(x), expected_p, atol=1e-4) or not np.allclose(
-                self.predict(x)[0], expected_p, atol=1e-4
-            ):
-                raise ValueError("the served probabilities disagree with FraudClassifier.predict_proba_fast")
+            self.probabilities(x)
             served = self.contributions(x)
-            if not np.allclose(served, self.classifier.contributions(x), rtol=1e-4, atol=1e-4):
-                raise ValueError("the fast explainer disagrees with FraudClassifier.contributions")
             self.contributions(x, "approx")
             top_contributions(served, 3)
             self.field_reasons.explain(served, cols, 3)
@@ -290,7 +248,9 @@ class ModelProvider:
         on_refused: Callable[[ChampionMaterialization, str], None] | None = None,
         on_poll: Callable[[], None] | None = None,
         locate: Callable[[str], Location] = Location.of,
+        runtime: str = "compiled",
     ) -> None:
+        self.runtime = runtime  # FRAUDOPS_MODEL_RUNTIME
         self._source = source
         self._locate = locate  # a recorded bundle location -> a Location with its options
         self.poll_seconds = poll_seconds
@@ -333,7 +293,7 @@ class ModelProvider:
             try:
                 champion = record.champion()  # ContractError (a ValueError) if malformed
                 bundle = ModelBundle.load(self._locate(champion.bundle_uri), champion.bundle_sha256)
-                served = ServedModel.from_bundle(bundle, champion, record)
+                served = ServedModel.from_bundle(bundle, champion, record, self.runtime)
                 served.warm_up()
             except Exception as err:  # a malformed record, a bad bundle: anything refuses it
                 self._refuse(record, err)

@@ -53,6 +53,7 @@ class Service:
             on_refused=lambda record, error: self.metrics.model_refusals.inc(),
             on_poll=self.merchants.refresh,
             locate=settings.location,
+            runtime=settings.model_runtime,
         )
 
     def start(self) -> None:

@@ -33,6 +33,7 @@ class Settings:
     - ``log_queue_size``: scored records waiting to be written before new ones are dropped.
     - ``log_flush_seconds``: how often the prediction log writes a new file (object).
     - ``s3_endpoint_url``: the endpoint of an S3-compatible store for ``s3://`` locations.
+    - ``model_runtime``: ``compiled`` (the accelerator when the model compiles) or ``library``.
     """
 
     dagster_home: str | None = None
@@ -45,6 +46,7 @@ class Settings:
     log_flush_seconds: float = DEFAULTS.prediction_log_flush_seconds
     s3_endpoint_url: str | None = DEFAULTS.s3_endpoint_url
     bootstrap_card_state: bool = True
+    model_runtime: str = DEFAULTS.model_runtime
 
     def location(self, where: str) -> Location:
         """A configured location (storage, log, a recorded bundle) with the options reaching it."""
@@ -64,4 +66,5 @@ class Settings:
             log_queue_size=settings.prediction_log_queue,
             log_flush_seconds=settings.prediction_log_flush_seconds,
             s3_endpoint_url=settings.s3_endpoint_url,
+            model_runtime=settings.model_runtime,
         )

@@ -694,3 +694,50 @@ def test_an_unexpected_failure_is_a_500_with_the_error_id_of_its_log_line(client
     assert len(logged) == 1 and "RuntimeError: boom" in logged[0].exc_text
     assert f'fraudops_internal_errors_total{{endpoint="{path}"}} 1.0' in client.get("/metrics").text
     assert client.post("/predict", json={"amount": -1}).status_code == 422  # the app goes on
+
+
+def test_the_library_runtime_serves_what_the_compiled_one_does(world, tmp_path, shared_home, caplog):
+    """FRAUDOPS_MODEL_RUNTIME=library: the model's own library serves (logged), with the answers
+    the accelerator gives, within the rounding the two arithmetics allow (`library_tolerances`)."""
+    body = {**SEED_BODY, "transaction_id": "same"}
+    with make_client(world, tmp_path / "c", shared_home[0]) as cl:
+        compiled = cl.post("/predict?include_features=true", json=body).json()
+        trees = cl.app.state.service.provider.current.trees
+        assert cl.get("/model").json()["runtime"] == "compiled"
+    with (
+        caplog.at_level(logging.INFO, logger="fraud_serving"),
+        make_client(world, tmp_path / "l", shared_home[0], model_runtime="library") as cl,
+    ):
+        library = cl.post("/predict?include_features=true", json=body).json()
+        assert cl.get("/model").json()["runtime"] == "library"
+        assert cl.app.state.service.provider.current.trees is None
+    assert any(
+        "through its library" in r.getMessage() and "MODEL_RUNTIME" in r.getMessage() for r in caplog.records
+    )
+    bundle = world["a"][2]
+    features = {k: (np.nan if v is None else v) for k, v in library["features"].items()}
+    x = bundle.preprocessor.transform(pd.DataFrame([features])).to_numpy()
+    raw = bundle.classifier.backend_.raw_proba_fast(x)
+    assert (
+        library["fraud_probability"] == bundle.classifier.calibrator_.transform(raw)[0]
+    )  # the library's own
+    margin_tol, shap_tol = library_tolerances(trees, "xgboost", depth=4)
+    raw_tol = margin_tol / 4 + half_ulp(1.0, np.float32)  # as in test_scores_equal_the_bundle_...
+    assert_calibrated_within(bundle.classifier.calibrator_, [compiled["fraud_probability"]], raw, raw_tol)
+    assert [r["field"] for r in compiled["reason_codes"]] == [r["field"] for r in library["reason_codes"]]
+    for a, b in zip(compiled["reason_codes"], library["reason_codes"], strict=True):
+        assert a["contribution"] == pytest.approx(b["contribution"], abs=len(bundle.feature_names) * shap_tol)
+
+
+def test_a_model_the_accelerator_cannot_check_is_served_by_its_library(world, tmp_path, monkeypatch, caplog):
+    """Compiled trees that disagree with the library (here: a tolerance of nothing) are not
+    refused: the library serves the model, and a log line says why."""
+    from fraud_serving import runtime
+
+    path, sha, bundle = world["a"]
+    monkeypatch.setattr(runtime, "library_tolerances", lambda *a, **k: (-1.0, -1.0))
+    with caplog.at_level(logging.INFO, logger="fraud_serving"):
+        served = ServedModel.from_bundle(bundle, champion_record(path, sha, bundle))
+    served.warm_up()
+    assert served.trees is None and served.info["runtime"] == "library"
+    assert any("compiled trees disagree" in r.getMessage() for r in caplog.records)

@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from dotenv import dotenv_values
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, ValidationError
@@ -267,6 +267,12 @@ class ServingSettings(BaseModel):
         ge=0.05,
     )
     max_batch: int = _var("FRAUDOPS_MAX_BATCH", 1000, "largest `/predict/batch` (larger: 413)", ge=1)
+    model_runtime: Literal["compiled", "library"] = _var(
+        "FRAUDOPS_MODEL_RUNTIME",
+        "compiled",
+        "`compiled`: XGBoost/LightGBM trees compiled and checked against the library at load (a model "
+        "that does not compile is served by its library, logged); `library`: always the model's library",
+    )
     prediction_log_queue: int = _var(
         "FRAUDOPS_PREDICTION_LOG_QUEUE",
         100_000,
