@@ -130,6 +130,39 @@ def _coded(table: dict, ids: list, add) -> list[int]:
     return codes
 
 
+def recent_history(storage: Location, days: int, skipped: list[str]):
+    """``(rows, days read)``: the card history rows (time, card, merchant, amount, device,
+    transaction id) of the last ``days`` daily files of `validated_transactions` that any later
+    transaction's windows can reach, or ``(None, days)`` when there are none. A file that cannot
+    be read is skipped and noted in ``skipped``."""
+    import pandas as pd
+
+    files = daily_partitions(storage, VALIDATED_TRANSACTIONS)[-(days + 1) :]
+    if not files:
+        log.warning("no validated_transactions files under %s: card history starts empty", storage)
+        return None, []
+    wanted = [c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT, c.TRANSACTION_ID]
+    frames = []
+    for _, path in files:
+        try:
+            frame = path.read_parquet()
+        except Exception as err:  # a foreign or corrupt file must not stop the API
+            log.warning("skipping %s: %s", path, err)
+            skipped.append(f"{path.name}: {err}")
+            continue
+        if any(col not in frame for col in wanted[:4]):
+            continue
+        frames.append(frame[[col for col in wanted if col in frame]])
+    if not frames:
+        return None, [day for day, _ in files]
+    data = pd.concat(frames, ignore_index=True)
+    if c.DEVICE_FINGERPRINT not in data:
+        data[c.DEVICE_FINGERPRINT] = None
+    data = data[data[c.TIMESTAMP].notna() & data[c.CARD_ID].notna()]
+    newest = data[c.TIMESTAMP].max()
+    return data[data[c.TIMESTAMP] >= newest - pd.Timedelta(milliseconds=KEEP_MS)], [day for day, _ in files]
+
+
 class CardState:
     """Recent transactions per card, in segments of shared arrays (see the module docstring).
 
@@ -293,32 +326,9 @@ class CardState:
         import pandas as pd
 
         self.bootstrap_source = str(asset_location(storage, VALIDATED_TRANSACTIONS))
-        files = daily_partitions(storage, VALIDATED_TRANSACTIONS)[-(days + 1) :]
-        if not files:
-            log.warning(
-                "no validated_transactions files under %s: card history starts empty", self.bootstrap_source
-            )
+        data, files = recent_history(storage, days, self.bootstrap_skipped)
+        if data is None:
             return 0
-        wanted = [c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT, c.TRANSACTION_ID]
-        frames = []
-        for _, path in files:
-            try:
-                frame = path.read_parquet()
-            except Exception as err:  # a foreign or corrupt file must not stop the API
-                log.warning("skipping %s: %s", path, err)
-                self.bootstrap_skipped.append(f"{path.name}: {err}")
-                continue
-            if any(col not in frame for col in wanted[:4]):
-                continue
-            frames.append(frame[[col for col in wanted if col in frame]])
-        if not frames:
-            return 0
-        data = pd.concat(frames, ignore_index=True)
-        if c.DEVICE_FINGERPRINT not in data:
-            data[c.DEVICE_FINGERPRINT] = None
-        data = data[data[c.TIMESTAMP].notna() & data[c.CARD_ID].notna()]
-        newest = data[c.TIMESTAMP].max()
-        data = data[data[c.TIMESTAMP] >= newest - pd.Timedelta(milliseconds=KEEP_MS)]
         card_codes, card_ids = pd.factorize(data[c.CARD_ID].astype(str).to_numpy(object))
         order = np.lexsort((data[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64"), card_codes))
         data, card = data.iloc[order], card_codes[order].astype("int64")
@@ -358,7 +368,7 @@ class CardState:
             self._seen = seen
             self._newest = int(times.max())
         self.bootstrapped_rows = int(counts.sum())
-        self.bootstrapped_days = [day for day, _ in files]
+        self.bootstrapped_days = files
         log.info("card state: %d rows of %d cards from %d days", counts.sum(), len(card_ids), len(files))
         return int(counts.sum())
 

@@ -16,14 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraud_serving.dependencies import STARTED
 from fraud_serving.metrics import ServiceMetrics
+from fraud_serving.online_state import DependencyUnavailable
 from fraud_serving.prediction_log import PredictionLogger
 
 log = logging.getLogger("fraud_serving")
 ENDPOINTS = ("/", "/health", "/model", "/predict", "/predict/batch", "/metrics", "/docs", "/openapi.json")
-
-
-class DependencyUnavailable(Exception):
-    """A service the API needs (the online state store) cannot be reached: 503, with which."""
 
 
 def internal_error(error_id: str) -> dict[str, str]:

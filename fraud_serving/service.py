@@ -12,6 +12,7 @@ from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.coalescing import Coalescer
 from fraud_serving.metrics import ServiceMetrics
 from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, ServedModel, instance_source
+from fraud_serving.online_state import RedisCardState
 from fraud_serving.prediction_log import PredictionLogger
 from fraud_serving.schemas import ScoringOptions
 from fraud_serving.scoring import RISK_LEVELS, Scorer, ScoreResult
@@ -31,7 +32,9 @@ class Service:
         self.storage_error: str | None = None
         self.bootstrap = "off"  # the card history's start: off, loaded, empty or failed
         self.bootstrap_error: str | None = None
-        self.cards = CardState()
+        self.cards = (
+            CardState() if settings.online_state == "memory" else RedisCardState(settings.online_state)
+        )
         self.merchants = MerchantRiskStore(self.storage)
         self.scorer = Scorer(self.cards, self.merchants)
         # `/predict` transactions parsed in the same event-loop turn are scored in one call

