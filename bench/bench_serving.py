@@ -189,6 +189,45 @@ def sequential(port: int, requests: list[bytes]) -> np.ndarray:
     return np.array(asyncio.run(run())) * 1000
 
 
+def two_workers_with_redis(args, env: dict, singles: list[dict], tp_bodies: list[dict]) -> None:
+    """(d) the same requests (moved 10 days on: new transactions) to `uvicorn --workers 2` sharing
+    a real redis-server's online state: what sharing costs per request, and what a second
+    worker gives on this machine."""
+    from fraud_serving.testing import redis_server
+
+    shift = pd.Timedelta(days=10)
+    with redis_server(tempfile.mkdtemp(prefix="fraudops-bench-redis-"), free_port()) as url:
+        port = free_port()
+        api = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(port), "--workers", "2",
+             "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env={**env, "FRAUDOPS_ONLINE_STATE": url},
+        )  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health", 300, lambda r: r.json()["status"] == "ok")
+            time.sleep(2)  # the second worker
+            moved = [{**b, "transaction_id": b["transaction_id"] + "-r",
+                      "timestamp": (pd.Timestamp(b["timestamp"]) + shift).isoformat()} for b in singles]  # fmt: skip
+            reqs = [http_request("127.0.0.1", port, "/predict", b) for b in moved]
+            sequential(port, reqs[:200])
+            lat = sequential(port, reqs[200:])
+            print(f"(d) 2 workers + Redis, sequential /predict with card history: p50 {np.percentile(lat, 50):.2f} ms, "
+                  f"p99 {np.percentile(lat, 99):.2f} ms (n={len(lat)})")  # fmt: skip
+            tp = [{**b, "transaction_id": b["transaction_id"] + "-r",
+                   "timestamp": (pd.Timestamp(b["timestamp"]) + shift).isoformat()} for b in tp_bodies]  # fmt: skip
+            tp_reqs = [http_request("127.0.0.1", port, "/predict", b) for b in tp]
+            rate, n, errors = asyncio.run(throughput(port, tp_reqs, args.clients, args.seconds))
+            print(
+                f"(d) 2 workers + Redis, {args.clients} clients, /predict: {rate:,.0f} req/s ({n} requests, {errors} errors)"
+            )
+        finally:
+            api.terminate()
+            try:
+                api.wait(20)
+            except subprocess.TimeoutExpired:
+                api.kill()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--singles", type=int, default=2000)
@@ -196,6 +235,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--batches", type=int, default=15)
     p.add_argument("--skip-mlflow", action="store_true")
+    p.add_argument("--skip-redis", action="store_true", help="skip (d): two workers sharing Redis")
     p.add_argument("--ports", default="0", help="FIRST-LAST: take the servers' ports from this range")
     args = parse_args(p, singles=50, seconds=1.0, batches=3, skip_mlflow=True)
     PORTS[:] = [int(port) for port in args.ports.split("-")]
@@ -298,6 +338,9 @@ def main() -> None:
                 f"(c) /predict/batch of 1,000 with card history, reasons={reasons}: p50 {c_results[reasons]:.1f} ms"
                 f" (inside the service, parsing to response: p50 {np.median(inside[2:]):.1f} ms)"
             )
+
+        if not args.skip_redis:
+            two_workers_with_redis(args, env, singles, tp_bodies)
 
         mlflow_tp = None
         if not args.skip_mlflow:

@@ -11,6 +11,8 @@ when one appears.
 
 The features themselves are never computed here: the core's feature function runs on the
 segments, the code batch training uses.
+
+Grew by `recent_history` (10 lines): the stored history's reading, shared with the Redis store.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Error answers: 422 naming each bad field, an HTTP error's detail as JSON, and the middleware
-that counts and times every request and answers any unhandled failure."""
+that counts and times every request and answers any unhandled failure.
+
+New: moved out of app.py, plus the 500-with-error-id and 503-dependency answers.
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ see the transactions in one order, and the features are the core's `card_history
 those rows: what one worker alone computes.
 
 Merchant risk is not here: every worker reads the same daily `merchant_risk` file from storage.
+
+New (issue 14): the Redis store; the in-process one is unchanged.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The scoring service's moving parts (settings, model, card state, prediction log, metrics),
-created once per app and shared by the routers through `dependencies.get_service`."""
+created once per app and shared by the routers through `dependencies.get_service`.
+
+New: moved out of app.py (the create_app closure), with the scoring bookkeeping.
+"""
 
 from __future__ import annotations
 

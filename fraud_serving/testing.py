@@ -5,6 +5,8 @@ own code: bundles through `ModelBundle.save` and their records through `ModelBun
 (what `challenger_model` calls), the champion's metadata through `record_metadata` (what
 `champion_model` calls), the daily files through the contract's layout
 (`fraud_assets.core.contract.partition_location`, as the Parquet IO manager writes them).
+
+Grew by `redis_server` (45 lines), the one Redis starter of tests and bench.
 """
 
 from __future__ import annotations

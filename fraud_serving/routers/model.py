@@ -1,4 +1,7 @@
-"""`GET /model`: which champion serves, with its Dagster, MLflow and bundle facts."""
+"""`GET /model`: which champion serves, with its Dagster, MLflow and bundle facts.
+
+New: moved out of app.py.
+"""
 
 from __future__ import annotations
 

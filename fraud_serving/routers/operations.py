@@ -1,4 +1,7 @@
-"""`GET /`, `GET /health` and `GET /metrics`: what the service is, how it is, what it counted."""
+"""`GET /`, `GET /health` and `GET /metrics`: what the service is, how it is, what it counted.
+
+New: moved out of app.py.
+"""
 
 from __future__ import annotations
 
