@@ -44,6 +44,7 @@ from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, daily_partitions,
 from fraud_assets.core.settings import load_settings
 from fraud_assets.core.storage import Location
 from fraud_serving.model_provider import latest_champion
+from fraud_serving.testing import redis_server, stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +194,6 @@ def two_workers_with_redis(args, env: dict, singles: list[dict], tp_bodies: list
     """(d) the same requests (moved 10 days on: new transactions) to `uvicorn --workers 2` sharing
     a real redis-server's online state: what sharing costs per request, and what a second
     worker gives on this machine."""
-    from fraud_serving.testing import redis_server
 
     shift = pd.Timedelta(days=10)
     with redis_server(tempfile.mkdtemp(prefix="fraudops-bench-redis-"), free_port()) as url:
@@ -221,11 +221,7 @@ def two_workers_with_redis(args, env: dict, singles: list[dict], tp_bodies: list
                 f"(d) 2 workers + Redis, {args.clients} clients, /predict: {rate:,.0f} req/s ({n} requests, {errors} errors)"
             )
         finally:
-            api.terminate()
-            try:
-                api.wait(20)
-            except subprocess.TimeoutExpired:
-                api.kill()
+            stop_processes(api)
 
 
 def main() -> None:
@@ -379,12 +375,7 @@ def main() -> None:
               f"load at the end {load:.1f}")  # fmt: skip
         print(f"measured on the {champion_line(model)}")
     finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(*procs)
 
 
 if __name__ == "__main__":

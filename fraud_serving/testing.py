@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks: a small model bundle, a Dagster home, a recorded champion.
+"""Helpers for tests and benchmarks: a small model bundle, a Dagster home, a recorded champion,
+a Redis server.
 
 Not used by the service itself. Everything the pipeline would write goes through the pipeline's
 own code: bundles through `ModelBundle.save` and their records through `ModelBundle.record`
@@ -141,6 +142,17 @@ def write_storage(
     return root
 
 
+def stop_processes(*procs: subprocess.Popen, timeout: float = 20) -> None:
+    """Terminate, wait, kill what did not stop."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -176,5 +188,4 @@ def redis_server(directory: str | os.PathLike, port: int | None = None) -> Itera
                 time.sleep(0.05)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_processes(proc)

@@ -16,7 +16,7 @@ import pytest
 from fraud_assets.core import columns as c
 from fraud_serving.card_state import CardState
 from fraud_serving.online_state import RedisCardState
-from fraud_serving.testing import free_port, redis_server
+from fraud_serving.testing import free_port, redis_server, stop_processes
 from tests.test_serving import body_of, make_client, shared_home, world  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,16 +99,6 @@ def _wait_ready(base: str, proc: subprocess.Popen) -> None:
     raise AssertionError(f"{base} did not start")
 
 
-def _stop(procs) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.mark.slow
 def test_two_workers_and_a_restart_give_one_worker_s_history(world, tmp_path, shared_home, redis_url):  # noqa: F811
     """Two uvicorn processes sharing Redis, a card's transactions alternating between them, then
@@ -143,7 +133,7 @@ def test_two_workers_and_a_restart_give_one_worker_s_history(world, tmp_path, sh
                 assert response.status_code == 200, response.text
                 got.append(response.json()["features"])
         finally:
-            _stop(procs)
+            stop_processes(*procs)
     log.close()
     for i, (one, two) in enumerate(zip(expected, got, strict=True)):
         assert {k: two[k] for k in HISTORY} == {k: one[k] for k in HISTORY}, (i, bodies[i]["card_id"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraud_serving.testing import record_champion
+from fraud_serving.testing import record_champion, stop_processes
 from tests.test_serving import SEED_BODY, home, world  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -76,11 +76,7 @@ def server(world, home, tmp_path):  # noqa: F811
             )
         yield base, proc, tmp_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes(proc)
         log.close()
 
 
