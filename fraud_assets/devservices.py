@@ -192,6 +192,8 @@ def postgres(pg: Postgres, data_dir: str, databases: tuple[str, ...], log: str |
         setup=lambda: pg.create_databases(databases),
         log=log,
         user=run_as,
+        # SIGINT is PostgreSQL's fast shutdown: a checkpoint, which a busy disk can make slow
+        stop_grace=15.0,
     )
 
 

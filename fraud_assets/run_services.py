@@ -64,6 +64,7 @@ class Service:
     user: str | None = None
     cwd: str | None = None
     stage: int | None = None  # started beside the services of the same stage (start_in_order)
+    stop_grace: float | None = None  # seconds to exit after SIGINT before SIGKILL (stop)
 
     def start(self) -> None:
         if self.prepare is not None:
@@ -207,6 +208,18 @@ def running(services: list[Service]) -> Iterator[list[Service]]:
 
 
 def stop(services: list[Service], grace: float = GRACE_SECONDS) -> None:
+    """Stop the services stage by stage, the last started first (clients before the stores they
+    write to: PostgreSQL then shuts down cleanly instead of being killed among its clients); one
+    stage at a time, by :func:`stop_together`, with the largest ``stop_grace`` of its services
+    (``grace`` for those without). Services without stages stop together."""
+    if all(s.stage is None for s in services):
+        stop_together(services, grace)
+        return
+    for stage in reversed(_stages(services)):
+        stop_together(stage, max(s.stop_grace or grace for s in stage))
+
+
+def stop_together(services: list[Service], grace: float = GRACE_SECONDS) -> None:
     """SIGINT to every group, up to ``grace`` seconds for them to exit, then SIGKILL the rest."""
     for service in services:
         service.signal_group(signal.SIGINT)
