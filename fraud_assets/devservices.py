@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from fraud_assets.core.settings import FraudopsSettings, load_settings
+from fraud_assets.core.settings import PREFIX, FraudopsSettings, load_settings
 from fraud_assets.run_services import Service
 
 PYTHON = sys.executable
@@ -41,6 +45,13 @@ POSTGRES_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME
 CODE_LOCATION = "fraudops"
 CODE_MODULE = "fraud_assets.definitions"
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "cluster"
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -438,6 +449,37 @@ def read_env_file(path: str | os.PathLike) -> dict[str, str]:
     return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
+LOCAL_PORTS = ("postgres", "s3", "redis", "mlflow", "code", "ui", "api")
+
+
+def local_profile_environment(ports: Mapping[str, int], state: str, **variables: str) -> dict[str, str]:
+    """The profile's environment for a private copy of it (a test, a benchmark): profile.env with
+    the servers on ``ports`` (keys :data:`LOCAL_PORTS`) and its state under ``state``, over this
+    process's environment without its FRAUDOPS_ variables; ``variables`` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    env.update(read_env_file(DEPLOY_DIR / "profile.env"))
+    env.update(
+        {
+            "DAGSTER_PG_PORT": str(ports["postgres"]),
+            "FRAUDOPS_S3_ENDPOINT_URL": f"http://{LOCALHOST}:{ports['s3']}",
+            "FRAUDOPS_CELERY_BROKER_URL": f"redis://{LOCALHOST}:{ports['redis']}/0",
+            "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://{LOCALHOST}:{ports['mlflow']}",
+            "FRAUDOPS_STATE_DIR": os.path.join(state, "state"),
+            "FRAUDOPS_LANDING_DIR": os.path.join(state, "landing"),
+        }
+    )
+    env.update(variables)
+    return env
+
+
+def local_state_folder() -> str:
+    """A new folder for a private profile's state. As root, PostgreSQL runs as nobody, which must
+    reach its data: a folder of /tmp opened to others (pytest's tmp_path is private)."""
+    state = tempfile.mkdtemp(prefix="fraudops-cluster-")
+    os.chmod(state, 0o755)
+    return state
+
+
 @dataclass(frozen=True)
 class ClusterProfile:
     """The cluster profile's processes: where each listens and the environment they all share.
@@ -528,3 +570,91 @@ def cluster_services(profile: ClusterProfile) -> list[Service]:
         service.cwd = profile.cwd
         service.stage = stages.get(service.name, 2)
     return services
+
+
+# --- a client of the running profile ----------------------------------------------------------------
+
+
+@dataclass
+class ClusterClient:
+    """Runs and backfills submitted as a user submits them, through the webserver's GraphQL API
+    (the daemon dequeues and launches them), their outcome read from the instance (PostgreSQL).
+    For the tests and the scale-out benchmark (bench/scale_out.py)."""
+
+    ui_port: int
+    instance: Any  # dagster.DagsterInstance of the profile
+    host: str = LOCALHOST
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"http://{self.host}:{self.ui_port}/graphql",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        if "errors" in answer:
+            raise RuntimeError(f"GraphQL errors: {answer['errors']}")
+        return answer["data"]
+
+    def submit(self, job: str, tags: dict | None = None, run_config: dict | None = None, assets=None) -> str:
+        """A run of ``job`` (``assets``: a subset of its assets), queued; its run id."""
+        from dagster_graphql import DagsterGraphQLClient
+
+        client = DagsterGraphQLClient(self.host, port_number=self.ui_port)
+        return client.submit_job_execution(
+            job,
+            repository_location_name=CODE_LOCATION,
+            run_config=run_config or {},
+            tags=tags or {},
+            asset_selection=list(assets) if assets else None,
+        )
+
+    def _launched(self, answer: dict, success: str, key: str) -> str:
+        if answer["__typename"] != success:
+            raise RuntimeError(f"not launched: {answer}")
+        return answer[key] if key in answer else answer["run"]["runId"]
+
+    def reexecute_from_failure(self, run_id: str) -> str:
+        """A re-execution of ``run_id``'s failed and unfinished steps; its run id."""
+        data = self.graphql(
+            """mutation($id: String!) { launchRunReexecution(reexecutionParams:
+                 {parentRunId: $id, strategy: FROM_FAILURE}) {
+                 __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
+            {"id": run_id},
+        )["launchRunReexecution"]
+        return self._launched(data, "LaunchRunSuccess", "run")
+
+    def backfill(self, assets, partitions: list[str]) -> str:
+        """A backfill of ``assets`` over ``partitions`` (the daemon makes its runs); its id."""
+        params = {"assetSelection": [{"path": [a]} for a in assets], "partitionNames": partitions}
+        data = self.graphql(
+            """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+                 __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+            {"params": params},
+        )["launchPartitionBackfill"]
+        return self._launched(data, "LaunchBackfillSuccess", "backfillId")
+
+    def backfill_runs(self, backfill_id: str) -> list:
+        import dagster as dg
+
+        return list(self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id})))
+
+    def wait(self, run_id: str, timeout: float) -> Any:
+        """The run once finished (whatever its status); TimeoutError if it is not by then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.instance.get_run_by_id(run_id)
+            if run is not None and run.is_finished:
+                return run
+            time.sleep(1)
+        raise TimeoutError(f"run {run_id} did not finish in {timeout:.0f} s")
+
+    def failures(self, run_id: str) -> list[str]:
+        """What went wrong in a run: its failure events, with the step errors' ends."""
+        return [
+            f"{e.message} {e.dagster_event.step_failure_data.error.to_string()[-3000:]}"
+            if e.dagster_event.is_step_failure else e.message
+            for e in self.instance.all_logs(run_id) if e.dagster_event and e.dagster_event.is_failure
+        ]  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 import dagster as dg
@@ -12,6 +11,7 @@ import pytest
 from fraud_assets import devservices
 from fraud_assets.core import settings
 from fraud_assets.core.storage import Location, options_for
+from fraud_assets.devservices import free_port
 from fraud_assets.run_services import running
 
 # Before the code location's modules are imported (they define the partitions): the tests choose
@@ -77,12 +77,6 @@ def data_defs(tmp_path, landing_dir) -> dg.Definitions:
 
 
 # --- an S3-compatible server, a real process (moto's), for the storage tests ---------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
