@@ -30,6 +30,7 @@ help:
 	@echo "             PROFILE=cluster: the same on PostgreSQL, S3, the MLflow server and Celery workers"
 	@echo "             (every service as a process of its own, docs/scale-out.md)"
 	@echo "make test   - set up and run the tests"
+	@echo "make crosscheck - the compiled-kernel tests again without Numba's JIT, on one thread, another hash seed"
 	@echo "make lint   - ruff check and format check"
 	@echo "make bench  - run every benchmark in bench/ (QUICK=1: tiny sizes, checks that each runs)"
 	@echo "make clean  - delete runtime state (.fraudops/, data/)"
@@ -64,6 +65,18 @@ serve: env
 
 test: env
 	$(VENV)/bin/pytest
+
+# The tests claim bit-identical results where two code paths do the same arithmetic, and argue
+# a tolerance elsewhere. That must not rest on Numba's compiler, on the core count or on the
+# hash seed: run the tests of the compiled kernels once as plain Python (NUMBA_DISABLE_JIT,
+# which also checks the kernels' Python semantics), and once on one thread with another
+# PYTHONHASHSEED. CI runs this after `make test`.
+.PHONY: crosscheck
+CROSSCHECK_TESTS := tests/test_compiled_trees.py tests/test_card_state.py tests/test_features.py tests/test_serving.py
+crosscheck: env
+	NUMBA_DISABLE_JIT=1 $(VENV)/bin/pytest -q -p no:cacheprovider $(CROSSCHECK_TESTS)
+	NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=12345 \
+		$(VENV)/bin/pytest -q -p no:cacheprovider $(CROSSCHECK_TESTS) tests/test_training.py
 
 lint: env
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,10 @@ new transactions of cards the API knows (history features come from its card sta
     preprocessor's input columns, the history features precomputed);
 (c) 1,000-transaction batches: p50 latency, with exact, approximate and no reason codes.
 
+The figures hold for one champion only (exact reasons cost grows with its trees and depth), so
+the output starts and ends with which one: algorithm, version, bundle SHA-256, trees, depth and
+TreeSHAP table entries, as `GET /model` reports them.
+
     .venv/bin/python bench/bench_serving.py [--singles 2000] [--seconds 10] [--batches 15] [--skip-mlflow] [--quick]
 """
 
@@ -141,6 +145,23 @@ def server_latencies(log_dir: str, size: int) -> list[float]:
     return out
 
 
+def champion_line(model: dict) -> str:
+    """Which champion the figures are for, from `GET /model`."""
+    size = model.get("compiled_tree_size") or {}
+    compiled = (
+        f"{size['trees']} trees, depth <= {size.get('max_depth', '?')}, "
+        f"{size['shap_table_entries']:,} TreeSHAP table entries (compiled)"
+        if size
+        else "not compiled (served by its library)"
+    )
+    ap = model.get("metrics", {}).get("average_precision")
+    return (
+        f"champion: {model['algorithm']} {model['bundle_version']} (MLflow v{model['mlflow_model_version']}), "
+        f"bundle sha256 {model['bundle_sha256'][:12]}, {compiled}"
+        + (f", test AP {ap:.4f}" if ap is not None else "")
+    )
+
+
 def sequential(port: int, requests: list[bytes]) -> np.ndarray:
     async def run() -> list[float]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -200,10 +221,8 @@ def main() -> None:
     try:
         wait_http(f"http://127.0.0.1:{api_port}/health", 120, lambda r: r.json()["status"] != "no_model")
         model = httpx.get(f"http://127.0.0.1:{api_port}/model").json()
-        print(
-            f"model {model['bundle_version']} ({model['algorithm']}, MLflow v{model['mlflow_model_version']}; "
-            f"compiled: {model.get('compiled_tree_size') or 'no'})"
-        )
+        print(champion_line(model))
+        print(f"load at start: {os.getloadavg()[0]:.1f}")
 
         # (a) sequential singles, new transactions of known cards (1 day after the stored day)
         singles = bodies_from(last.iloc[: args.singles + 200], pd.Timedelta(days=1))
@@ -303,7 +322,8 @@ def main() -> None:
                   + (f", like for like {like / mlflow_tp:.1f}x" if like else ""))  # fmt: skip
         load = os.getloadavg()[0]
         print(f"machine: {os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}, "
-              f"load {load:.1f}")  # fmt: skip
+              f"load at the end {load:.1f}")  # fmt: skip
+        print(f"measured on the {champion_line(model)}")
     finally:
         for proc in procs:
             proc.terminate()

@@ -227,6 +227,7 @@ class ServedModel:
         if trees is not None:  # what exact reasons cost grows with (deep trees: big tables)
             info["compiled_tree_size"] = {
                 "trees": len(trees.roots),
+                "max_depth": trees.max_depth(),
                 "nodes": len(trees.feature),
                 "shap_groups": len(trees.table_offset),
                 "shap_table_entries": int(trees.table.size),  # float32 each

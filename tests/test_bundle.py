@@ -110,6 +110,21 @@ def test_missing_and_corrupt_files(tmp_path):
         ModelBundle.load(other, expected_sha256=None)
 
 
+def test_the_content_digest_names_the_model_not_the_save_time(bundle, tmp_path):
+    """Two runs that train the same model save it at different times: different files, the
+    same content digest (the version's hex part)."""
+    import dataclasses
+
+    later = dataclasses.replace(bundle, created_at="2026-11-28T08:00:00+00:00", version="")
+    _, first_digest = bundle.save(tmp_path / "a")
+    _, second_digest = later.save(tmp_path / "b")
+    assert first_digest != second_digest  # the file holds its save time
+    assert bundle.content_sha256() == later.content_sha256()
+    assert bundle.version.rsplit("-", 1)[1] == later.version.rsplit("-", 1)[1] == bundle.content_sha256()[:8]
+    changed = dataclasses.replace(bundle, threshold=0.25)
+    assert changed.content_sha256() != bundle.content_sha256()
+
+
 def test_versions_are_never_overwritten(bundle, tmp_path):
     path, digest = bundle.save(tmp_path)
     mtime = os.stat(path).st_mtime_ns

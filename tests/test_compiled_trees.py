@@ -8,6 +8,7 @@ import xgboost as xgb
 
 from fraud_assets.core.models import compiled_trees
 from fraud_assets.core.models.compiled_trees import compile_booster, probe_rows
+from tests.tolerances import half_ulp, library_tolerances
 
 
 def _booster(depth: int, n_trees: int = 60, seed: int = 0, **params) -> tuple[xgb.Booster, np.ndarray]:
@@ -37,30 +38,40 @@ def test_margin_and_shap_equal_xgboost(depth):
     booster, x = _booster(depth)
     trees, why = compile_booster(booster)
     assert trees is not None, why
+    assert trees.max_depth() == depth  # 3,000 rows fill every level
     rows = np.vstack([x[:500], probe_rows(trees, 300, seed=3)])  # data and values at the cuts
     dmat = xgb.DMatrix(rows.astype(np.float32))
     margin = booster.predict(dmat, output_margin=True)
     shap = booster.predict(dmat, pred_contribs=True)
-    np.testing.assert_allclose(trees.margin(rows), margin, atol=1e-4)
-    np.testing.assert_allclose(trees.contributions(rows), shap[:, :-1], atol=1e-4)
-    assert trees.expected_value == pytest.approx(float(shap[0, -1]), abs=1e-4)
+    margin_tol, shap_tol = library_tolerances(trees, "xgboost", depth)  # ~3e-5 and ~1e-4 here
+    np.testing.assert_allclose(trees.margin(rows), margin, rtol=0, atol=margin_tol)
+    np.testing.assert_allclose(trees.contributions(rows), shap[:, :-1], rtol=0, atol=shap_tol)
+    assert trees.expected_value == pytest.approx(float(shap[0, -1]), abs=margin_tol)  # a margin-like sum
+    # The logistic's slope is at most 1/4; XGBoost's probability is float32 (half an ulp of 1).
+    proba_tol = margin_tol / 4 + half_ulp(1.0, np.float32)
+    np.testing.assert_allclose(trees.proba(rows), booster.predict(dmat), rtol=0, atol=proba_tol)
+    # The TreeSHAP pass's margin, the walk's and the Saabas walk's: the same float64 leaf values
+    # added to the base margin in tree order, whatever the kernel (serial, threaded, few rows).
     explained, contributions = trees.explain(rows)
-    np.testing.assert_allclose(explained, margin, atol=1e-4)
-    np.testing.assert_allclose(trees.proba(rows), booster.predict(dmat), atol=1e-6)
-    # one row at a time and a few dozen (the serial kernels) equal the batch (the threaded ones)
-    for i in (0, 7, 501):
-        np.testing.assert_allclose(trees.contributions(rows[i]), contributions[i : i + 1], atol=1e-12)
-        np.testing.assert_allclose(trees.margin(rows[i : i + 1]), trees.margin(rows)[i : i + 1], atol=1e-12)
-    for lo, hi in ((0, 3), (10, 80), (490, 560)):
-        np.testing.assert_allclose(trees.contributions(rows[lo:hi]), contributions[lo:hi], atol=1e-12)
-    # reasons=approx: XGBoost's Saabas attribution from one walk per tree, the margin from the same walk
     walked, saabas = trees.approximate(rows)
+    np.testing.assert_array_equal(explained, trees.margin(rows))
+    np.testing.assert_array_equal(walked, trees.margin(rows))
+    # One row at a time and a few dozen (the serial kernels) equal the batch (the threaded ones)
+    # bit for bit: every row's sums take the same terms in the same order in each kernel.
+    for i in (0, 7, 501):
+        np.testing.assert_array_equal(trees.contributions(rows[i]), contributions[i : i + 1])
+        np.testing.assert_array_equal(trees.margin(rows[i : i + 1]), trees.margin(rows)[i : i + 1])
+        np.testing.assert_array_equal(trees.explain(rows[i])[0], explained[i : i + 1])
+    for lo, hi in ((0, 3), (10, 80), (490, 560)):
+        np.testing.assert_array_equal(trees.contributions(rows[lo:hi]), contributions[lo:hi])
+        np.testing.assert_array_equal(trees.explain(rows[lo:hi])[0], explained[lo:hi])
+    # reasons=approx: XGBoost's Saabas attribution (node means and their float32 differences
+    # summed over the trees in float32, like the margin), the margin from the same walk
     np.testing.assert_allclose(
-        saabas, booster.predict(dmat, pred_contribs=True, approx_contribs=True)[:, :-1], atol=1e-4
+        saabas, booster.predict(dmat, pred_contribs=True, approx_contribs=True)[:, :-1], rtol=0, atol=shap_tol
     )
-    np.testing.assert_allclose(walked, margin, atol=1e-4)
     assert not np.allclose(saabas, contributions, atol=1e-3)  # a different attribution than TreeSHAP
-    np.testing.assert_allclose(trees.approximate(rows[:50])[1], saabas[:50], atol=1e-12)  # serial kernel
+    np.testing.assert_array_equal(trees.approximate(rows[:50])[1], saabas[:50])  # the serial kernel
 
 
 def test_a_threshold_tie_goes_right_like_xgboost():
@@ -71,8 +82,10 @@ def test_a_threshold_tie_goes_right_like_xgboost():
     row = np.zeros((1, trees.n_features))
     row[0, trees.feature[node]] = trees.threshold[node]
     dmat = xgb.DMatrix(row.astype(np.float32))
+    # A tie sent the other way would move the margin by a leaf difference (~0.1), far above
+    # XGBoost's float32 summation of 5 trees (2e-6 at worst).
     assert trees.margin(row)[0] == pytest.approx(
-        float(booster.predict(dmat, output_margin=True)[0]), abs=1e-5
+        float(booster.predict(dmat, output_margin=True)[0]), abs=library_tolerances(trees, "xgboost", 3)[0]
     )
 
 
@@ -111,10 +124,15 @@ def test_lightgbm_margin_and_shap_equal_lightgbm(missing_seen):
     assert trees is not None, why
     rows = np.vstack([x[:300], probe_rows(trees, 300, seed=5)])
     rows[::7, 2] = np.nan  # missing values also where training had none
-    np.testing.assert_allclose(trees.margin(rows), booster.predict(rows, raw_score=True), atol=1e-6)
+    # LightGBM adds its float64 leaf values tree by tree from 0, as the compiled walk does: equal.
+    raw_score = booster.predict(rows, raw_score=True)
+    np.testing.assert_array_equal(trees.margin(rows), raw_score)
+    np.testing.assert_array_equal(trees.explain(rows)[0], raw_score)
+    # LightGBM's TreeSHAP runs in float64 (error ~1e-16); ours rounds each group's table entry
+    # to float32 once, and a row takes one entry per group for a feature at most.
     shap = booster.predict(rows, pred_contrib=True)
-    np.testing.assert_allclose(trees.contributions(rows), shap[:, :-1], atol=1e-5)
-    np.testing.assert_allclose(trees.explain(rows)[0], booster.predict(rows, raw_score=True), atol=1e-5)
+    shap_tol = library_tolerances(trees, "lightgbm")[1]
+    np.testing.assert_allclose(trees.contributions(rows), shap[:, :-1], rtol=0, atol=shap_tol)
 
 
 def test_top_contributions_equal_a_stable_sort():

@@ -181,9 +181,12 @@ def test_features_read_their_lookback_across_partitions(data_defs, instance, tmp
         [read_partition(tmp_path, VALIDATED, f"2026-03-{d:02d}") for d in range(1, 13)], ignore_index=True
     )
     full = pd.DataFrame(history_features(everything))[everything[c.TIMESTAMP].dt.day.eq(11).to_numpy()]
+    # Equal, not close: each row's windows hold the same earlier rows either way, summed by the
+    # same kernel in the same order (newest first).
     pd.testing.assert_frame_equal(
         features[list(HISTORY_FEATURES)].reset_index(drop=True),
         full[list(HISTORY_FEATURES)].reset_index(drop=True),
+        check_exact=True,
     )
     meta = latest_metadata(instance, dg.AssetKey("transaction_features"))
     assert meta["history_from"].value.startswith("2026-03-01")  # earlier days absent: less history

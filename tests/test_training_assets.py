@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -27,7 +31,9 @@ from fraud_assets.defs.training import CANDIDATE_ASSETS, training_data
 from fraud_assets.defs.validation import validate_transactions
 
 FIRST, LAST = "2026-03-01", "2026-03-28"
-QUICK = {"n_trials": 1, "timeout_seconds": 5.0, "imbalance_methods": ["class_weight"]}
+QUICK = {"n_trials": 1, "imbalance_methods": ["class_weight"]}
+# One candidate whose safety cap is shorter than a trial: it must say so, up to the evaluation.
+CAPPED = "logistic_regression_model"
 CANDIDATES = [a.key.path[-1] for a in CANDIDATE_ASSETS]
 
 
@@ -68,6 +74,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
 
 def train(defs, instance, selection=None):
     run_config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}
+    run_config["ops"][CAPPED] = {"config": {**QUICK, "n_trials": 2, "tuning_cap_seconds": 1e-9}}
     run_config["ops"]["training_data"] = {"config": {"warmup_days": 0}}  # 28 days: no room to warm up
     if selection:
         run_config = {"ops": {}}
@@ -138,6 +145,37 @@ def test_the_api_serves_the_trained_champion_from_the_pipeline_s_storage(trained
         model = client.get("/model").json()
         assert model["mlflow_model_version"] == champion.metadata["mlflow_model_version"].value == "1"
         assert model["bundle_sha256"] == champion.metadata["bundle_sha256"].value
+
+
+def test_a_tuning_cut_short_by_its_safety_cap_is_reported_up_to_the_evaluation(trained):
+    _, instance, tmp_path, result = trained
+    assert result.success
+
+    def metadata(asset: str) -> dict:
+        return instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization.metadata
+
+    capped = metadata(CAPPED)
+    assert capped["tuning_capped"].value is True
+    assert (capped["trials"].value, capped["trials_requested"].value) == (1, 2)
+    assert "may pick other parameters" in capped["tuning_cap_note"].value
+    assert metadata("xgboost_model")["tuning_capped"].value is False
+    assert "tuning_cap_note" not in metadata("xgboost_model")
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any("logistic_regression: tuning hit its safety cap" in m for m in logs)
+    evaluation = metadata("model_evaluation")
+    assert evaluation["reproducible"].value is False
+    assert "logistic_regression: tuning hit its safety cap" in evaluation["warnings"].value
+    assert "| logistic_regression |" in evaluation["tuning_budget"].value
+    champion = metadata("champion_model")
+    registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = champion["mlflow_run_id"].value
+    assert registry.client.get_run(run_id).data.tags["reproducible"] == "false"
+    report = json.loads(
+        Path(registry.client.download_artifacts(run_id, "evaluation/evaluation_report.json")).read_text()
+    )
+    assert report["reproducible"] is False and report["tuning"]["logistic_regression"]["capped"] is True
+    assert report["tuning"]["lightgbm"] == {**report["tuning"]["lightgbm"], "trials": 1, "capped": False}
+    assert len(report["warnings"]) == 1
 
 
 def test_a_worse_challenger_is_recorded_but_not_promoted(trained):

@@ -47,7 +47,7 @@ MAPPING = {
 LABEL_DELAY_DAYS = 7
 # --quick only (a smoke run on a few weeks of data): the tests' small tuning budget, and no
 # warm-up days left out of training. The benchmark runs train_models with its defaults.
-QUICK_TUNING = {"n_trials": 1, "timeout_seconds": 5.0, "imbalance_methods": ["class_weight"]}
+QUICK_TUNING = {"n_trials": 1, "imbalance_methods": ["class_weight"]}
 QUICK_WINDOW = {"warmup_days": 0}
 CANDIDATE_FIELDS = (
     "trials",
@@ -223,12 +223,13 @@ def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: b
     from fraud_assets.core.bundle import ModelBundle
     from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
     from fraud_assets.core.evaluation import fraud_scores
+    from fraud_assets.core.settings import load_settings
     from fraud_assets.defs.sensors import RANGE_END, RANGE_START
     from fraud_assets.defs.training import CANDIDATE_ASSETS
 
     platform = _Platform()
     rows = platform.ingest_landing_files()
-    first_day = dt.date.fromisoformat(os.environ["FRAUDOPS_START_DATE"])
+    first_day = load_settings().partition_start().day
     history = {
         RANGE_START: first_day.isoformat(),
         RANGE_END: (first_test_day - dt.timedelta(days=1)).isoformat(),

@@ -78,7 +78,7 @@ class ModelBundle:
     data_fingerprint: str  # sha256 of the training data (from the caller)
     metrics: dict[str, float] = field(default_factory=dict)
     created_at: str = ""  # ISO timestamp; set at save when empty
-    version: str = ""  # "<YYYYmmddTHHMMSS>-<algorithm>-<8 hex>"; decided at save
+    version: str = ""  # "<YYYYmmddTHHMMSS>-<algorithm>-<content_sha256()[:8]>"; decided at save
 
     def _check(self) -> None:
         if not isinstance(self.classifier, FraudClassifier) or not self.classifier.is_fitted:
@@ -92,20 +92,30 @@ class ModelBundle:
                 f"ModelBundle.algorithm is {self.algorithm!r}, the classifier {self.classifier.algorithm!r}"
             )
 
+    def content_sha256(self) -> str:
+        """SHA-256 of everything but ``created_at`` and ``version``: the model itself.
+
+        The same data, seed and config train the same model on any machine, and its bundle gets
+        the same content digest whenever it is saved (the file's SHA-256 also covers the save
+        time); comparing two runs' champions means comparing this digest.
+        """
+        return hashlib.sha256(
+            pickle.dumps(replace(self, created_at="", version=""), protocol=PICKLE_PROTOCOL)
+        ).hexdigest()
+
     def save(self, directory: str | os.PathLike | Location) -> tuple[Location, str]:
         """Write the bundle to ``<directory>/<version>.pkl`` and return ``(location, sha256 of the file)``.
 
-        The version's hex part is the SHA-256 of the content (without the version itself), so
-        different bundles get different paths. An existing file is never overwritten: saving the
-        same bundle again returns the existing path; a different file already at that path
-        raises ``FileExistsError``. Sets ``created_at`` (when empty) and ``version`` on self.
+        The version is the save time, the algorithm and the start of `content_sha256`, so
+        different bundles get different paths and the same model the same hex part. An existing
+        file is never overwritten: saving the same bundle again returns the existing path; a
+        different file already at that path raises ``FileExistsError``. Sets ``created_at``
+        (when empty) and ``version`` on self.
         """
         self._check()
         if not self.created_at:
             self.created_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-        draft = pickle.dumps(replace(self, version=""), protocol=PICKLE_PROTOCOL)
-        content_hex = hashlib.sha256(draft).hexdigest()[:8]
-        self.version = f"{_compact_timestamp(self.created_at)}-{self.algorithm}-{content_hex}"
+        self.version = f"{_compact_timestamp(self.created_at)}-{self.algorithm}-{self.content_sha256()[:8]}"
         payload = pickle.dumps(self, protocol=PICKLE_PROTOCOL)
         digest = hashlib.sha256(payload).hexdigest()
         target = Location.of(directory).join(f"{self.version}{BUNDLE_SUFFIX}")
@@ -166,6 +176,7 @@ class ModelBundle:
             metrics={k: float(v) for k, v in self.metrics.items()},
             mlflow_model_version=mlflow_model_version,
             mlflow_run_id=mlflow_run_id,
+            content_sha256=self.content_sha256(),
         )
 
     def summary(self) -> dict[str, Any]:

@@ -101,6 +101,9 @@ class ChampionRecord:
     mlflow_model_version: str | None = None
     mlflow_run_id: str | None = None
     promoted_at: str | None = None  # ISO timestamp (UTC) of the promotion
+    # SHA-256 of the model without its save time (`ModelBundle.content_sha256`): equal across
+    # runs that trained the same model, which is how two machines' champions are compared.
+    content_sha256: str | None = None
 
     # The metadata key of each field (the bundle's version is `bundle_version` in the UI).
     KEYS = {
@@ -114,6 +117,7 @@ class ChampionRecord:
         "mlflow_model_version": "mlflow_model_version",
         "mlflow_run_id": "mlflow_run_id",
         "promoted_at": "promoted_at",
+        "content_sha256": "content_sha256",
     }
     REQUIRED = ("version", "bundle_uri", "bundle_sha256", "algorithm", "threshold")
     LOCATION_KEYS = ("bundle_uri",)  # metadata values that are locations (shown as paths)
@@ -173,6 +177,7 @@ class ChampionRecord:
                 mlflow_model_version=_text(values["mlflow_model_version"]),
                 mlflow_run_id=_text(values["mlflow_run_id"]),
                 promoted_at=_text(values["promoted_at"]),
+                content_sha256=_text(values["content_sha256"]),
             )
         except (TypeError, ValueError) as err:
             if isinstance(err, ContractError):

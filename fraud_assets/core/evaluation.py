@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.metrics import evaluate_scores, segment_metrics
+from fraud_assets.core.models.backends import ALGORITHMS
 
 HEADLINE = ("auc_roc", "average_precision", "precision_at_90_recall", "card_precision_at_100")
 # The seed's model performance targets.
@@ -54,11 +56,30 @@ def comparison_table(evaluations: dict[str, CandidateEvaluation]) -> pd.DataFram
     return pd.DataFrame.from_dict(rows, orient="index").sort_values("average_precision", ascending=False)
 
 
+def tuning_budgets(reports: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Per candidate (``train_candidate`` reports by algorithm): trials run and requested, the
+    safety cap, and whether the cap cut tuning short (then the result depends on the machine)."""
+    rows = {
+        name: {
+            "trials": int(report.get("n_trials", 0)),
+            "trials_requested": int(report.get("n_trials_requested", report.get("n_trials", 0))),
+            "cap_seconds": report.get("tuning_cap_seconds"),
+            "capped": bool(report.get("tuning_capped", False)),
+            "tuning_seconds": round(float(report.get("tuning_seconds", 0.0)), 1),
+        }
+        for name, report in reports.items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def best_candidate(evaluations: dict[str, CandidateEvaluation], metric: str = "average_precision") -> str:
-    """The candidate with the highest ``metric`` (ties: the simpler, earlier-listed one)."""
+    """The candidate with the highest ``metric``; on a tie the simpler one, earlier in
+    ``ALGORITHMS`` (never the order the candidates happen to arrive in)."""
     if not evaluations:
         raise ValueError("no candidate models to choose from")
-    return max(evaluations, key=lambda name: evaluations[name].metrics[metric])
+    rank = {name: i for i, name in enumerate(ALGORITHMS)}
+    by_simplicity = sorted(evaluations, key=lambda name: (rank.get(name, len(rank)), name))
+    return max(by_simplicity, key=lambda name: evaluations[name].metrics[metric])  # max keeps the first
 
 
 def missed_targets(metrics: dict[str, float]) -> dict[str, tuple[float, float]]:

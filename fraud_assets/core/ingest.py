@@ -1,13 +1,17 @@
 """Reading a user's own transaction files (CSV or Parquet) from a landing folder.
 
-A file is mapped onto fraudops' column names by a column mapping and kept as received:
-CSV values stay text (so ``"007"`` is not turned into ``7`` and an unreadable amount is
-still there to be reported); only timestamps are rewritten to ISO text when the configured
-format reads them. Every row remembers its file and row number.
+A file is mapped onto fraudops' column names by a column mapping and kept as received: CSV
+values stay text (so ``"007"`` is not turned into ``7`` and an unreadable amount is still there
+to be reported); timestamps are rewritten to ISO text only when a configured format reads them.
+Every row remembers its file and row number.
+
+Reading one file (pyarrow, and the checks that make a file unreadable) is in `landing_files`;
+this module maps a file onto the contract and files its rows under their days.
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
@@ -16,17 +20,34 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraud_assets.core import columns as c
-from fraud_assets.core.validation import PARTITION_DATE, SOURCE_FILE, SOURCE_ROW
+from fraud_assets.core.landing_files import (
+    SUPPORTED_SUFFIXES,
+    TEXT,
+    LandingFileError,
+    file_columns,
+    read_table,
+    to_pandas,
+)
+from fraud_assets.core.timestamps import day_keys, parse_timestamps
+from fraud_assets.core.validation import PARTITION_DATE, SOURCE_FILE, SOURCE_ROW, positional
 
-SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
+__all__ = [  # LandingFileError and read_table live in landing_files; callers import them from here
+    "LandingFileError",
+    "LandingSettings",
+    "covered_days",
+    "file_signature",
+    "list_landing_files",
+    "map_columns",
+    "read_landing_days",
+    "read_landing_file",
+    "read_table",
+]
+
 KNOWN_COLUMNS = frozenset(c.ALL_COLUMNS)
-
-
-class LandingFileError(ValueError):
-    """A landing file cannot be read as transactions; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,12 @@ class LandingSettings:
             raise ValueError(f"column_mapping uses file column(s) {twice} for several targets")
         if self.label_delay_days < 0:
             raise ValueError(f"label_delay_days must be >= 0, not {self.label_delay_days}")
+        if len(self.csv_separator) != 1:
+            raise ValueError(f"csv_separator must be one character, not {self.csv_separator!r}")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError as err:
+            raise ValueError(f"unknown text encoding {self.encoding!r} (e.g. utf-8, latin-1)") from err
 
     @classmethod
     def from_json(cls, mapping_json: str | None, **kwargs: object) -> LandingSettings:
@@ -72,6 +99,10 @@ class LandingSettings:
             ):
                 raise ValueError('column mapping must be a JSON object of strings, e.g. {"amount": "amt"}')
         return cls(column_mapping=mapping, **kwargs)  # type: ignore[arg-type]
+
+    def file_column(self, ours: str) -> str:
+        """The name our column has in the file."""
+        return self.column_mapping.get(ours, ours)
 
 
 def list_landing_files(folder: str | Path) -> list[Path]:
@@ -92,79 +123,48 @@ def file_signature(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _read_raw(path: Path, settings: LandingSettings) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise LandingFileError(f"{path}: unsupported file type {suffix!r}; use .csv or .parquet")
-    if path.stat().st_size == 0:
-        raise LandingFileError(f"{path}: the file is empty (0 bytes)")
-    if suffix == ".csv":
-        try:
-            frame = pd.read_csv(
-                path,
-                dtype=str,
-                keep_default_na=False,
-                na_values=[""],
-                encoding=settings.encoding,
-                sep=settings.csv_separator,
-            )
-        except UnicodeDecodeError as err:
-            raise LandingFileError(
-                f"{path}: not valid {settings.encoding} text (byte {err.object[err.start]:#04x} "
-                f"at offset {err.start}); re-encode the file as UTF-8 or set the landing "
-                "zone's encoding (e.g. FRAUDOPS_LANDING_ENCODING=latin-1)"
-            ) from err
-        except pd.errors.EmptyDataError as err:
-            raise LandingFileError(f"{path}: the file has no header and no rows") from err
-        except pd.errors.ParserError as err:
-            raise LandingFileError(f"{path}: not a readable CSV file: {err}") from err
-    else:
-        try:
-            frame = pq.read_table(path).to_pandas()
-        except Exception as err:  # pyarrow raises several types for corrupt files
-            raise LandingFileError(f"{path}: not a readable Parquet file: {err}") from err
-    if frame.empty:
-        raise LandingFileError(f"{path}: the file has a header but no rows")
-    return frame
-
-
-def map_columns(frame: pd.DataFrame, settings: LandingSettings, source: str) -> pd.DataFrame:
-    """Rename a file's columns onto ours; unmapped columns are kept under their own names."""
+def map_columns(names: list[str], settings: LandingSettings, source: str) -> dict[str, str]:
+    """How to rename a file's columns onto ours; unmapped columns keep their own names."""
     missing = sorted(
-        f"{ours} <- {theirs!r}"
-        for ours, theirs in settings.column_mapping.items()
-        if theirs not in frame.columns
+        f"{ours} <- {theirs!r}" for ours, theirs in settings.column_mapping.items() if theirs not in names
     )
     if missing:
         raise LandingFileError(
             f"{source}: column_mapping names column(s) the file does not have ({missing}); "
-            f"the file's columns are {list(frame.columns)}"
+            f"the file's columns are {names}"
         )
     renames = {theirs: ours for ours, theirs in settings.column_mapping.items()}
-    clash = sorted(ours for theirs, ours in renames.items() if ours in frame.columns and ours != theirs)
+    clash = sorted(ours for theirs, ours in renames.items() if ours in names and ours != theirs)
     if clash:
         raise LandingFileError(
             f"{source}: the file already has column(s) {clash} and column_mapping maps another "
             "column onto them; remove one of the two"
         )
-    return frame.rename(columns=renames)
+    if settings.file_column(c.TIMESTAMP) not in names:
+        raise LandingFileError(
+            f"{source}: required column 'timestamp' is missing (columns: {names}); "
+            'map it with column_mapping, e.g. {"timestamp": "<your timestamp column>"}'
+        )
+    return renames
 
 
-def _parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        parsed = values
-    else:
-        parsed = pd.to_datetime(values, errors="coerce", format=fmt or "mixed")
-    if getattr(parsed.dtype, "tz", None) is not None:
-        parsed = parsed.dt.tz_localize(None)
-    return parsed.astype("datetime64[ns]")
+# --- landing files as raw transactions ---------------------------------------------------------
 
 
-def day_keys(timestamps: pd.Series) -> np.ndarray:
-    """``YYYY-MM-DD`` of each timestamp, vectorised (one string per distinct day)."""
-    days = timestamps.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
-    uniques, inverse = np.unique(days, return_inverse=True)
-    return uniques.astype(str).astype(object)[inverse]
+def _timestamps(frame: pd.DataFrame, path: Path, settings: LandingSettings) -> pd.Series:
+    parsed = parse_timestamps(frame[c.TIMESTAMP], settings.timestamp_format)
+    if parsed.isna().all():
+        examples = frame[c.TIMESTAMP].head(3).tolist()
+        raise LandingFileError(
+            f"{path}: no value of column 'timestamp' could be read as a date-time "
+            f"(examples: {examples}); set timestamp_format (FRAUDOPS_TIMESTAMP_FORMAT)"
+        )
+    return parsed
+
+
+def _partition_days(parsed: pd.Series) -> np.ndarray:
+    """Each row's day; rows whose timestamp is unreadable are filed under the file's first day."""
+    return day_keys(parsed.fillna(parsed.min()))
 
 
 def read_landing_file(path: str | Path, settings: LandingSettings) -> pd.DataFrame:
@@ -174,29 +174,19 @@ def read_landing_file(path: str | Path, settings: LandingSettings) -> pd.DataFra
     validation rejects them with the value that failed.
     """
     path = Path(path)
-    frame = map_columns(_read_raw(path, settings), settings, str(path))
-    if c.TIMESTAMP not in frame:
-        raise LandingFileError(
-            f"{path}: required column 'timestamp' is missing (columns: {list(frame.columns)}); "
-            "map it with column_mapping, e.g. "
-            '{"timestamp": "<your timestamp column>"}'
-        )
-    parsed = _parse_timestamps(frame[c.TIMESTAMP], settings.timestamp_format)
-    readable = parsed.notna().to_numpy()
-    if not readable.any():
-        examples = frame[c.TIMESTAMP].head(3).tolist()
-        raise LandingFileError(
-            f"{path}: no value of column 'timestamp' could be read as a date-time "
-            f"(examples: {examples}); set timestamp_format (FRAUDOPS_TIMESTAMP_FORMAT)"
-        )
-    if not pd.api.types.is_datetime64_any_dtype(frame[c.TIMESTAMP].dtype):
-        # Rewrite readable timestamps as ISO text so later steps need no format; keep the rest.
-        iso = parsed.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").astype(object)
-        frame[c.TIMESTAMP] = iso.where(readable, frame[c.TIMESTAMP])
+    names = file_columns(path, settings)
+    renames = map_columns(names, settings, str(path))
+    frame = to_pandas(read_table(path, settings)).rename(columns=renames)
+    parsed = _timestamps(frame, path, settings)
+    if settings.timestamp_format and not pd.api.types.is_datetime64_any_dtype(frame[c.TIMESTAMP].dtype):
+        # Rewrite what the configured format read as ISO text, which validation reads without
+        # the format; keep the rest as received, to be rejected with its own text.
+        iso = pa.array(parsed, type=pa.timestamp("ns")).cast(TEXT.pyarrow_dtype)
+        received = pa.array(frame[c.TIMESTAMP], type=TEXT.pyarrow_dtype, from_pandas=True)
+        frame[c.TIMESTAMP] = pd.Series(pc.coalesce(iso, received), dtype=TEXT, index=frame.index)
     if c.IS_FRAUD in frame and c.LABEL_KNOWN_AT not in frame:
         frame[c.LABEL_KNOWN_AT] = parsed + pd.Timedelta(days=settings.label_delay_days)
-    days = day_keys(parsed.fillna(parsed.min()))
-    frame[PARTITION_DATE] = days
+    frame[PARTITION_DATE] = _partition_days(parsed)
     frame[SOURCE_FILE] = path.name
     frame[SOURCE_ROW] = np.arange(1, len(frame) + 1)
     return frame
@@ -205,21 +195,38 @@ def read_landing_file(path: str | Path, settings: LandingSettings) -> pd.DataFra
 def read_landing_days(
     files: Iterable[Path], settings: LandingSettings, days: Iterable[str]
 ) -> tuple[pd.DataFrame, list[str]]:
-    """All rows of the landing files that belong to the given days, and the files they came from."""
+    """All rows of the landing files that belong to the given days, and the files they came from.
+
+    Each file is read once, whatever the number of days. A Parquet file is read whole too: the
+    sensor's run wants every day a file covers, so a row filter would only pay for a backfill of
+    a few days out of a large file.
+    """
     wanted = set(days)
     parts, used = [], []
     for path in files:
         frame = read_landing_file(path, settings)
-        frame = frame[frame[PARTITION_DATE].isin(wanted)]
-        if len(frame):
-            parts.append(frame)
+        keep = frame[PARTITION_DATE].isin(wanted).to_numpy()
+        if keep.any():
+            parts.append(frame if keep.all() else frame[keep])
             used.append(path.name)
     if not parts:
         return pd.DataFrame(columns=[*c.REQUIRED_COLUMNS, PARTITION_DATE]), used
+    if len(parts) == 1:
+        return positional(parts[0]), used
     return pd.concat(parts, ignore_index=True), used
 
 
 def covered_days(path: str | Path, settings: LandingSettings) -> list[dt.date]:
-    """The days a landing file has transactions on."""
-    frame = read_landing_file(path, settings)
-    return sorted(dt.date.fromisoformat(day) for day in frame[PARTITION_DATE].unique())
+    """The days a landing file has transactions on, from its timestamp column alone.
+
+    This is what the sensor evaluates for each new file, so it parses one column, not the file:
+    pyarrow still checks that every line has the header's number of fields, and `check_text`
+    that the whole file is text; a value that does not parse is for validation to reject.
+    """
+    path = Path(path)
+    names = file_columns(path, settings)
+    map_columns(names, settings, str(path))
+    column = settings.file_column(c.TIMESTAMP)
+    frame = to_pandas(read_table(path, settings, columns=[column])).rename(columns={column: c.TIMESTAMP})
+    days = np.unique(_partition_days(_timestamps(frame, path, settings)))
+    return [dt.date.fromisoformat(day) for day in days]

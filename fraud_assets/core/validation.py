@@ -18,18 +18,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pandera.errors
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.calendar import hour_and_weekday, is_weekend
+from fraud_assets.core.coercion import RowFailure, coerce_column, coerce_to_contract
 from fraud_assets.core.geo import haversine_km
 from fraud_assets.core.schemas import (
-    CANONICAL_DTYPES,
     FRAUD_RATE_MAX,
     FRAUD_RATE_MIN,
     ROW_CHECK_COLUMNS,
     RawTransactionSchema,
     ValidatedTransactionSchema,
 )
+from fraud_assets.core.text import arrow_text
 
 # Lineage columns the ingestion step adds; carried along, never validated as data.
 PARTITION_DATE = "partition_date"
@@ -39,17 +42,6 @@ LINEAGE_COLUMNS = (PARTITION_DATE, SOURCE_FILE, SOURCE_ROW)
 
 FAILED_CHECKS = "failed_checks"
 REJECTION_REASON = "rejection_reason"
-
-_TRUE = {"true", "t", "yes", "y", "1"}
-_FALSE = {"false", "f", "no", "n", "0"}
-
-
-@dataclass(frozen=True)
-class RowFailure:
-    row: int  # positional row number in the frame that was validated
-    column: str
-    check: str
-    value: object
 
 
 @dataclass(frozen=True)
@@ -120,7 +112,7 @@ def fraud_rate_issue(
     rate = fraud_rate(df)
     if rate is None or min_rate <= rate <= max_rate:
         return None
-    labelled = int(pd.to_numeric(df[c.IS_FRAUD], errors="coerce").notna().sum())
+    labelled = int(np.isfinite(_labels(df)).sum())
     return DatasetIssue(
         check="fraud_rate_in_range",
         column=c.IS_FRAUD,
@@ -133,65 +125,15 @@ def fraud_rate_issue(
 def fraud_rate(df: pd.DataFrame) -> float | None:
     if c.IS_FRAUD not in df:
         return None
-    labels = pd.to_numeric(df[c.IS_FRAUD], errors="coerce").dropna()
+    labels = _labels(df)
+    labels = labels[np.isfinite(labels)]
     return float(labels.mean()) if len(labels) else None
 
 
-# --- coercion ---------------------------------------------------------------------------------
-
-
-def _coerce_column(series: pd.Series, dtype: str) -> tuple[pd.Series, np.ndarray]:
-    """Coerce one column; return it and a mask of values that were present but did not parse."""
-    present = series.notna().to_numpy()
-    if dtype == "string":
-        # IDs that a file stores as numbers are still IDs: keep them, as text.
-        return series.astype("string"), np.zeros(len(series), dtype=bool)
-    if dtype == "float64":
-        out = pd.to_numeric(series, errors="coerce").astype("float64")
-        return out, present & out.isna().to_numpy()
-    if dtype == "datetime64[ns]":
-        if pd.api.types.is_datetime64_any_dtype(series.dtype):
-            out = series
-            if getattr(series.dtype, "tz", None) is not None:
-                out = series.dt.tz_localize(None)  # keep the wall-clock (card-local) time
-            return out.astype("datetime64[ns]"), np.zeros(len(series), dtype=bool)
-        out = pd.to_datetime(series, errors="coerce", format="mixed")
-        if getattr(out.dtype, "tz", None) is not None:
-            out = out.dt.tz_localize(None)
-        out = out.astype("datetime64[ns]")
-        return out, present & out.isna().to_numpy()
-    if dtype == "boolean":
-        if pd.api.types.is_bool_dtype(series.dtype):
-            return series.astype("boolean"), np.zeros(len(series), dtype=bool)
-        text = series.astype(str).str.strip().str.lower()
-        out = pd.Series(pd.NA, index=series.index, dtype="boolean")
-        out[text.isin(_TRUE) & series.notna()] = True
-        out[text.isin(_FALSE) & series.notna()] = False
-        return out, present & out.isna().to_numpy()
-    if dtype == "Int8":
-        numbers = pd.to_numeric(series, errors="coerce")
-        integral = numbers.notna() & (numbers == numbers.round()) & numbers.between(-128, 127)
-        out = numbers.where(integral).astype("Int8")
-        return out, present & ~integral.to_numpy()
-    raise ValueError(f"unknown canonical dtype {dtype!r}")
-
-
-def coerce_to_contract(df: pd.DataFrame) -> tuple[pd.DataFrame, list[RowFailure]]:
-    """Cast every known column to its canonical dtype, recording each value that did not parse.
-
-    Unknown (extra) columns pass through untouched.
-    """
-    out = df.reset_index(drop=True).copy()
-    failures: list[RowFailure] = []
-    for col, dtype in CANONICAL_DTYPES.items():
-        if col not in out:
-            continue
-        original = out[col]
-        coerced, bad = _coerce_column(original, dtype)
-        out[col] = coerced
-        for row in np.flatnonzero(bad):
-            failures.append(RowFailure(int(row), col, f"parses_as_{dtype}", original.iloc[row]))
-    return out, failures
+def _labels(df: pd.DataFrame) -> np.ndarray:
+    """``is_fraud`` as numbers (NaN: unlabelled or unreadable), raw text included."""
+    labels, _ = coerce_column(df[c.IS_FRAUD], "float64")
+    return labels.to_numpy(dtype="float64", na_value=np.nan)
 
 
 # --- derived columns --------------------------------------------------------------------------
@@ -223,7 +165,10 @@ def canonical_order(df: pd.DataFrame) -> pd.DataFrame:
     known = [col for col in c.ALL_COLUMNS if col in df]
     lineage = [col for col in LINEAGE_COLUMNS if col in df]
     extra = [col for col in df.columns if col not in known and col not in lineage]
-    return df[known + lineage + extra]
+    order = known + lineage + extra
+    if order == list(df.columns):
+        return df
+    return pd.DataFrame({col: df[col] for col in order}, index=df.index, copy=False)  # df[order] copies
 
 
 # --- the split --------------------------------------------------------------------------------
@@ -231,7 +176,7 @@ def canonical_order(df: pd.DataFrame) -> pd.DataFrame:
 
 def _schema_failures(df: pd.DataFrame) -> tuple[list[RowFailure], list[DatasetIssue]]:
     try:
-        RawTransactionSchema.validate(df, lazy=True)
+        RawTransactionSchema.validate(df, lazy=True, inplace=True)  # no coercion: nothing to copy
     except pandera.errors.SchemaErrors as err:
         cases = err.failure_cases
     else:
@@ -297,6 +242,28 @@ def _rejected_frame(raw: pd.DataFrame, failures: Iterable[RowFailure]) -> pd.Dat
     return rejected.reset_index(drop=True)
 
 
+def positional(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame indexed 0..n-1, without copying its data (``reset_index`` copies every column)."""
+    if isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1:
+        return df
+    out = df.copy(deep=False)
+    out.index = pd.RangeIndex(len(out))
+    return out
+
+
+def in_time_order(df: pd.DataFrame) -> bool:
+    """Whether rows are ordered by timestamp, then ID: most files are, and then need no sort."""
+    ts = df[c.TIMESTAMP].to_numpy()
+    if len(ts) < 2:
+        return True
+    later, tied = ts[1:] > ts[:-1], ts[1:] == ts[:-1]
+    if not (later | tied).all():
+        return False
+    ids = df[c.TRANSACTION_ID].to_numpy(dtype=object)
+    at = np.flatnonzero(tied)
+    return all(a <= b for a, b in zip(ids[at], ids[at + 1], strict=True))
+
+
 def split_transactions(raw: pd.DataFrame) -> ValidationOutcome:
     """Split raw transactions into validated and rejected rows; nothing is dropped.
 
@@ -307,7 +274,7 @@ def split_transactions(raw: pd.DataFrame) -> ValidationOutcome:
     missing = missing_required_columns(raw)
     if missing:
         raise DatasetValidationError(missing)
-    raw = raw.reset_index(drop=True)
+    raw = positional(raw)
     coerced, failures = coerce_to_contract(raw)
     failed_cells = {(f.row, f.column) for f in failures}
     schema_rows, issues = _schema_failures(coerced)
@@ -316,10 +283,11 @@ def split_transactions(raw: pd.DataFrame) -> ValidationOutcome:
 
     bad_rows = np.zeros(len(raw), dtype=bool)
     bad_rows[[f.row for f in failures]] = True
-    validated = coerced.loc[~bad_rows].copy()
-    validated = add_derived_columns(validated)
-    validated = validated.sort_values([c.TIMESTAMP, c.TRANSACTION_ID], kind="stable").reset_index(drop=True)
-    validated = canonical_order(validated)
+    validated = coerced.loc[~bad_rows] if bad_rows.any() else coerced
+    validated = add_derived_columns(validated.copy(deep=False))
+    if not in_time_order(validated):
+        validated = validated.sort_values([c.TIMESTAMP, c.TRANSACTION_ID], kind="stable")
+    validated = canonical_order(positional(validated))
     rate_issue = fraud_rate_issue(validated)
     if rate_issue:
         issues.append(rate_issue)
@@ -402,11 +370,28 @@ def lost_rows(raw: pd.DataFrame, validated: pd.DataFrame, rejected: pd.DataFrame
             f"{len(raw)} raw rows but {len(validated)} validated + {len(rejected)} rejected "
             f"= {len(validated) + len(rejected)}"
         )
-    ids = [frame[c.TRANSACTION_ID].map(_as_text) for frame in (raw, validated, rejected)]
-    expected = ids[0].value_counts(dropna=False)
-    got = pd.concat(ids[1:]).value_counts(dropna=False)
-    diff = expected.sub(got, fill_value=0)
-    diff = diff[diff != 0]
-    if len(diff):
-        return f"transaction_id counts differ between raw and validated+rejected: {diff.head(5).to_dict()}"
+    ids = pa.chunked_array(
+        [
+            chunk.cast(pa.large_string())
+            for frame in (raw, validated, rejected)
+            for chunk in _ids_as_text(frame[c.TRANSACTION_ID]).chunks
+        ],
+        type=pa.large_string(),
+    )
+    encoded = pc.dictionary_encode(ids.combine_chunks())
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False) + 1  # 0: no ID
+    size, n_raw = len(encoded.dictionary) + 1, len(raw)
+    diff = np.bincount(codes[:n_raw], minlength=size) - np.bincount(codes[n_raw:], minlength=size)
+    if diff.any():
+        names = [None, *encoded.dictionary.to_pylist()]
+        shown = {names[i]: int(diff[i]) for i in np.flatnonzero(diff)[:5]}
+        return f"transaction_id counts differ between raw and validated+rejected: {shown}"
     return None
+
+
+def _ids_as_text(ids: pd.Series) -> pa.ChunkedArray:
+    """IDs as Arrow text, numbers written as validation writes them (``astype("string")``)."""
+    text = arrow_text(ids)
+    if text is None:
+        text = arrow_text(ids.astype("string"))
+    return text

@@ -13,6 +13,7 @@ from fraud_assets.core.evaluation import (
     best_candidate,
     comparison_table,
     evaluate_candidate,
+    tuning_budgets,
 )
 from fraud_assets.core.plots import feature_importance_png, png_markdown, pr_curve_png, roc_curve_png
 from fraud_assets.core.splitting import TEST
@@ -84,6 +85,10 @@ def model_evaluation(
         "pr.png": pr_curve_png(y, scores),
         "importance.png": feature_importance_png(importance, top_n=20),
     }
+    budgets = tuning_budgets({m["algorithm"]: m["report"] for m in candidates.values()})
+    capped = [m["report"]["tuning_cap_note"] for m in candidates.values() if m["report"].get("tuning_capped")]
+    for note in capped:
+        context.log.warning(note)
     report = {
         "best": best,
         "selected_by": config.select_by,
@@ -91,6 +96,10 @@ def model_evaluation(
         "segments": chosen.segments.to_dict(orient="records"),
         "test_window": [str(test[c.TIMESTAMP].min()), str(test[c.TIMESTAMP].max())],
         "imbalance_methods": {m["algorithm"]: m["report"]["imbalance_method"] for m in candidates.values()},
+        "tuning": budgets.to_dict(orient="index"),
+        # False when a safety cap cut a candidate's tuning short: another machine may choose otherwise.
+        "reproducible": not capped,
+        "warnings": capped,
     }
     _log_to_mlflow(context.resources.mlflow, report, table, charts)
     metadata = {
@@ -102,6 +111,9 @@ def model_evaluation(
         "confusion_matrix": dg.MetadataValue.md(confusion.to_markdown()),
         "segments": dg.MetadataValue.md(chosen.segments.round(4).to_markdown(index=False)),
         "imbalance_method_by_model": dg.MetadataValue.json(report["imbalance_methods"]),
+        "tuning_budget": dg.MetadataValue.md(budgets.to_markdown()),
+        "reproducible": dg.MetadataValue.bool(report["reproducible"]),
+        **({"warnings": dg.MetadataValue.md("\n".join(f"- {note}" for note in capped))} if capped else {}),
         "roc_curves": dg.MetadataValue.md(png_markdown(charts["roc.png"], "ROC curves")),
         "precision_recall_curves": dg.MetadataValue.md(png_markdown(charts["pr.png"], "PR curves")),
         "feature_importance": dg.MetadataValue.md(png_markdown(charts["importance.png"], best)),
@@ -121,7 +133,9 @@ def model_evaluation(
 
 
 def _log_to_mlflow(mlflow, report: dict, table: pd.DataFrame, charts: dict[str, bytes]) -> None:
-    """The report, the comparison and the charts as artifacts of this run's MLflow run."""
+    """The report, the comparison and the charts as artifacts of this run's MLflow run; the tag
+    `reproducible` says whether a tuning cap made the result depend on the machine."""
+    mlflow.set_tag("reproducible", str(report["reproducible"]).lower())
     for name, row in table.iterrows():
         mlflow.log_metrics({f"test.{name}.{k}": float(v) for k, v in row.items() if pd.notna(v)})
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,8 +6,9 @@ from typing import Literal
 import dagster as dg
 
 from fraud_assets.core import columns as c
-from fraud_assets.core.ingest import day_keys, read_landing_days
+from fraud_assets.core.ingest import read_landing_days
 from fraud_assets.core.schemas import RawTransactionSchema
+from fraud_assets.core.timestamps import day_keys
 from fraud_assets.core.validation import PARTITION_DATE, missing_required_columns
 from fraud_assets.defs.metadata import column_schema, transaction_summary
 from fraud_assets.defs.partitions import daily_partitions, single_run

@@ -9,6 +9,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.timestamps import parse_timestamps
 from fraud_assets.core.validation import fraud_rate
 
 PREVIEW_ROWS = 10
@@ -46,7 +47,7 @@ def transaction_summary(frame: pd.DataFrame) -> dict[str, Any]:
     if rate is not None:
         meta["fraud_rate"] = dg.MetadataValue.float(round(rate, 6))
     if c.TIMESTAMP in frame and len(frame):
-        ts = pd.to_datetime(frame[c.TIMESTAMP], errors="coerce")
+        ts = parse_timestamps(frame[c.TIMESTAMP])
         if ts.notna().any():
             meta["first_transaction"] = dg.MetadataValue.text(str(ts.min()))
             meta["last_transaction"] = dg.MetadataValue.text(str(ts.max()))

@@ -8,12 +8,14 @@ keep them in time order), and the model then trains on the first 80% only. Imbal
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import ThreadpoolController
 
 from fraud_assets.core import metrics
 from fraud_assets.core.models.backends import ALGORITHMS, BACKENDS, Backend
@@ -25,6 +27,24 @@ IMBALANCE_METHODS: tuple[str, ...] = ("class_weight", "smote", "none")
 # shared with Dagster runs and the API, OpenMP's spinning threads made 2-thread xgboost/lightgbm
 # fits 3-7x slower than 1 thread (measured); pass n_jobs=2 to a FraudClassifier on a quiet machine.
 TRAIN_THREADS = 1
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The process's BLAS and OpenMP pools (NumPy's, SciPy's and scikit-learn's are loaded with
+    this module; XGBoost and LightGBM take their thread count explicitly)."""
+    return ThreadpoolController()
+
+
+def fixed_threads(n_threads: int):
+    """Limit BLAS and OpenMP to ``n_threads`` while a model trains or scores.
+
+    Why: a BLAS product split over threads sums in an order that depends on their number, so
+    logistic regression's coefficients (lbfgs on ``X.T @ gradient``) and SMOTE's neighbours
+    came out different in the last bits on a machine with another core count, which can move
+    a tuning score, a threshold, and the champion. One thread by default, on every machine.
+    """
+    return _thread_pools().limit(limits=n_threads)
 
 
 class NotFittedError(RuntimeError):
@@ -148,6 +168,11 @@ class FraudClassifier:
     def is_fitted(self) -> bool:
         return self.backend_ is not None
 
+    @property
+    def n_threads(self) -> int:
+        """Threads for training and batch scoring: ``n_jobs`` if given, else ``TRAIN_THREADS``."""
+        return int(self.params.get("n_jobs", TRAIN_THREADS))
+
     # ------------------------------------------------------------------ fitting
 
     @staticmethod
@@ -201,29 +226,29 @@ class FraudClassifier:
         n_neg = len(y_train) - n_pos
         n_train_rows = len(y_train)
         pos_weight = None
-        if self.imbalance_method == "class_weight":
-            pos_weight = n_neg / n_pos
-        elif self.imbalance_method == "smote":
-            X_train, y_train = smote_resample(
-                X_train, y_train, ratio=self.smote_ratio, random_state=self.random_state
+        with fixed_threads(self.n_threads):
+            if self.imbalance_method == "class_weight":
+                pos_weight = n_neg / n_pos
+            elif self.imbalance_method == "smote":
+                X_train, y_train = smote_resample(
+                    X_train, y_train, ratio=self.smote_ratio, random_state=self.random_state
+                )
+            backend = BACKENDS[self.algorithm](
+                n_estimators=self.n_estimators,
+                max_depth=self.max_depth,
+                learning_rate=self.learning_rate,
+                random_state=self.random_state,
+                n_jobs=self.n_threads,
+                params={k: v for k, v in self.params.items() if k != "n_jobs"},
             )
-
-        backend = BACKENDS[self.algorithm](
-            n_estimators=self.n_estimators,
-            max_depth=self.max_depth,
-            learning_rate=self.learning_rate,
-            random_state=self.random_state,
-            n_jobs=int(self.params.get("n_jobs", TRAIN_THREADS)),
-            params={k: v for k, v in self.params.items() if k != "n_jobs"},
-        )
-        backend.fit(X_train.astype(np.float64), y_train, pos_weight=pos_weight)
-        self.backend_ = backend
-        self.feature_names_ = [str(c) for c in X.columns]
-        if self.calibration != "none" and X_cal is not None:
-            raw_cal = backend.raw_proba(X_cal.astype(np.float64))
-            self.calibrator_ = Calibrator.fit(self.calibration, raw_cal, y_cal)
-        else:
-            self.calibrator_ = Calibrator()
+            backend.fit(X_train.astype(np.float64), y_train, pos_weight=pos_weight)
+            self.backend_ = backend
+            self.feature_names_ = [str(c) for c in X.columns]
+            if self.calibration != "none" and X_cal is not None:
+                raw_cal = backend.raw_proba(X_cal.astype(np.float64))
+                self.calibrator_ = Calibrator.fit(self.calibration, raw_cal, y_cal)
+            else:
+                self.calibrator_ = Calibrator()
         self.fit_info_ = {
             "n_train_rows": n_train_rows,
             "n_train_rows_after_resampling": len(y_train),
@@ -271,7 +296,8 @@ class FraudClassifier:
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2): column 1 is fraud (like sklearn)."""
         X = self._check_columns(X)
-        raw = self.backend_.raw_proba(X.astype(np.float64))
+        with fixed_threads(self.n_threads):  # the scores that pick the champion: the same everywhere
+            raw = self.backend_.raw_proba(X.astype(np.float64))
         p = self.calibrator_.transform(raw)
         return np.column_stack([1.0 - p, p])
 

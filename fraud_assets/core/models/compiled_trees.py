@@ -9,7 +9,8 @@ Here the booster's trees become NumPy arrays once, at load, and Numba kernels wa
   by the nodes' hessian cover) computed the "Fast TreeSHAP v2" way (Yang, 2021): for every leaf
   the Shapley values of all ``2^k`` agree/disagree patterns of its ``k`` path features are
   tabulated at load, so a row costs one pass over the leaves' paths instead of the
-  ``O(leaves * depth^2)`` recursion per tree;
+  ``O(leaves * depth^2)`` recursion per tree; the same pass names the leaf each tree sends the
+  row to, so ``explain`` gets the margin too, summed exactly as ``margin`` sums it;
 - ``approximate``: Saabas path attribution (XGBoost's ``approx_contribs``), one walk per tree.
 
 `compile_booster` verifies the result against XGBoost's own ``predict``, ``pred_contribs`` and
@@ -64,10 +65,21 @@ class CompiledTrees:
     slot_feature: np.ndarray  # int32: the distinct features of each group
     table_offset: np.ndarray  # int32 (n_groups,) into table
     table: np.ndarray  # float32: per group, its features x 2^bits patterns (a feature's row contiguous)
+    # The value of the leaf a pattern leads to inside its group's subtree (0.0 where the row
+    # does not enter it), so the TreeSHAP pass also sums the margin, tree by tree.
+    pattern_offset: np.ndarray  # int32 (n_groups + 1,) into pattern_value
+    pattern_value: np.ndarray  # float64: per group, 2^bits leaf values
     # Saabas path attribution ("approx"): each node's cover-weighted mean leaf value (XGBoost's
     # FillNodeMeanValues); a split passed credits its feature with child mean - node mean.
     node_mean: np.ndarray  # float64 (n_nodes,)
     zero_below: float = 0.0  # |x| <= this counts as 0 (LightGBM drops such values from a row)
+
+    def max_depth(self) -> int:
+        """The deepest leaf's number of decisions (what exact reasons' cost grows with)."""
+        depth = np.zeros(len(self.feature), dtype=np.int32)
+        for node in np.flatnonzero(self.feature >= 0):  # a node's children come after it
+            depth[self.left[node]] = depth[self.left[node] + 1] = depth[node] + 1
+        return int(depth.max(initial=0))
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         """Rows as the trees compare them: float32 like XGBoost (its thresholds are float32)."""
@@ -95,10 +107,14 @@ class CompiledTrees:
         return logistic(self.margin(x))
 
     def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(margin, contributions)`` from one pass: TreeSHAP values add up to the margin
-        (``margin = expected_value + contributions.sum(axis=1)``), so no tree walk is needed."""
-        contributions = self.contributions(x)
-        return self.expected_value + contributions.sum(axis=1), contributions
+        """``(margin, contributions)`` from one pass over the TreeSHAP tables.
+
+        The margin is not ``expected_value + contributions.sum(axis=1)``: that sum of float32
+        table entries is off by ~1e-7 and depends on the summation order. The pass takes every
+        tree's leaf from the same decisions and adds the leaf values (float64) tree by tree from
+        the base margin, as ``margin`` and ``approximate`` do: the three are bit-identical, so a
+        transaction's probability does not depend on which reasons were asked for."""
+        return self._tree_shap(x)
 
     def approximate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(margin, Saabas contributions)`` from one walk per tree: each split on a row's path
@@ -114,21 +130,26 @@ class CompiledTrees:
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP values (n, n_features) on the margin, bias dropped (= ``pred_contribs[:, :-1]``)."""
+        return self._tree_shap(x)[1]
+
+    def _tree_shap(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = self._prepare(x)
         if len(x) < 6:  # a few rows: each group's decisions straight from the row
             return _few_rows_contributions(
                 x, self.feature, self.threshold, self.default_left, self.group_offset, self.position_node,
                 self.position_flip, self.slot_offset, self.slot_feature, self.table_offset, self.table,
+                self.pattern_offset, self.pattern_value, self.base_margin,
             )  # fmt: skip
         xt = np.ascontiguousarray(x.T)  # features as rows: the kernel's loops run over rows
         # Blocks of rows share a tree's decisions in cache; big batches spread blocks over threads.
         kernel = _contributions if len(x) >= 128 else _contributions_serial
-        out = kernel(
+        margin, out = kernel(
             xt, 64, self.tree_nodes, self.tree_groups, self.feature, self.threshold, self.default_left,
             self.group_offset, self.position_node, self.position_flip, self.slot_offset,
-            self.slot_feature, self.table_offset, self.table,
+            self.slot_feature, self.table_offset, self.table, self.pattern_offset, self.pattern_value,
+            self.base_margin,
         )  # fmt: skip
-        return out.T
+        return margin, out.T
 
 
 # --- kernels -------------------------------------------------------------------------------------
@@ -208,10 +229,12 @@ def _saabas(x, roots, feature, threshold, left, default_left, value, node_mean, 
 
 @numba.njit(cache=True, nogil=True)
 def _few_rows_contributions(x, feature, threshold, default_left, group_offset, position_node, position_flip,
-                            slot_offset, slot_feature, table_offset, table):  # fmt: skip
+                            slot_offset, slot_feature, table_offset, table, pattern_offset, pattern_value,
+                            base):  # fmt: skip
     """Row by row, group by group: each decision is taken where a group needs it (a decision
     above several groups is taken once per group; cheaper than storing them for one row)."""
     out = np.zeros(x.shape)
+    margin = np.full(x.shape[0], base)
     for i in range(x.shape[0]):
         row = x[i]
         contributions = out[i]
@@ -222,18 +245,19 @@ def _few_rows_contributions(x, feature, threshold, default_left, group_offset, p
                 node = position_node[first_position + p]
                 bit = _goes_left(row[feature[node]], threshold[node], default_left[node])
                 pattern |= (bit ^ position_flip[first_position + p]) << p
+            margin[i] += pattern_value[pattern_offset[group] + pattern]  # +0.0 unless the leaf is here
             patterns = 1 << (group_offset[group + 1] - first_position)
             first_slot = slot_offset[group]
-            base = table_offset[group] + pattern
+            at = table_offset[group] + pattern
             for s in range(slot_offset[group + 1] - first_slot):
-                contributions[slot_feature[first_slot + s]] += table[base + s * patterns]
-    return out
+                contributions[slot_feature[first_slot + s]] += table[at + s * patterns]
+    return margin, out
 
 
 @numba.njit(cache=True, nogil=True)
-def _block_contributions(xt, out, lo, hi, goes_left, pattern, tree_nodes, tree_groups, feature, threshold,
-                         default_left, group_offset, position_node, position_flip, slot_offset,
-                         slot_feature, table_offset, table):  # fmt: skip
+def _block_contributions(xt, out, margin, lo, hi, goes_left, pattern, tree_nodes, tree_groups, feature,
+                         threshold, default_left, group_offset, position_node, position_flip, slot_offset,
+                         slot_feature, table_offset, table, pattern_offset, pattern_value):  # fmt: skip
     """Rows ``lo:hi``, tree by tree, with features as rows (``xt``, ``out``: features x rows).
 
     Every inner loop runs over the block's rows on contiguous memory, so the compiler turns the
@@ -261,6 +285,9 @@ def _block_contributions(xt, out, lo, hi, goes_left, pattern, tree_nodes, tree_g
                 flip = position_flip[first_position + p]
                 for i in range(m):
                     pattern[i] |= (decisions[i] ^ flip) << p
+            reached = pattern_value[pattern_offset[group] : pattern_offset[group + 1]]
+            for i in range(m):  # trees in order, one leaf each (+0.0 elsewhere): `_margin_block`'s sum
+                margin[lo + i] += reached[pattern[i]]
             patterns = 1 << (group_offset[group + 1] - first_position)
             first_slot = slot_offset[group]
             for s in range(slot_offset[group + 1] - first_slot):
@@ -280,32 +307,38 @@ def _widest_tree(tree_nodes):
 
 @numba.njit(cache=True, nogil=True)
 def _contributions_serial(xt, block, tree_nodes, tree_groups, feature, threshold, default_left, group_offset,
-                          position_node, position_flip, slot_offset, slot_feature, table_offset, table):  # fmt: skip
+                          position_node, position_flip, slot_offset, slot_feature, table_offset, table,
+                          pattern_offset, pattern_value, base):  # fmt: skip
     out = np.zeros(xt.shape)
+    margin = np.full(xt.shape[1], base)
     goes_left = np.zeros((_widest_tree(tree_nodes), block), dtype=np.int32)
     pattern = np.zeros(block, dtype=np.int32)
     for lo in range(0, xt.shape[1], block):
         hi = min(xt.shape[1], lo + block)
-        _block_contributions(xt, out, lo, hi, goes_left, pattern, tree_nodes, tree_groups, feature,
+        _block_contributions(xt, out, margin, lo, hi, goes_left, pattern, tree_nodes, tree_groups, feature,
                              threshold, default_left, group_offset, position_node, position_flip,
-                             slot_offset, slot_feature, table_offset, table)  # fmt: skip
-    return out
+                             slot_offset, slot_feature, table_offset, table, pattern_offset,
+                             pattern_value)  # fmt: skip
+    return margin, out
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _contributions(xt, block, tree_nodes, tree_groups, feature, threshold, default_left, group_offset,
-                   position_node, position_flip, slot_offset, slot_feature, table_offset, table):  # fmt: skip
+                   position_node, position_flip, slot_offset, slot_feature, table_offset, table,
+                   pattern_offset, pattern_value, base):  # fmt: skip
     out = np.zeros(xt.shape)
+    margin = np.full(xt.shape[1], base)
     widest = _widest_tree(tree_nodes)
     for b in numba.prange((xt.shape[1] + block - 1) // block):
         lo = b * block
         hi = min(xt.shape[1], lo + block)
         goes_left = np.zeros((widest, block), dtype=np.int32)
         pattern = np.zeros(block, dtype=np.int32)
-        _block_contributions(xt, out, lo, hi, goes_left, pattern, tree_nodes, tree_groups, feature,
+        _block_contributions(xt, out, margin, lo, hi, goes_left, pattern, tree_nodes, tree_groups, feature,
                              threshold, default_left, group_offset, position_node, position_flip,
-                             slot_offset, slot_feature, table_offset, table)  # fmt: skip
-    return out
+                             slot_offset, slot_feature, table_offset, table, pattern_offset,
+                             pattern_value)  # fmt: skip
+    return margin, out
 
 
 @numba.njit(cache=True)
@@ -348,11 +381,13 @@ def _leaf_tables(slot_offset, zero_fraction, leaf_value, table_offset, table):
 @numba.njit(cache=True)
 def _group_tables(group_offset, group_leaves, leaf_entry_offset, entry_position, entry_bit, entry_slot,
                   leaf_slot_offset, leaf_group_slot, leaf_table_offset, leaf_table, slot_offset,
-                  table_offset, table):  # fmt: skip
+                  table_offset, table, leaf_value, pattern_offset, pattern_value):  # fmt: skip
     """Sum the leaf tables of each group into one table over the group's position bits.
 
     A bit pattern fixes every decision of the group; a leaf's feature agrees when all its path
-    positions on that feature show the leaf's own direction (bit == entry_bit).
+    positions on that feature show the leaf's own direction (bit == entry_bit). The leaf whose
+    path agrees everywhere is the one a row with that pattern reaches: its value goes to
+    ``pattern_value`` (patterns that leave the group's subtree keep 0.0).
     """
     for group in range(group_offset.shape[0] - 1):
         patterns = 1 << (group_offset[group + 1] - group_offset[group])
@@ -365,6 +400,8 @@ def _group_tables(group_offset, group_leaves, leaf_entry_offset, entry_position,
                 for e in range(leaf_entry_offset[leaf], leaf_entry_offset[leaf + 1]):
                     if ((pattern >> entry_position[e]) & 1) != entry_bit[e]:
                         disagree |= 1 << entry_slot[e]
+                if disagree == 0:
+                    pattern_value[pattern_offset[group] + pattern] = leaf_value[leaf]
                 leaf_base = leaf_table_offset[leaf] + (((1 << k) - 1) & ~disagree) * k
                 for s in range(k):
                     table[base + leaf_group_slot[first_slot + s] * patterns] += leaf_table[leaf_base + s]
@@ -504,6 +541,7 @@ class _Tables:
     def __init__(self, value: np.ndarray) -> None:
         self.value = value
         self.leaf_slot_offset, self.zero_fraction, self.leaf_value, self.leaf_table_offset = [0], [], [], []
+        self.pattern_offset = [0]
         self.leaf_entry_offset, self.entry_position, self.entry_bit, self.entry_slot = [0], [], [], []
         self.leaf_group_slot: list[int] = []
         self.group_offset, self.position_node, self.position_flip = [0], [], []
@@ -525,6 +563,7 @@ class _Tables:
         self.slot_offset.append(len(self.slot_feature))
         self.table_offset.append(self.table_size)
         self.table_size += (1 << len(positions)) * len(group_slots)
+        self.pattern_offset.append(self.pattern_offset[-1] + (1 << len(positions)))
         above = {node for node, _ in ancestors}
         stack = [(subtree[0], list(ancestors))]
         while stack:
@@ -555,7 +594,9 @@ class _Tables:
         if max(self.table_size, self.leaf_table_size) > MAX_TABLE_ENTRIES:
             raise ValueError(f"TreeSHAP tables would exceed {MAX_TABLE_ENTRIES:,} entries")
 
-    def fill(self) -> np.ndarray:
+    def fill(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(table, pattern_value)``: the groups' summed Shapley values, and per pattern the value
+        of the leaf it reaches."""
         i64 = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
         leaf_table = np.zeros(self.leaf_table_size)
         _leaf_tables(
@@ -563,13 +604,15 @@ class _Tables:
             np.asarray(self.leaf_value, dtype=np.float64), i64(self.leaf_table_offset), leaf_table,
         )  # fmt: skip
         table = np.zeros(self.table_size)
+        pattern_value = np.zeros(self.pattern_offset[-1])
         _group_tables(
             i64(self.group_offset), i64(self.group_leaves), i64(self.leaf_entry_offset),
             i64(self.entry_position), i64(self.entry_bit), i64(self.entry_slot), i64(self.leaf_slot_offset),
             i64(self.leaf_group_slot), i64(self.leaf_table_offset), leaf_table, i64(self.slot_offset),
-            i64(self.table_offset), table,
+            i64(self.table_offset), table, np.asarray(self.leaf_value, dtype=np.float64), i64(self.pattern_offset),
+            pattern_value,
         )  # fmt: skip
-        return table
+        return table, pattern_value
 
 
 def _assemble(*, n_features, base_margin, roots, feature, threshold, left, default_left, value, cover,
@@ -598,7 +641,7 @@ def _assemble(*, n_features, base_margin, roots, feature, threshold, left, defau
                 continue
             tables.add_group(ancestors, _preorder(node, feature, left), feature, cover, left)
         tree_groups.append(len(tables.group_offset) - 1)
-    table = tables.fill()
+    table, pattern_value = tables.fill()
     i32 = lambda v: np.asarray(v, dtype=np.int32)  # noqa: E731
     leaf = feature < 0
     root_of = np.repeat(np.arange(len(roots)), np.diff(np.append(roots, len(feature))))
@@ -623,6 +666,8 @@ def _assemble(*, n_features, base_margin, roots, feature, threshold, left, defau
         slot_feature=np.asarray(tables.slot_feature, dtype=np.int32),
         table_offset=i32(tables.table_offset),
         table=table.astype(np.float32),  # half the cache footprint; XGBoost's own SHAP is float32
+        pattern_offset=i32(tables.pattern_offset),
+        pattern_value=pattern_value,
         node_mean=node_mean,
     )
 
@@ -658,7 +703,8 @@ def _verified(compiled: CompiledTrees, margin_of, shap_of, library: str, n_probe
         "margin": np.abs(compiled.margin(probe) - their_margin),
         "SHAP": np.abs(contributions - their_shap[:, :-1]),
         "SHAP bias": np.abs(compiled.expected_value - their_shap[:, -1]),
-        "SHAP sum": np.abs(explained_margin - their_margin),
+        "SHAP sum": np.abs(compiled.expected_value + contributions.sum(axis=1) - their_margin),
+        "TreeSHAP pass margin": np.abs(explained_margin - their_margin),
         "Saabas margin": np.abs(walked_margin - their_margin),
     }
     if approx_of is not None:

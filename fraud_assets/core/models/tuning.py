@@ -2,6 +2,10 @@
 
 Random splits are never used: fraud patterns move and labels arrive late, so every fold trains
 on the past, skips a gap as long as the label delay, and validates on the block after it.
+
+Tuning budgets are counts of trials, never seconds: a slower or busier machine must explore the
+same trials and pick the same model. A time limit exists only as a safety cap; when it cuts a
+search short, the result says so (``TuningResult.capped``) and may differ between machines.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from fraud_assets.core.models.classifier import IMBALANCE_METHODS, FraudClassifi
 
 TUNING_METRICS = {"average_precision": average_precision_score, "auc_roc": roc_auc_score}
 DEFAULT_GAP = pd.Timedelta("7D")
+# The first tuning fold trains on at least this share of the days (the training days a first
+# look needs depend on it: core.splitting.minimum_days_to_train).
+DEFAULT_MIN_TRAIN_FRACTION = 0.4
 
 # Boosted trees are tuned no deeper than this. Why: the scoring API explains every decision with
 # exact TreeSHAP, whose cost grows with leaves x depth, and its tables with 2^depth per leaf. On
@@ -34,7 +41,7 @@ def time_ordered_folds(
     timestamps: Any,
     n_folds: int = 3,
     gap: pd.Timedelta | str = DEFAULT_GAP,
-    min_train_fraction: float = 0.4,
+    min_train_fraction: float = DEFAULT_MIN_TRAIN_FRACTION,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prequential (expanding-window) folds over time, as positional ``(train_idx, val_idx)`` arrays.
 
@@ -122,6 +129,16 @@ def search_space(trial: optuna.Trial, algorithm: str) -> dict[str, Any]:
     raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
 
 
+def cap_note(algorithm: str, n_run: int, n_requested: int, cap_seconds: float | None) -> str:
+    """The warning of a tuning search the safety cap cut short."""
+    return (
+        f"{algorithm}: tuning hit its safety cap of {cap_seconds:g} s after {n_run} of {n_requested} trials; "
+        "a faster or less busy machine runs more trials and may pick other parameters (or another "
+        "champion). Raise the cap (tuning_cap_seconds) or lower n_trials for a result that does not "
+        "depend on the machine."
+    )
+
+
 @dataclass
 class TuningResult:
     algorithm: str
@@ -133,6 +150,18 @@ class TuningResult:
     elapsed_seconds: float
     n_folds: int
     fold_sizes: list[tuple[int, int]] = field(default_factory=list)  # (train rows, validation rows)
+    n_trials_requested: int = 0  # the budget
+    cap_seconds: float | None = None  # the safety cap
+    capped: bool = False  # the cap stopped the search before the budget was spent
+
+    @property
+    def cap_note(self) -> str:
+        """Why the result may differ between machines, or "" when the budget was spent."""
+        return (
+            cap_note(self.algorithm, len(self.trials), self.n_trials_requested, self.cap_seconds)
+            if self.capped
+            else ""
+        )
 
     def classifier_kwargs(self) -> dict[str, Any]:
         return {**self.best_params, "imbalance_method": self.imbalance_method}
@@ -159,13 +188,13 @@ def tune(
     y: Any,
     timestamps: Any,
     *,
-    n_trials: int | None = 20,
-    timeout_seconds: float | None = None,
+    n_trials: int = 20,
+    cap_seconds: float | None = None,
     imbalance_methods: tuple[str, ...] = ("class_weight", "smote"),
     metric: str = "average_precision",
     gap: pd.Timedelta | str = DEFAULT_GAP,
     n_folds: int = 3,
-    min_train_fraction: float = 0.4,
+    min_train_fraction: float = DEFAULT_MIN_TRAIN_FRACTION,
     random_state: int = 42,
     n_jobs: int | None = None,
 ) -> TuningResult:
@@ -173,9 +202,11 @@ def tune(
 
     Each trial fits uncalibrated models on every fold's training rows (SMOTE, when chosen,
     inside ``fit`` on those rows only) and scores the mean ``metric`` ("average_precision" or
-    "auc_roc") on the validation blocks. Stops after ``n_trials`` or ``timeout_seconds``,
-    whichever comes first (a running trial finishes). Folds without fraud on both sides are
-    skipped. ``n_jobs``: training threads per fit (default ``TRAIN_THREADS``).
+    "auc_roc") on the validation blocks. The budget is ``n_trials`` trials: the same data, seed
+    and budget give the same trials on any machine. ``cap_seconds`` is a safety cap only: no
+    trial starts after it (a running one finishes; the first always runs), and a search it cuts
+    short is marked ``capped``. Folds without fraud on both sides are skipped. ``n_jobs``: training threads per
+    fit (default ``TRAIN_THREADS``).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
@@ -186,8 +217,10 @@ def tune(
         raise ValueError(
             f"imbalance_methods must be among {', '.join(IMBALANCE_METHODS)}, got {imbalance_methods}"
         )
-    if n_trials is None and timeout_seconds is None:
-        raise ValueError("give n_trials or timeout_seconds (or both): tuning needs a budget")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int | np.integer) or n_trials < 1:
+        raise ValueError(f"n_trials must be a whole number of trials, at least 1, got {n_trials!r}")
+    if cap_seconds is not None and not cap_seconds > 0:
+        raise ValueError(f"cap_seconds must be positive (or None for no cap), got {cap_seconds!r}")
     y_arr = np.asarray(y).ravel().astype(np.int64)
     if len(X) != len(y_arr) or len(X) != len(timestamps):
         raise ValueError(f"X ({len(X)}), y ({len(y_arr)}) and timestamps ({len(timestamps)}) must be aligned")
@@ -218,7 +251,10 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=random_state))
     started = time.perf_counter()
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, catch=())
+    study.optimize(objective, n_trials=1, catch=())  # the cap never stops the first trial
+    if n_trials > 1:
+        left = None if cap_seconds is None else max(0.0, cap_seconds - (time.perf_counter() - started))
+        study.optimize(objective, n_trials=int(n_trials) - 1, timeout=left, catch=())
     elapsed = time.perf_counter() - started
 
     rows = []
@@ -249,6 +285,9 @@ def tune(
         elapsed_seconds=elapsed,
         n_folds=len(folds),
         fold_sizes=[(len(tr), len(va)) for tr, va in folds],
+        n_trials_requested=int(n_trials),
+        cap_seconds=cap_seconds,
+        capped=len(study.trials) < n_trials,
     )
 
 
@@ -258,8 +297,8 @@ def train_candidate(
     y_train: Any,
     timestamps_train: Any,
     *,
-    n_trials: int | None = 20,
-    timeout_seconds: float | None = None,
+    n_trials: int = 20,
+    cap_seconds: float | None = None,
     imbalance_methods: tuple[str, ...] = ("class_weight", "smote"),
     metric: str = "average_precision",
     gap: pd.Timedelta | str = DEFAULT_GAP,
@@ -276,10 +315,12 @@ def train_candidate(
     Rows are put in time order. The latest ``calibration_fraction`` of them is held out: the
     model trains on the earlier rows with the tuned parameters, the calibrator and then the
     threshold (``threshold_objective``, see ``metrics.threshold_for``) are fitted on the held-out
-    slice. ``n_trials=0`` skips tuning (default parameters, first imbalance method).
+    slice. ``n_trials=0`` skips tuning (default parameters, first imbalance method);
+    ``cap_seconds`` is the tuning's safety cap (see ``tune``).
 
     Returns the fitted classifier and a report: params, imbalance method, tuning score and
-    trials, row counts, windows, the held-out slice's metrics and timings.
+    trials, whether the cap cut tuning short (``tuning_capped``, ``tuning_cap_note``), row
+    counts, windows, the held-out slice's metrics and timings.
     """
     ts = pd.to_datetime(pd.Series(np.asarray(timestamps_train)))
     y_arr = np.asarray(y_train).ravel().astype(np.int64)
@@ -295,7 +336,7 @@ def train_candidate(
         kwargs: dict[str, Any] = {"imbalance_method": imbalance_methods[0]}
     else:
         tuning = tune(
-            algorithm, X_sorted, y_sorted, ts_sorted, n_trials=n_trials, timeout_seconds=timeout_seconds,
+            algorithm, X_sorted, y_sorted, ts_sorted, n_trials=n_trials, cap_seconds=cap_seconds,
             imbalance_methods=imbalance_methods, metric=metric, gap=gap, n_folds=n_folds,
             random_state=random_state, n_jobs=n_jobs,
         )  # fmt: skip
@@ -321,6 +362,10 @@ def train_candidate(
         "tuning_metric": metric,
         "tuning_score": tuning.best_score if tuning else None,
         "n_trials": len(tuning.trials) if tuning else 0,
+        "n_trials_requested": n_trials,
+        "tuning_cap_seconds": cap_seconds,
+        "tuning_capped": bool(tuning and tuning.capped),
+        "tuning_cap_note": tuning.cap_note if tuning else "",
         "trials": tuning.trials if tuning else pd.DataFrame(),
         "n_folds": tuning.n_folds if tuning else 0,
         "calibration": calibration,
