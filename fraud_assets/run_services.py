@@ -355,6 +355,15 @@ def run_cluster(args: argparse.Namespace) -> int:
         api_workers=args.api_workers,
         host=args.host,
     )
+    # The local S3 server keeps objects in memory only: each start begins with an empty store,
+    # so PostgreSQL (runs, materializations, MLflow's registry) starts empty too, else it would
+    # record assets and models the store no longer holds.
+    pg_data = profile.state("postgres")
+    if os.path.exists(pg_data):
+        print(
+            f"cluster profile: a fresh start (the object store is in memory): removing {pg_data}", flush=True
+        )
+        shutil.rmtree(pg_data)
     first_look = None
     if args.first_look_days > 0:
         first_look = Service(
