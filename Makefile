@@ -11,6 +11,12 @@ DAYS   ?= 75
 HOST   ?= 127.0.0.1
 PORT   ?= 3000
 API_PORT ?= 8000
+# embedded: SQLite, local folders, `dagster dev`; cluster: PostgreSQL, an S3 server, Redis, the
+# MLflow server, Dagster's webserver, daemon and code server, Celery workers, the API
+# (docs/scale-out.md). CODE_PORT and WORKERS are the cluster's code server port and Celery workers.
+PROFILE ?= embedded
+CODE_PORT ?= 4000
+WORKERS ?= 2
 
 # The project root is the Dagster home, so the top-level dagster.yaml configures the instance.
 export DAGSTER_HOME := $(CURDIR)
@@ -21,6 +27,8 @@ help:
 	@echo "make run    - set up, materialize the last $(DAYS) days of data, start the Dagster UI on http://$(HOST):$(PORT)"
 	@echo "             and the scoring API on http://$(HOST):$(API_PORT)"
 	@echo "make serve  - only start the UI and the API (no first look); Ctrl-C stops both"
+	@echo "             PROFILE=cluster: the same on PostgreSQL, S3, the MLflow server and Celery workers"
+	@echo "             (every service as a process of its own, docs/scale-out.md)"
 	@echo "make test   - set up and run the tests"
 	@echo "make crosscheck - the compiled-kernel tests again without Numba's JIT, on one thread, another hash seed"
 	@echo "make lint   - ruff check and format check"
@@ -39,11 +47,18 @@ env: $(VENV)/.synced
 
 # dagster dev and the scoring API (docs/serving.md) side by side, each in its own process group:
 # Ctrl-C stops both within seconds (fraud_assets/run_services.py).
-SERVE = $(VENV)/bin/python -m fraud_assets.run_services --host $(HOST) --port $(PORT) --api-port $(API_PORT)
+# PROFILE=cluster starts its services first (the first look needs them), then the first look.
+SERVE = $(VENV)/bin/python -m fraud_assets.run_services --host $(HOST) --port $(PORT) --api-port $(API_PORT) \
+	--profile $(PROFILE) --code-server-port $(CODE_PORT) --workers $(WORKERS)
 
+ifeq ($(PROFILE),cluster)
+run: env
+	$(SERVE) --first-look-days $(DAYS)
+else
 run: env
 	$(VENV)/bin/python -m fraud_assets.first_look --days $(DAYS)
 	$(SERVE)
+endif
 
 serve: env
 	$(SERVE)
@@ -77,3 +92,4 @@ bench: env
 
 clean:
 	rm -rf $(STATE) data history schedules storage logs .logs_queue .nux .telemetry
+	rm -rf deploy/cluster/logs deploy/cluster/.logs_queue deploy/cluster/.nux deploy/cluster/.telemetry

@@ -57,7 +57,7 @@ class Service:
             settings.model_poll_seconds,
             on_swap=self.metrics.set_model,
             on_refused=lambda record, error: self.metrics.model_refusals.inc(),
-            on_poll=self.merchants.refresh,
+            on_poll=self.poll_storage,
             locate=settings.location,
             runtime=settings.model_runtime,
         )
@@ -67,12 +67,7 @@ class Service:
             return
         self.started = True
         self.log.start()
-        try:
-            self.storage.check()
-        except OSError as err:
-            self.storage_error = str(err)
-            log.error("storage %s cannot be used: %s", self.storage, err)
-        self.merchants.refresh()
+        self.poll_storage()
         self.cards.warm_up()
         if self.settings.bootstrap_card_state:
             self._bootstrap()
@@ -80,6 +75,22 @@ class Service:
         if self.provider.current is None:
             log.warning(self.provider.error or NO_MODEL_MESSAGE)
         self.provider.start()
+
+    def check_storage(self) -> None:
+        """Whether the storage can be reached now: at the start and at every poll, so /health
+        says when an object store goes away and when it is back."""
+        try:
+            self.storage.check()
+        except OSError as err:
+            if self.storage_error is None:
+                log.error("storage %s cannot be used: %s", self.storage, err)
+            self.storage_error = str(err)
+        else:
+            self.storage_error = None
+
+    def poll_storage(self) -> None:
+        self.check_storage()
+        self.merchants.refresh()
 
     def _bootstrap(self) -> None:
         """The card history from the stored `validated_transactions`; what happened is told in
@@ -115,6 +126,8 @@ class Service:
             "dagster_storage_id": model.materialization.storage_id if model else None,
             "error": provider.error or provider.poll_error or (None if model else NO_MODEL_MESSAGE),
             "last_poll": provider.last_poll,
+            # where the champion is looked up: the Dagster instance (SQLite or PostgreSQL)
+            "dagster_instance": {"home": self.settings.dagster_home, "error": provider.poll_error},
             "storage": {**self.storage.describe(), "error": self.storage_error},
             "card_state": {
                 "cards": len(cards),

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 
 import dagster as dg
 import pytest
 
+from fraud_assets import devservices
 from fraud_assets.core import settings
 from fraud_assets.core.storage import Location, options_for
+from fraud_assets.devservices import free_port
+from fraud_assets.run_services import running
 
 # Before the code location's modules are imported (they define the partitions): the tests choose
 # their own days, so neither a developer's .env nor the first day a `make run` recorded in
@@ -82,43 +79,19 @@ def data_defs(tmp_path, landing_dir) -> dg.Definitions:
 # --- an S3-compatible server, a real process (moto's), for the storage tests ---------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's S3 server on a free port, for the whole session (it takes a few seconds to start),
-    stopped at the end. Credentials come from the environment, as in production (botocore's
-    standard variables); any value works with moto."""
+    stopped at the end (`fraud_assets.devservices.s3`, the cluster profile's own). Credentials
+    come from the environment, as in production (botocore's standard variables); any value
+    works with moto."""
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
     saved = {name: os.environ.get(name) for name in AWS_TEST_ENV}
     os.environ.update(AWS_TEST_ENV)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"moto_server exited: {server.stderr.read().decode()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not answer on {endpoint} within 90 s") from None
-                time.sleep(0.1)
-        yield endpoint
+        with running([devservices.s3(port, log=os.devnull)]):
+            yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(10)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,9 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    if artifact_location and "://" not in artifact_location:
+    # A folder, made absolute; a URI (s3://..., or mlflow-artifacts:/... served by a tracking
+    # server, which has a single slash) is the store's business.
+    if artifact_location and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:/", artifact_location):
         Path(artifact_location).mkdir(parents=True, exist_ok=True)
         artifact_location = Path(artifact_location).resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
@@ -116,8 +119,15 @@ class ModelRegistry:
         """A new version of the registered model, tagged so it can be found and verified."""
         with contextlib.suppress(MlflowException):  # exists already
             self.client.create_registered_model(self.model_name)
+        # A logged model (MLflow 3's models:/<model id>) is named by its id too: a tracking
+        # server refuses the source without it (a local store does not check).
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
         version = self.client.create_model_version(
-            self.model_name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+            self.model_name,
+            source=model_uri,
+            run_id=run_id,
+            tags={k: str(v) for k, v in tags.items()},
+            model_id=model_id,
         )
         for key, value in {"bundle_uri": bundle_uri, "bundle_sha256": sha256}.items():
             self.client.set_model_version_tag(self.model_name, version.version, key, value)

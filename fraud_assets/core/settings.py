@@ -295,6 +295,24 @@ class ServingSettings(BaseModel):
     )
 
 
+class ExecutionSettings(BaseModel):
+    TITLE: ClassVar[str] = "Execution (scale-out)"
+
+    executor: Literal["multiprocess", "in_process", "celery"] = _var(
+        "FRAUDOPS_EXECUTOR",
+        "multiprocess",
+        "how a launched run executes its steps: `multiprocess` (Dagster's default: a process per "
+        "step beside the run), `in_process`, or `celery` (each step a task for the Celery workers; "
+        "the cluster profile, docs/scale-out.md)",
+    )
+    celery_broker_url: str | None = _var(
+        "FRAUDOPS_CELERY_BROKER_URL",
+        None,
+        "the Celery broker the runs and the workers share, e.g. `redis://host:6379/0` (results go "
+        "through it too); needed with `FRAUDOPS_EXECUTOR=celery`",
+    )
+
+
 # The groups in the order the README lists them; StorageSettings comes first in the fields
 # (pydantic collects the bases' fields last-to-first) because the other defaults read state_dir.
 GROUPS = (
@@ -305,11 +323,13 @@ GROUPS = (
     MlflowSettings,
     MonitoringSettings,
     ServingSettings,
+    ExecutionSettings,
 )
 
 
 class FraudopsSettings(
     BaseSettings,
+    ExecutionSettings,
     ServingSettings,
     MonitoringSettings,
     MlflowSettings,
@@ -393,6 +413,11 @@ def load_settings() -> FraudopsSettings:
             settings.drift_knobs()
         except SettingsError as err:
             problems.append(str(err))
+        if settings.executor == "celery" and not settings.celery_broker_url:
+            problems.append(
+                "FRAUDOPS_EXECUTOR=celery needs FRAUDOPS_CELERY_BROKER_URL, the broker the Celery "
+                "workers listen on (e.g. redis://127.0.0.1:6379/0)"
+            )
     if problems:
         raise SettingsError("fraudops configuration:\n  - " + "\n  - ".join(problems))
     return settings
