@@ -342,6 +342,19 @@ def test_tune_respects_n_trials(problem):
     assert again.trials["score"].tolist() == result.trials["score"].tolist()
 
 
+def test_model_selection_by_card_precision_at_100(problem):
+    X_tr, y_tr, _, _, ts = problem
+    cards = np.arange(len(X_tr)) % 400  # 400 cards, each with rows on many days
+    result = tune("xgboost", X_tr, y_tr, ts.iloc[:3000], n_trials=2, gap="3D",
+                  metric="card_precision_at_100", card_ids=cards, imbalance_methods=("class_weight",))  # fmt: skip
+    assert result.metric == "card_precision_at_100"
+    # Each fold's figure is a mean over days of (fraudulent cards among the top) / (cards taken).
+    best = result.trials.loc[result.trials["score"].idxmax()]
+    assert all(0.0 <= s <= 1.0 for s in best["fold_scores"]) and best["score"] > 0
+    with pytest.raises(ValueError, match="card id"):
+        tune("xgboost", X_tr, y_tr, ts.iloc[:3000], n_trials=1, gap="3D", metric="card_precision_at_100")
+
+
 def test_the_budget_is_a_count_of_trials_whatever_the_speed(problem, monkeypatch):
     """Slower fits (another machine, a busy one) run the same trials; only the safety cap can cut
     a search short, and then the result says so."""
