@@ -189,3 +189,11 @@ def test_a_window_without_fraud_fails_clearly(stream):
         prepare_train_test_split(no_fraud)
     with pytest.raises(ValueError, match="no 'is_fraud' column"):
         prepare_train_test_split(stream.drop(columns=[c.IS_FRAUD]))
+
+
+def test_a_merchant_risk_table_from_an_older_version_is_refused_clearly(stream):
+    table = MerchantRiskSnapshot.compute(stream, pd.Timestamp("2026-03-10")).to_frame()
+    again = MerchantRiskSnapshot.from_frame(table)
+    assert again.lookup(["nobody"])["merchant_known_fraud_streak"][0] == 0  # a merchant never seen
+    with pytest.raises(ValueError, match=r"known_fraud_streak.*materialize merchant_risk again"):
+        MerchantRiskSnapshot.from_frame(table.drop(columns=["known_fraud_streak", "frauds_1d"]))

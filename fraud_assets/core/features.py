@@ -391,6 +391,12 @@ class MerchantRiskSnapshot:
     def from_frame(cls, frame: pd.DataFrame) -> MerchantRiskSnapshot:
         if frame.empty:
             raise ValueError("the merchant-risk table is empty")
+        needed = [f"{kind}_{w}" for w in MERCHANT_WINDOWS_DAYS for kind in ("frauds", "labelled")]
+        if missing := [col for col in (*needed, *MERCHANT_RECENT) if col not in frame]:
+            raise ValueError(
+                f"the merchant-risk table lacks column(s) {missing}: it was written by an older "
+                "version; materialize merchant_risk again for its days"
+            )
         frame = frame.sort_values(c.MERCHANT_ID, kind="stable")
         return cls(
             as_of=pd.Timestamp(frame["as_of"].iloc[0]),
