@@ -34,7 +34,9 @@ Text = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 def _history_field(name: str):
-    if name.startswith("transactions_last_") or name.startswith("merchant_labelled_"):
+    if name.startswith(
+        ("transactions_last_", "merchant_labelled_", "merchant_frauds_", "merchant_known_", "merchant_days_")
+    ):
         kind = Count
     elif name.startswith("merchant_fraud_rate_"):
         kind = Rate
@@ -42,9 +44,9 @@ def _history_field(name: str):
         kind = Flag
     elif name == "seconds_since_last_txn":
         kind = Seconds
-    elif name == "amount_to_avg_30d":
+    elif name.startswith("amount_to_avg_"):
         kind = Count
-    else:  # total_amount_last_*, avg_amount_last_30d
+    else:  # total_amount_last_*, avg_amount_last_*
         kind = Money
     return (kind | None, Field(default=None, description=f"history feature `{name}`; computed when absent"))
 

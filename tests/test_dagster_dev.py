@@ -125,7 +125,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         assert schedules == {
             "daily_pipeline_schedule": "RUNNING",
             "daily_monitoring_schedule": "STOPPED",
-            "weekly_retraining_schedule": "STOPPED",
+            "weekly_retraining_schedule": "RUNNING",
         }
         daemons = {
             d["daemonType"]: d["healthy"] for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]

@@ -54,6 +54,43 @@ def test_hand_computed_card_windows():
     assert available_history_features(frame.columns) == tuple(k for k in HISTORY_FEATURES if k in f)
 
 
+def test_hand_computed_card_averages_and_merchant_fraud_runs():
+    # Merchant M: fraud on days 1-2, legit on day 3, fraud on days 4-5, then a query on day 20
+    # (labels known 7 days after each transaction, so all five are known by then).
+    days = [1, 2, 3, 4, 5, 20]
+    ts = pd.to_datetime([f"2026-01-{d:02d} 12:00" for d in days])
+    frame = pd.DataFrame(
+        {
+            c.TIMESTAMP: ts,
+            c.CARD_ID: ["A", "B", "C", "D", "E", "F"],
+            c.MERCHANT_ID: ["M"] * 6,
+            c.AMOUNT: [10.0] * 6,
+            c.IS_FRAUD: pd.array([1, 1, 0, 1, 1, 0], dtype="Int8"),
+            c.LABEL_KNOWN_AT: ts + pd.Timedelta(days=7),
+        }
+    )
+    f = history_features(frame)
+    assert f["merchant_known_fraud_streak"][5] == 2  # days 4 and 5, after the legit day 3
+    assert f["merchant_days_since_fraud_run_began"][5] == 20 - 4 - 0.5  # as of day 20 00:00
+    assert f["merchant_days_since_known_fraud"][5] == 20 - 5 - 0.5
+    # On day 5 no label is known yet (the first arrives on day 8): no run, no recent fraud.
+    assert f["merchant_known_fraud_streak"][4] == 0 and f["merchant_days_since_known_fraud"][4] == 37
+    # 1-day window = the day that ended 7 days before: day 13 for the day-20 query (nothing).
+    assert f["merchant_frauds_1d"][5] == 0 and f["merchant_frauds_30d"][5] == 4
+    card = pd.DataFrame(
+        {
+            c.TIMESTAMP: pd.to_datetime(["2026-01-01 10:00", "2026-01-05 10:00", "2026-01-08 11:00"]),
+            c.CARD_ID: ["A"] * 3,
+            c.MERCHANT_ID: ["m"] * 3,
+            c.AMOUNT: [10.0, 30.0, 100.0],
+        }
+    )
+    g = history_features(card)
+    assert g["avg_amount_last_7d"].tolist() == [0, 10, 30]  # day 1 10:00 is over 7 days before day 8 11:00
+    assert g["amount_to_avg_7d"].tolist() == [1, 3, pytest.approx(100 / 30)]
+    assert g["amount_to_avg_30d"][2] == pytest.approx(100 / 20)
+
+
 def test_no_leakage_from_later_transactions_or_labels(stream):
     cut = pd.Timestamp("2026-03-05")
     early = stream[stream[c.TIMESTAMP] < cut].reset_index(drop=True)
@@ -152,3 +189,11 @@ def test_a_window_without_fraud_fails_clearly(stream):
         prepare_train_test_split(no_fraud)
     with pytest.raises(ValueError, match="no 'is_fraud' column"):
         prepare_train_test_split(stream.drop(columns=[c.IS_FRAUD]))
+
+
+def test_a_merchant_risk_table_from_an_older_version_is_refused_clearly(stream):
+    table = MerchantRiskSnapshot.compute(stream, pd.Timestamp("2026-03-10")).to_frame()
+    again = MerchantRiskSnapshot.from_frame(table)
+    assert again.lookup(["nobody"])["merchant_known_fraud_streak"][0] == 0  # a merchant never seen
+    with pytest.raises(ValueError, match=r"known_fraud_streak.*materialize merchant_risk again"):
+        MerchantRiskSnapshot.from_frame(table.drop(columns=["known_fraud_streak", "frauds_1d"]))

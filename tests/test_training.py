@@ -7,12 +7,15 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import average_precision_score
 
 from fraud_assets.core.models import classifier as classifier_module
 from fraud_assets.core.models.compiled_trees import compile_booster
 from fraud_assets.core.models.tuning import cap_note
 from fraud_assets.core.training import (
     ALGORITHMS,
+    Calibrator,
     FraudClassifier,
     NotFittedError,
     time_ordered_folds,
@@ -216,6 +219,40 @@ def test_calibration_improves_brier(problem, method):
     np.testing.assert_array_equal(cal.predict_proba_fast(X_te.to_numpy()), p_cal)
 
 
+@pytest.mark.parametrize("algorithm", ["xgboost", "random_forest"])
+def test_isotonic_calibration_keeps_the_ranking_on_held_out_days(problem, algorithm):
+    X_tr, y_tr, X_te, y_te, _ = problem  # X_te: the later days, never seen in fit or calibration
+    clf = FraudClassifier(algorithm, calibration="isotonic", **FAST).fit(X_tr, y_tr)
+    raw = clf.backend_.raw_proba(X_te.astype(np.float64))
+    calibrated = clf.predict_proba(X_te)[:, 1]
+    # The calibrated map is strictly increasing: the same order and the same ties as the raw
+    # scores (a step function would merge hundreds of raw values into a few dozen steps).
+    assert np.unique(calibrated).size == np.unique(raw).size
+    np.testing.assert_array_equal(np.argsort(calibrated, kind="stable"), np.argsort(raw, kind="stable"))
+    ap_raw = average_precision_score(y_te, raw)
+    ap_calibrated = average_precision_score(y_te, calibrated)
+    # Same order and ties, so the same precision/recall steps summed in the same order: equal
+    # to the last bit; 1e-12 only allows for a differently ordered sum in a future sklearn.
+    assert ap_calibrated >= ap_raw - 1e-12
+    # Still probabilities: within TIE_BREAK of the knots' map, which is inside [0, 1].
+    assert calibrated.min() >= 0.0 and calibrated.max() <= 1.0
+
+
+def test_isotonic_map_is_strictly_increasing_and_close_to_the_steps():
+    rng = np.random.default_rng(3)
+    raw = np.sort(rng.uniform(0, 1, 5_000))
+    y = (rng.uniform(0, 1, raw.size) < raw**3).astype(int)
+    calibrator = Calibrator.fit("isotonic", raw, y)
+    grid = np.linspace(0.0, 1.0, 20_001)  # the whole range of raw probabilities, where the knots are flat too
+    assert (np.diff(calibrator.transform(grid)) > 0).all()
+    steps = IsotonicRegression(out_of_bounds="clip").fit(raw, y).predict(raw)
+    # Midpoint interpolation moves a value at most to a neighbouring step's height; on average
+    # it stays close to the fitted steps (and both track raw**3 within sampling error).
+    assert np.mean(np.abs(calibrator.transform(raw) - steps)) < 0.02
+    assert np.mean(np.abs(calibrator.transform(raw) - raw**3)) < 0.05
+    assert abs(calibrator.transform(raw).mean() - y.mean()) < 0.01
+
+
 def test_optimize_threshold_sets_predict_threshold(problem):
     X_tr, y_tr, X_te, y_te, _ = problem
     clf = FraudClassifier("lightgbm", **FAST).fit(X_tr, y_tr)
@@ -303,6 +340,19 @@ def test_tune_respects_n_trials(problem):
     # Seeded: the same budget gives the same trials.
     again = tune("lightgbm", X_tr, y_tr, ts.iloc[:3000], n_trials=3, gap="3D")
     assert again.trials["score"].tolist() == result.trials["score"].tolist()
+
+
+def test_model_selection_by_card_precision_at_100(problem):
+    X_tr, y_tr, _, _, ts = problem
+    cards = np.arange(len(X_tr)) % 400  # 400 cards, each with rows on many days
+    result = tune("xgboost", X_tr, y_tr, ts.iloc[:3000], n_trials=2, gap="3D",
+                  metric="card_precision_at_100", card_ids=cards, imbalance_methods=("class_weight",))  # fmt: skip
+    assert result.metric == "card_precision_at_100"
+    # Each fold's figure is a mean over days of (fraudulent cards among the top) / (cards taken).
+    best = result.trials.loc[result.trials["score"].idxmax()]
+    assert all(0.0 <= s <= 1.0 for s in best["fold_scores"]) and best["score"] > 0
+    with pytest.raises(ValueError, match="card id"):
+        tune("xgboost", X_tr, y_tr, ts.iloc[:3000], n_trials=1, gap="3D", metric="card_precision_at_100")
 
 
 def test_the_budget_is_a_count_of_trials_whatever_the_speed(problem, monkeypatch):

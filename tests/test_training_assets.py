@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.bundle import ModelBundle
+from fraud_assets.core.contract import ChampionRecord
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.defs.evaluation import model_evaluation
 from fraud_assets.defs.features import features_job, merchant_risk, transaction_features
@@ -116,6 +118,34 @@ def test_training_registers_a_champion_with_its_report(trained):
     assert any(k.startswith("test.") for k in run.data.metrics)
     artifacts = {a.path for a in registry.client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/evaluation_report.json" in artifacts and "evaluation/roc.png" in artifacts
+
+
+def test_the_champion_is_refit_up_to_the_label_delay(trained):
+    """Selection and calibration use the held-out days; the served model then trains on every
+    label known when training ran (the last day's end): its window ends a label delay before it,
+    not before the held-out days, and it has the evaluated model's threshold and calibrator."""
+    _, instance, tmp_path, _ = trained
+    training = pd.read_parquet(tmp_path / "storage" / "training_data.parquet")
+    test_start = training.loc[training["split"] == "test", c.TIMESTAMP].min()
+    now = training[c.TIMESTAMP].max().normalize() + pd.Timedelta(days=1)
+    known = training[training["label_known_now"]]
+    assert (known[c.LABEL_KNOWN_AT] < now).all()
+    assert known[c.TIMESTAMP].max() >= test_start  # held-out days whose labels are in: refit on
+    champion = instance.get_latest_materialization_event(dg.AssetKey("champion_model")).asset_materialization
+    record = ChampionRecord.from_metadata({k: v.value for k, v in champion.metadata.items()})
+    window_end = pd.Timestamp(record.training_window[1])
+    assert window_end == known[c.TIMESTAMP].max().normalize()
+    # Legit labels arrive 7 days after the transaction (chargebacks sooner): the window ends
+    # within 8 days of now, and after the candidates' own training rows.
+    assert now - window_end <= pd.Timedelta(days=8)
+    assert window_end > training.loc[training["split"] == "train", c.TIMESTAMP].max()
+    evaluated = pd.read_pickle(tmp_path / "objects" / f"{record.algorithm}_model.pkl")
+    bundle = ModelBundle.load(record.bundle_uri, expected_sha256=record.bundle_sha256)
+    assert bundle.classifier.fit_info_["refit_on_latest_labels"]
+    assert bundle.classifier.fit_info_["n_train_rows"] == len(known)
+    assert bundle.classifier.threshold == evaluated["classifier"].threshold
+    assert bundle.classifier.calibrator_ is not None
+    assert bundle.classifier.calibration == evaluated["classifier"].calibration
 
 
 def test_the_api_serves_the_trained_champion_from_the_pipeline_s_storage(trained):

@@ -33,7 +33,9 @@ CARD_WINDOWS_MS: dict[str, int] = {
     "7d": 7 * MS_PER_DAY,
     "30d": 30 * MS_PER_DAY,
 }
-MERCHANT_WINDOWS_DAYS: dict[str, int] = {"7d": 7, "30d": 30}
+# Merchant (terminal) windows: the Handbook's 1, 7 and 30 days. The 1-day window is the most
+# recent day whose labels are all in; a merchant compromised then is most likely still bad.
+MERCHANT_WINDOWS_DAYS: dict[str, int] = {"1d": 1, "7d": 7, "30d": 30}
 # Merchant windows end this many days before the day they serve (the Handbook's delay period):
 # a legit label is confirmed 7 days after its transaction, so a window closer to the present
 # would hold known frauds but hardly any known legit transactions.
@@ -46,18 +48,35 @@ LOOKBACK_DAYS = max(MERCHANT_WINDOWS_DAYS.values()) + MERCHANT_WINDOW_OFFSET_DAY
 RISK_PRIOR_RATE = 0.01
 RISK_PRIOR_WEIGHT = 10.0
 
+# The card's average amount over these windows, and the transaction's amount against each: a
+# stolen card spends unlike its owner, and a tree cannot divide a total by a count itself.
+CARD_AVERAGE_WINDOWS: tuple[str, ...] = ("24h", "7d", "30d")
 CARD_FEATURES: tuple[str, ...] = (
     *(f"transactions_last_{w}" for w in CARD_WINDOWS_MS),
     *(f"total_amount_last_{w}" for w in CARD_WINDOWS_MS),
-    "avg_amount_last_30d",
-    "amount_to_avg_30d",
+    *(f"avg_amount_last_{w}" for w in CARD_AVERAGE_WINDOWS),
+    *(f"amount_to_avg_{w}" for w in CARD_AVERAGE_WINDOWS),
     "seconds_since_last_txn",
     "is_new_merchant",
 )
 DEVICE_FEATURES: tuple[str, ...] = ("is_new_device",)
+# How recently the merchant had a known fraud, how many of its latest known labels in a row
+# are fraud, and how long ago that run of fraud began: a compromised merchant (a skimmer, a
+# breached shop) yields a run of fraud until it is fixed, so a run that began long ago is likely
+# over, while a stray fraud of a stolen card is one among legit labels. These use every label
+# known before the day, with no window offset (a chargeback may arrive before the legit labels
+# of its day), over the lookback's last MERCHANT_RECENCY_DAYS days.
+MERCHANT_RECENCY_DAYS = max(MERCHANT_WINDOWS_DAYS.values()) + MERCHANT_WINDOW_OFFSET_DAYS
+MERCHANT_RECENT: tuple[str, ...] = (
+    "days_since_known_fraud",
+    "known_fraud_streak",
+    "days_since_fraud_run_began",
+)
 MERCHANT_FEATURES: tuple[str, ...] = (
     *(f"merchant_fraud_rate_{w}" for w in MERCHANT_WINDOWS_DAYS),
     *(f"merchant_labelled_{w}" for w in MERCHANT_WINDOWS_DAYS),
+    *(f"merchant_frauds_{w}" for w in MERCHANT_WINDOWS_DAYS),
+    *(f"merchant_{name}" for name in MERCHANT_RECENT),
 )
 HISTORY_FEATURES: tuple[str, ...] = (*CARD_FEATURES, *DEVICE_FEATURES, *MERCHANT_FEATURES)
 # The event columns models read beside the history features; together, what drift monitoring watches.
@@ -179,10 +198,11 @@ def card_history_features(
     for i, window in enumerate(_BY_WIDTH):
         out[f"transactions_last_{window}"] = windows[i]
         out[f"total_amount_last_{window}"] = totals[i]
-    count, total = out["transactions_last_30d"], out["total_amount_last_30d"]
-    avg = np.divide(total, count, out=np.zeros_like(count), where=count > 0)
-    out["avg_amount_last_30d"] = avg
-    out["amount_to_avg_30d"] = np.divide(query_amount, avg, out=np.ones_like(avg), where=avg > 0)
+    for window in CARD_AVERAGE_WINDOWS:
+        count, total = out[f"transactions_last_{window}"], out[f"total_amount_last_{window}"]
+        avg = np.divide(total, count, out=np.zeros_like(count), where=count > 0)
+        out[f"avg_amount_last_{window}"] = avg
+        out[f"amount_to_avg_{window}"] = np.divide(query_amount, avg, out=np.ones_like(avg), where=avg > 0)
     out["seconds_since_last_txn"] = windows[2 * n_windows]
     out["is_new_merchant"] = 1.0 - windows[2 * n_windows + 1]
     if with_device:  # a card-present row (no device) is never "new device"
@@ -219,12 +239,61 @@ def merchant_fraud_rate(frauds: np.ndarray, labelled: np.ndarray) -> np.ndarray:
     return (frauds + RISK_PRIOR_RATE * RISK_PRIOR_WEIGHT) / (labelled + RISK_PRIOR_WEIGHT)
 
 
-def merchant_features_from_counts(frauds: Mapping[str, np.ndarray], labelled: Mapping[str, np.ndarray]):
-    """The merchant features from known-fraud and known-label counts per window."""
+def merchant_features_from_counts(
+    frauds: Mapping[str, np.ndarray], labelled: Mapping[str, np.ndarray], recent: Mapping[str, np.ndarray]
+):
+    """The merchant features from known-fraud and known-label counts per window, and the
+    recency statistics (``MERCHANT_RECENT``)."""
     out: dict[str, np.ndarray] = {}
     for window in MERCHANT_WINDOWS_DAYS:
         out[f"merchant_fraud_rate_{window}"] = merchant_fraud_rate(frauds[window], labelled[window])
         out[f"merchant_labelled_{window}"] = labelled[window].astype("float64")
+        out[f"merchant_frauds_{window}"] = frauds[window].astype("float64")
+    for name in MERCHANT_RECENT:
+        out[f"merchant_{name}"] = recent[name].astype("float64")
+    return out
+
+
+# A merchant without a known fraud in MERCHANT_RECENCY_DAYS (or never seen): the recency values.
+NO_RECENT_FRAUD = {
+    "days_since_known_fraud": float(MERCHANT_RECENCY_DAYS),
+    "known_fraud_streak": 0.0,
+    "days_since_fraud_run_began": float(MERCHANT_RECENCY_DAYS),
+}
+
+
+def _recent_fraud(
+    merchant_codes, n_merchants, times_ms, known_ms, is_fraud, as_of_ms
+) -> dict[str, np.ndarray]:
+    """Per merchant code, as of a time: days since its latest transaction with a known fraud
+    label, the number of its known frauds after its latest known legit transaction (the run of
+    fraud its newest labels end with), and days since the first of that run; over the last
+    MERCHANT_RECENCY_DAYS days."""
+    window = (times_ms >= as_of_ms - MERCHANT_RECENCY_DAYS * MS_PER_DAY) & (times_ms < as_of_ms)
+    known = window & ~np.isnan(is_fraud) & (known_ms < as_of_ms)
+    fraud_rows = known & (is_fraud == 1)
+    legit_rows = known & (is_fraud == 0)
+    never = np.iinfo(np.int64).min
+    last_fraud = np.full(n_merchants, never, dtype=np.int64)
+    np.maximum.at(last_fraud, merchant_codes[fraud_rows], times_ms[fraud_rows])
+    last_legit = np.full(n_merchants, never, dtype=np.int64)
+    np.maximum.at(last_legit, merchant_codes[legit_rows], times_ms[legit_rows])
+    codes = merchant_codes[fraud_rows]
+    after_legit = times_ms[fraud_rows] > last_legit[codes]
+    streak = np.bincount(codes[after_legit], minlength=n_merchants).astype("float64")
+    run_began = np.full(n_merchants, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(run_began, codes[after_legit], times_ms[fraud_rows][after_legit])
+    return {
+        "days_since_known_fraud": _days_before(as_of_ms, last_fraud, last_fraud != never),
+        "known_fraud_streak": streak,
+        "days_since_fraud_run_began": _days_before(as_of_ms, run_began, streak > 0),
+    }
+
+
+def _days_before(as_of_ms: int, times_ms: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Days from each time to ``as_of``; MERCHANT_RECENCY_DAYS where ``present`` is False."""
+    out = np.full(len(times_ms), float(MERCHANT_RECENCY_DAYS))
+    out[present] = (as_of_ms - times_ms[present]) / MS_PER_DAY
     return out
 
 
@@ -235,8 +304,9 @@ def _label_counts(
     known_ms: np.ndarray,
     is_fraud: np.ndarray,
     as_of_ms: int,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Known frauds and known labels per merchant code over each trailing window, as of a time.
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Known frauds and known labels per merchant code over each trailing window, as of a time,
+    and the recency statistics of `_recent_fraud`.
 
     Counts transactions of ``[as_of - offset - days, as_of - offset)`` whose label became
     known before ``as_of``.
@@ -249,7 +319,8 @@ def _label_counts(
         codes = merchant_codes[rows]
         labelled[window] = np.bincount(codes, minlength=n_merchants).astype("float64")
         frauds[window] = np.bincount(codes, weights=is_fraud[rows], minlength=n_merchants)
-    return frauds, labelled
+    recent = _recent_fraud(merchant_codes, n_merchants, times_ms, known_ms, is_fraud, as_of_ms)
+    return frauds, labelled, recent
 
 
 @dataclass(frozen=True, eq=False)
@@ -263,11 +334,12 @@ class MerchantRiskSnapshot:
     merchants: np.ndarray  # merchant ids, sorted
     frauds: dict[str, np.ndarray]  # window -> known frauds, aligned with merchants
     labelled: dict[str, np.ndarray]  # window -> known labels
+    recent: dict[str, np.ndarray]  # MERCHANT_RECENT name -> value, aligned with merchants
 
     @classmethod
     def compute(cls, frame: pd.DataFrame, as_of: pd.Timestamp) -> MerchantRiskSnapshot:
         merchant_codes, uniques = pd.factorize(frame[c.MERCHANT_ID].to_numpy(dtype=object))
-        frauds, labelled = _label_counts(
+        frauds, labelled, recent = _label_counts(
             merchant_codes,
             len(uniques),
             to_ms(frame[c.TIMESTAMP]),
@@ -281,6 +353,7 @@ class MerchantRiskSnapshot:
             merchants=np.asarray(uniques, dtype=object)[order],
             frauds={w: v[order] for w, v in frauds.items()},
             labelled={w: v[order] for w, v in labelled.items()},
+            recent={k: v[order] for k, v in recent.items()},
         )
 
     @cached_property
@@ -289,7 +362,8 @@ class MerchantRiskSnapshot:
         (a merchant never seen: no known labels). Built once per snapshot."""
         frauds = {w: np.append(v, 0.0) for w, v in self.frauds.items()}
         labelled = {w: np.append(v, 0.0) for w, v in self.labelled.items()}
-        features = merchant_features_from_counts(frauds, labelled)
+        recent = {k: np.append(v, NO_RECENT_FRAUD[k]) for k, v in self.recent.items()}
+        features = merchant_features_from_counts(frauds, labelled, recent)
         index = {str(m): i for i, m in enumerate(self.merchants)}
         return index, np.array([features[name] for name in MERCHANT_FEATURES])
 
@@ -308,6 +382,8 @@ class MerchantRiskSnapshot:
         for window in MERCHANT_WINDOWS_DAYS:
             frame[f"frauds_{window}"] = self.frauds[window]
             frame[f"labelled_{window}"] = self.labelled[window]
+        for name in MERCHANT_RECENT:
+            frame[name] = self.recent[name]
         frame["as_of"] = self.as_of
         return frame
 
@@ -315,12 +391,19 @@ class MerchantRiskSnapshot:
     def from_frame(cls, frame: pd.DataFrame) -> MerchantRiskSnapshot:
         if frame.empty:
             raise ValueError("the merchant-risk table is empty")
+        needed = [f"{kind}_{w}" for w in MERCHANT_WINDOWS_DAYS for kind in ("frauds", "labelled")]
+        if missing := [col for col in (*needed, *MERCHANT_RECENT) if col not in frame]:
+            raise ValueError(
+                f"the merchant-risk table lacks column(s) {missing}: it was written by an older "
+                "version; materialize merchant_risk again for its days"
+            )
         frame = frame.sort_values(c.MERCHANT_ID, kind="stable")
         return cls(
             as_of=pd.Timestamp(frame["as_of"].iloc[0]),
             merchants=frame[c.MERCHANT_ID].to_numpy(dtype=object),
             frauds={w: frame[f"frauds_{w}"].to_numpy("float64") for w in MERCHANT_WINDOWS_DAYS},
             labelled={w: frame[f"labelled_{w}"].to_numpy("float64") for w in MERCHANT_WINDOWS_DAYS},
+            recent={k: frame[k].to_numpy("float64") for k in MERCHANT_RECENT},
         )
 
 
@@ -406,13 +489,37 @@ def _daily_merchant_features(frame, merchant: np.ndarray, n_merchants: int, time
     by_day = np.argsort(day_of, kind="stable")
     days, starts = np.unique(day_of[by_day], return_index=True)
     for day, rows in zip(days, np.split(by_day, starts[1:]), strict=True):
-        frauds, labelled = _label_counts(merchant, n_merchants, times, known, labels, int(day) * MS_PER_DAY)
+        frauds, labelled, recent = _label_counts(
+            merchant, n_merchants, times, known, labels, int(day) * MS_PER_DAY
+        )
         codes = merchant[rows]
         for name, values in merchant_features_from_counts(
-            {w: v[codes] for w, v in frauds.items()}, {w: v[codes] for w, v in labelled.items()}
+            {w: v[codes] for w, v in frauds.items()},
+            {w: v[codes] for w, v in labelled.items()},
+            {k: v[codes] for k, v in recent.items()},
         ).items():
             out[name][rows] = values
     return out
+
+
+def terminal_recency(frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+    """Seconds since the merchant's (terminal's) previous transaction, strictly earlier; a
+    merchant with none in the data gets the card features' "none" value (30 days).
+
+    Not among the default features: the ablation (docs/ablation.md) found no gain from it on
+    either dataset, and serving would need per-merchant state for it.
+    """
+    times = to_ms(_column(frame, c.TIMESTAMP))
+    merchant, _ = _codes(_column(frame, c.MERCHANT_ID))
+    keys = _keys(merchant, times)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    previous = np.searchsorted(sorted_keys, keys, side="left") - 1  # the latest strictly earlier key
+    clipped = np.maximum(previous, 0)
+    same = (previous >= 0) & (merchant[order[clipped]] == merchant)
+    out = np.full(len(times), NOVELTY_WINDOW_MS / MS_PER_SECOND)
+    out[same] = (times[same] - times[order[clipped[same]]]) / MS_PER_SECOND
+    return np.minimum(out, NOVELTY_WINDOW_MS / MS_PER_SECOND)
 
 
 def add_history_features(

@@ -1,8 +1,11 @@
 """When things run by themselves: the daily pipeline, weekly retraining, and drift-triggered retraining.
 
-Defaults (documented in the README): the daily pipeline (generator data) and the drift sensor are
-on, so a running `dagster dev` keeps data, drift reports and the champion current; the weekly
-retraining schedule is off (retraining is driven by drift and performance, not the calendar);
+Defaults (documented in the README): the daily pipeline (generator data), the weekly retraining
+and the drift sensor are on, so a running `dagster dev` keeps data, drift reports and the
+champion current. Weekly retraining is how fraud teams keep up with fraud that changes without
+moving any monitored distribution: every week the recipe is re-selected on prequential folds and
+refit on every label known by then (the label delay is the only gap), and the champion gate
+decides whether it is served;
 `daily_monitoring` is the schedule to switch on instead of the daily pipeline when the data comes
 from the landing folder.
 """
@@ -61,8 +64,12 @@ def daily_monitoring_schedule(context: dg.ScheduleEvaluationContext):
 @dg.schedule(
     job=training_job,
     cron_schedule="0 3 * * 1",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Weekly retraining (Mondays 03:00); the champion gate still decides what is served.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        "Weekly prequential retraining (Mondays 03:00): candidates tuned on time folds, evaluated on "
+        "the latest labelled days, the best refit on every label known now; the champion gate "
+        "decides what is served."
+    ),
 )
 def weekly_retraining_schedule(context: dg.ScheduleEvaluationContext):
     week = context.scheduled_execution_time.date().isoformat()

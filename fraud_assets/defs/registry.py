@@ -1,8 +1,10 @@
 """Stage 6, registry: the best candidate becomes a challenger; only a better one becomes champion.
 
-`challenger_model` bundles the best candidate (versioned file with a SHA-256), logs it to MLflow
-and registers it as a new version of `fraud-detector`. The blocking `champion_gate` check
-scores challenger and current champion on the same held-out days; `champion_model`, downstream
+`challenger_model` refits the best candidate's recipe on every label known now (its training
+window then ends a label delay before the present, as fraud teams retrain), bundles it
+(versioned file with a SHA-256), logs it to MLflow and registers it as a new version of
+`fraud-detector`. The blocking `champion_gate` check compares challenger and current champion on
+the held-out days neither has trained on; `champion_model`, downstream
 of the gate, moves the `champion` alias and is what the scoring API serves. A challenger that
 fails the gate stays recorded in MLflow (tagged with why) and the champion stays.
 """
@@ -17,10 +19,22 @@ from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.metrics import evaluate_scores
 from fraud_assets.core.splitting import TEST, TRAIN
+from fraud_assets.core.training import refit_on_latest_labels
+from fraud_assets.defs.evaluation import BEST_TEST_SCORES
 from fraud_assets.defs.resources import ModelStoreResource
-from fraud_assets.defs.training import CANDIDATE_KEYS, split_xy
+from fraud_assets.defs.training import CANDIDATE_KEYS, KNOWN_NOW, split_xy
 
 GATE_METRIC = "average_precision"
+
+
+class ChallengerConfig(dg.Config):
+    """Whether the chosen recipe is retrained on every label known now before it is registered."""
+
+    # True: the served model trains up to the label delay (the held-out days and the gap
+    # included); its recorded metrics stay those of the held-out evaluation, which it has not
+    # seen. False: the evaluated candidate itself is registered (its window ends before the
+    # held-out days).
+    refit_on_latest_labels: bool = True
 
 
 @dg.asset(
@@ -40,17 +54,30 @@ GATE_METRIC = "average_precision"
     ),
 )
 def challenger_model(
-    context: dg.AssetExecutionContext, training_data: pd.DataFrame, model_evaluation: dict, **candidates
+    context: dg.AssetExecutionContext,
+    config: ChallengerConfig,
+    training_data: pd.DataFrame,
+    model_evaluation: dict,
+    **candidates,
 ):
     best = model_evaluation["best"]
     chosen = next(m for m in candidates.values() if m["algorithm"] == best)
     train = training_data[training_data["split"] == TRAIN]
+    classifier = chosen["classifier"]
+    if config.refit_on_latest_labels and KNOWN_NOW in training_data:
+        train = training_data[training_data[KNOWN_NOW]].sort_values(c.TIMESTAMP, kind="stable")
+        y = train[c.IS_FRAUD].astype("int64").to_numpy()
+        classifier = refit_on_latest_labels(classifier, chosen["preprocessor"].transform(train), y)
+        context.log.info(
+            f"{best} refit on {len(train)} rows with labels known now "
+            f"({train[c.TIMESTAMP].min()} .. {train[c.TIMESTAMP].max()})"
+        )
     metrics = {k: float(v) for k, v in model_evaluation["metrics"][best].items()}
     bundle = ModelBundle(
         preprocessor=chosen["preprocessor"],
-        classifier=chosen["classifier"],
-        threshold=float(chosen["classifier"].threshold),
-        feature_names=list(chosen["classifier"].feature_names_),
+        classifier=classifier,
+        threshold=float(classifier.threshold),
+        feature_names=list(classifier.feature_names_),
         algorithm=best,
         training_window=(str(train[c.TIMESTAMP].min().date()), str(train[c.TIMESTAMP].max().date())),
         data_fingerprint=frame_fingerprint(train),
@@ -97,22 +124,34 @@ def record_metadata(record: ChampionRecord) -> dict[str, dg.MetadataValue]:
 
 @dg.asset_check(
     asset=challenger_model,
-    additional_ins={"training_data": dg.AssetIn()},
+    additional_ins={
+        "training_data": dg.AssetIn(),
+        "model_evaluation": dg.AssetIn(input_manager_key="model_io_manager"),
+    },
     blocking=True,
     required_resource_keys={"model_registry", "model_store"},
     description=(
         "The challenger must score at least as well as the current champion (average precision) on "
-        "the same held-out days; otherwise the champion stays and nothing downstream runs."
+        "the held-out days neither has trained on (the challenger as evaluated, before its refit); "
+        "otherwise the champion stays and nothing downstream runs."
     ),
 )
 def champion_gate(
-    context: dg.AssetCheckExecutionContext, challenger_model: ChampionRecord, training_data: pd.DataFrame
+    context: dg.AssetCheckExecutionContext,
+    challenger_model: ChampionRecord,
+    training_data: pd.DataFrame,
+    model_evaluation: dict,
 ):
     test, y = split_xy(training_data, TEST)
     registry = context.resources.model_registry.registry()
     store: ModelStoreResource = context.resources.model_store
+    # Verified as serving will load it; its scores on the held-out days are those of the recipe
+    # before the refit (which trained on those days), kept by model_evaluation.
     challenger = ModelBundle.load(store.location(challenger_model.bundle_uri), challenger_model.bundle_sha256)
-    challenger_score = _score(challenger, test, y)
+    challenger_scores = model_evaluation.get(BEST_TEST_SCORES)
+    if challenger_scores is None:  # an evaluation from before the scores were kept
+        challenger_scores = fraud_scores(challenger.preprocessor, challenger.classifier, test)
+    challenger_score = _average_precision(y, challenger_scores, challenger.threshold)
     champion = registry.champion()
     if champion is None:
         outcome = f"first model: no champion yet; challenger {GATE_METRIC} {challenger_score:.4f}"
@@ -126,11 +165,22 @@ def champion_gate(
         return dg.AssetCheckResult(
             passed=True, description=f"champion unusable: {err}", metadata={"challenger": challenger_score}
         )
-    champion_score = _score(incumbent, test, y)
+    # Only days after the champion's training window are out of sample for both.
+    unseen = (
+        test[c.TIMESTAMP] >= pd.Timestamp(incumbent.training_window[1]) + pd.Timedelta(days=1)
+    ).to_numpy()
+    if unseen.any() and 0 < y[unseen].sum() < unseen.sum():
+        challenger_score = _average_precision(y[unseen], challenger_scores[unseen], challenger.threshold)
+        champion_scores = fraud_scores(incumbent.preprocessor, incumbent.classifier, test[unseen])
+        champion_score = _average_precision(y[unseen], champion_scores, incumbent.threshold)
+        where = f"on {int(unseen.sum())} held-out rows neither model trained on"
+    else:  # the champion trained on every held-out day: compare each one's held-out evaluation
+        champion_score = float(incumbent.metrics[GATE_METRIC])
+        where = "each on its own held-out days (the champion trained on all of these)"
     passed = challenger_score >= champion_score
     outcome = (
         f"challenger v{challenger_model.mlflow_model_version} {GATE_METRIC} {challenger_score:.4f} "
-        f"{'>=' if passed else '<'} champion v{champion.version} {champion_score:.4f} on {len(test)} held-out rows"
+        f"{'>=' if passed else '<'} champion v{champion.version} {champion_score:.4f} {where}"
     )
     registry.record_challenger(
         challenger_model.mlflow_model_version, ("promoted: " if passed else "rejected: ") + outcome
@@ -146,9 +196,8 @@ def champion_gate(
     )
 
 
-def _score(bundle: ModelBundle, test: pd.DataFrame, y) -> float:
-    scores = fraud_scores(bundle.preprocessor, bundle.classifier, test)
-    return float(evaluate_scores(y, scores, bundle.threshold)[GATE_METRIC])
+def _average_precision(y, scores, threshold: float) -> float:
+    return float(evaluate_scores(y, scores, threshold)[GATE_METRIC])
 
 
 @dg.asset(

@@ -19,10 +19,26 @@ import optuna
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from fraud_assets.core.metrics import card_precision_at_k
 from fraud_assets.core.models.backends import ALGORITHMS
 from fraud_assets.core.models.classifier import IMBALANCE_METHODS, FraudClassifier
 
 TUNING_METRICS = {"average_precision": average_precision_score, "auc_roc": roc_auc_score}
+# Card Precision@100 (the Handbook's top-k metric: per day, the share of fraudulent cards among
+# the 100 an investigator would look at) needs each row's card and day as well.
+CARD_PRECISION = "card_precision_at_100"
+SELECTION_METRICS: tuple[str, ...] = (*TUNING_METRICS, CARD_PRECISION)
+
+
+def fold_score(metric: str, y: np.ndarray, scores: np.ndarray, timestamps=None, card_ids=None) -> float:
+    """One validation block's score for ``metric`` (one of ``SELECTION_METRICS``)."""
+    if metric == CARD_PRECISION:
+        if timestamps is None or card_ids is None:
+            raise ValueError(f"{CARD_PRECISION} needs each row's timestamp and card id")
+        return float(card_precision_at_k(y, scores, timestamps, card_ids, k=100))
+    return float(TUNING_METRICS[metric](y, scores))
+
+
 DEFAULT_GAP = pd.Timedelta("7D")
 # The first tuning fold trains on at least this share of the days (the training days a first
 # look needs depend on it: core.splitting.minimum_days_to_train).
@@ -197,12 +213,13 @@ def tune(
     min_train_fraction: float = DEFAULT_MIN_TRAIN_FRACTION,
     random_state: int = 42,
     n_jobs: int | None = None,
+    card_ids: Any = None,
 ) -> TuningResult:
     """Optuna TPE search (seeded) over ``search_space`` plus the imbalance method, on time folds.
 
     Each trial fits uncalibrated models on every fold's training rows (SMOTE, when chosen,
     inside ``fit`` on those rows only) and scores the mean ``metric`` ("average_precision" or
-    "auc_roc") on the validation blocks. The budget is ``n_trials`` trials: the same data, seed
+    "auc_roc"; "card_precision_at_100" with ``card_ids``) on the validation blocks. The budget is ``n_trials`` trials: the same data, seed
     and budget give the same trials on any machine. ``cap_seconds`` is a safety cap only: no
     trial starts after it (a running one finishes; the first always runs), and a search it cuts
     short is marked ``capped``. Folds without fraud on both sides are skipped. ``n_jobs``: training threads per
@@ -210,8 +227,8 @@ def tune(
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
-    if metric not in TUNING_METRICS:
-        raise ValueError(f"unknown tuning metric {metric!r}; valid: {', '.join(TUNING_METRICS)}")
+    if metric not in SELECTION_METRICS:
+        raise ValueError(f"unknown tuning metric {metric!r}; valid: {', '.join(SELECTION_METRICS)}")
     bad = [m for m in imbalance_methods if m not in IMBALANCE_METHODS]
     if bad or not imbalance_methods:
         raise ValueError(
@@ -227,7 +244,8 @@ def tune(
     folds = _usable_folds(
         time_ordered_folds(timestamps, n_folds, gap, min_train_fraction), y_arr, imbalance_methods
     )
-    score_fn = TUNING_METRICS[metric]
+    ts_arr = np.asarray(timestamps)
+    cards = None if card_ids is None else np.asarray(card_ids)
     threads = {} if n_jobs is None else {"n_jobs": n_jobs}
 
     def objective(trial: optuna.Trial) -> float:
@@ -244,7 +262,9 @@ def tune(
                 **threads,
             )
             clf.fit(X.iloc[train], y_arr[train])
-            scores.append(float(score_fn(y_arr[val], clf.predict_proba(X.iloc[val])[:, 1])))
+            proba = clf.predict_proba(X.iloc[val])[:, 1]
+            fold_cards = None if cards is None else cards[val]
+            scores.append(fold_score(metric, y_arr[val], proba, ts_arr[val], fold_cards))
         trial.set_user_attr("fold_scores", scores)
         return float(np.mean(scores))
 
@@ -309,6 +329,7 @@ def train_candidate(
     threshold_kwargs: dict[str, Any] | None = None,
     random_state: int = 42,
     n_jobs: int | None = None,
+    card_ids: Any = None,
 ) -> tuple[FraudClassifier, dict[str, Any]]:
     """Tune, refit, calibrate and set the threshold: a candidate model ready to be evaluated.
 
@@ -329,6 +350,7 @@ def train_candidate(
     order = np.argsort(ts.to_numpy(), kind="stable")
     X_sorted = X_train.iloc[order].reset_index(drop=True)
     y_sorted, ts_sorted = y_arr[order], ts.iloc[order].reset_index(drop=True)
+    cards_sorted = None if card_ids is None else np.asarray(card_ids)[order]
 
     started = time.perf_counter()
     tuning: TuningResult | None = None
@@ -338,7 +360,7 @@ def train_candidate(
         tuning = tune(
             algorithm, X_sorted, y_sorted, ts_sorted, n_trials=n_trials, cap_seconds=cap_seconds,
             imbalance_methods=imbalance_methods, metric=metric, gap=gap, n_folds=n_folds,
-            random_state=random_state, n_jobs=n_jobs,
+            random_state=random_state, n_jobs=n_jobs, card_ids=cards_sorted,
         )  # fmt: skip
         kwargs = tuning.classifier_kwargs()
     tuned_at = time.perf_counter()
@@ -380,3 +402,23 @@ def train_candidate(
         "fit_seconds": fitted_at - tuned_at,
     }
     return clf, report
+
+
+def refit_on_latest_labels(fitted: FraudClassifier, X: pd.DataFrame, y: Any) -> FraudClassifier:
+    """The same recipe trained on every row whose label is known now, up to the label delay.
+
+    Why: model selection, calibration and the threshold need rows the model did not train on,
+    so a candidate's training ends weeks before the present (the held-out days, then the label
+    delay). Fraud teams then retrain the chosen recipe on everything known, so the served model
+    has seen the latest patterns. The tuned parameters and imbalance method are kept; so are
+    the calibrator and the threshold fitted on held-out rows (the refit model scores unseen rows
+    on the same scale: same parameters and class weights; the calibrated map is strictly
+    increasing, so ranking is the refit model's own).
+    """
+    params = {**fitted.get_params(), "calibration": "none"}
+    refit = FraudClassifier(**params).fit(X, y)
+    refit.calibration = fitted.calibration
+    refit.calibrator_ = fitted.calibrator_
+    refit.threshold = fitted.threshold
+    refit.fit_info_ = {**refit.fit_info_, "refit_on_latest_labels": True}
+    return refit
