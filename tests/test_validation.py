@@ -222,3 +222,23 @@ def test_unreadable_timestamps_in_a_file_are_kept_and_rejected(tmp_path):
     outcome = split_transactions(rows)
     assert len(outcome.rejected) == 1 and len(outcome.validated) == 7
     assert outcome.rejected.loc[0, "source_row"] == 5
+
+
+def test_the_validated_contract_is_the_outputs_dagster_type():
+    """The type check validates the output in place: a passing frame is left as it is, a failing
+    one fails the step with every failed check named (as dagster-pandera reports them)."""
+    import dagster as dg
+
+    from fraud_assets.defs.validation import ValidatedTransactions
+
+    validated = split_transactions(clean_frame()).validated
+    before = validated.copy()
+    assert dg.check_dagster_type(ValidatedTransactions, validated).success
+    pd.testing.assert_frame_equal(validated, before)
+
+    broken = validated.iloc[::-1].reset_index(drop=True)  # out of time order
+    broken.loc[0, c.AMOUNT] = -1.0
+    result = dg.check_dagster_type(ValidatedTransactions, broken)
+    assert not result.success
+    assert "timestamps_ordered" in result.description and "greater_than(0)" in result.description
+    assert ValidatedTransactions.metadata["schema"].value.columns  # the UI's column schema

@@ -21,6 +21,8 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow.compute as pc
+from pandera import dtypes
+from pandera.engines import pandas_engine
 from pandera.typing import Series
 
 from fraud_assets.core import columns as c
@@ -47,6 +49,28 @@ ROW_CHECK_COLUMNS: dict[str, tuple[str, ...]] = {
 # Dataset-level bounds of the seed's "Data Quality Thresholds".
 FRAUD_RATE_MIN = 0.001
 FRAUD_RATE_MAX = 0.05
+
+
+@pandas_engine.Engine.register_dtype
+@dtypes.immutable
+class Text(pandas_engine.STRING):
+    """pandas text of either storage (``string[python]`` or ``string[pyarrow]``), or Python strings.
+
+    Pandera's ``pd.StringDtype`` accepts one storage only. Validation holds text as Arrow strings
+    (`fraud_assets.core.coercion.TEXT`: a null check reads a bitmap, Arrow's kernels take the
+    buffers as they are); a frame read back from Parquet, or built by a user, holds Python
+    strings. Both are the contract's text.
+    """
+
+    def check(self, pandera_dtype, data_container=None):
+        try:
+            resolved = pandas_engine.Engine.dtype(pandera_dtype)
+        except TypeError:
+            return False
+        return isinstance(resolved, pandas_engine.STRING) or super().check(pandera_dtype, data_container)
+
+    def __str__(self) -> str:
+        return "string"
 
 
 def _lat(nullable: bool = True) -> pa.Field:
@@ -136,27 +160,27 @@ class RawTransactionSchema(_TransactionChecks):
     and checked when present. `is_fraud` may be null: an unlabelled transaction.
     """
 
-    transaction_id: Series[pd.StringDtype] = pa.Field(unique=True, nullable=False)
+    transaction_id: Series[Text] = pa.Field(unique=True, nullable=False)
     timestamp: Series[pd.Timestamp] = pa.Field(nullable=False)
-    card_id: Series[pd.StringDtype] = pa.Field(nullable=False)
-    merchant_id: Series[pd.StringDtype] = pa.Field(nullable=False)
+    card_id: Series[Text] = pa.Field(nullable=False)
+    merchant_id: Series[Text] = pa.Field(nullable=False)
     amount: Series[float] = pa.Field(gt=0, le=1_000_000, nullable=False)
 
-    merchant_category: Series[pd.StringDtype] | None = pa.Field(isin=c.MERCHANT_CATEGORIES, nullable=True)
-    merchant_country: Series[pd.StringDtype] | None = pa.Field(nullable=True)
+    merchant_category: Series[Text] | None = pa.Field(isin=c.MERCHANT_CATEGORIES, nullable=True)
+    merchant_country: Series[Text] | None = pa.Field(nullable=True)
     merchant_lat: Series[float] | None = _lat()
     merchant_lon: Series[float] | None = _lon()
-    card_home_country: Series[pd.StringDtype] | None = pa.Field(nullable=True)
+    card_home_country: Series[Text] | None = pa.Field(nullable=True)
     card_home_lat: Series[float] | None = _lat()
     card_home_lon: Series[float] | None = _lon()
-    txn_country: Series[pd.StringDtype] | None = pa.Field(nullable=True)
+    txn_country: Series[Text] | None = pa.Field(nullable=True)
     txn_lat: Series[float] | None = _lat()
     txn_lon: Series[float] | None = _lon()
     is_online: Series[pd.BooleanDtype] | None = pa.Field(nullable=True)
-    entry_mode: Series[pd.StringDtype] | None = pa.Field(isin=c.ENTRY_MODES, nullable=True)
-    device_fingerprint: Series[pd.StringDtype] | None = pa.Field(nullable=True)
-    ip_address: Series[pd.StringDtype] | None = pa.Field(nullable=True)
-    user_agent: Series[pd.StringDtype] | None = pa.Field(str_length={"max_value": 512}, nullable=True)
+    entry_mode: Series[Text] | None = pa.Field(isin=c.ENTRY_MODES, nullable=True)
+    device_fingerprint: Series[Text] | None = pa.Field(nullable=True)
+    ip_address: Series[Text] | None = pa.Field(nullable=True)
+    user_agent: Series[Text] | None = pa.Field(str_length={"max_value": 512}, nullable=True)
 
     hour_of_day: Series[pd.Int8Dtype] | None = pa.Field(ge=0, le=23, nullable=True)
     day_of_week: Series[pd.Int8Dtype] | None = pa.Field(ge=0, le=6, nullable=True)
@@ -166,7 +190,7 @@ class RawTransactionSchema(_TransactionChecks):
 
     is_fraud: Series[pd.Int8Dtype] | None = pa.Field(isin=[0, 1], nullable=True)
     label_known_at: Series[pd.Timestamp] | None = pa.Field(nullable=True)
-    fraud_scenario: Series[pd.StringDtype] | None = pa.Field(isin=c.FRAUD_SCENARIOS, nullable=True)
+    fraud_scenario: Series[Text] | None = pa.Field(isin=c.FRAUD_SCENARIOS, nullable=True)
 
     class Config:
         name = "RawTransaction"
@@ -236,10 +260,10 @@ class TransactionFeatureSchema(pa.DataFrameModel):
     History features a source cannot support (no device column, no labels) are absent.
     """
 
-    transaction_id: Series[pd.StringDtype] = pa.Field(unique=True, nullable=False)
+    transaction_id: Series[Text] = pa.Field(unique=True, nullable=False)
     timestamp: Series[pd.Timestamp] = pa.Field(nullable=False)
-    card_id: Series[pd.StringDtype] = pa.Field(nullable=False)
-    merchant_id: Series[pd.StringDtype] = pa.Field(nullable=False)
+    card_id: Series[Text] = pa.Field(nullable=False)
+    merchant_id: Series[Text] = pa.Field(nullable=False)
     amount: Series[float] = pa.Field(gt=0, nullable=False)
     transactions_last_1h: Series[float] = pa.Field(ge=0, nullable=False)
     transactions_last_24h: Series[float] = pa.Field(ge=0, nullable=False)

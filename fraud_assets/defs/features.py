@@ -8,7 +8,6 @@ the asset's metadata says from when.
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster_pandera import pandera_schema_to_dagster_type
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.contract import MERCHANT_RISK
@@ -22,10 +21,10 @@ from fraud_assets.core.features import (
 )
 from fraud_assets.core.schemas import TransactionFeatureSchema
 from fraud_assets.core.validation import PARTITION_DATE
-from fraud_assets.defs.metadata import column_schema, preview
+from fraud_assets.defs.metadata import column_schema, contract_type, preview
 from fraud_assets.defs.partitions import daily_partitions, single_run
 
-TransactionFeatures = pandera_schema_to_dagster_type(TransactionFeatureSchema)
+TransactionFeatures = contract_type(TransactionFeatureSchema)
 
 # Columns carried next to the features: keys, event columns the preprocessor uses, the label.
 CARRIED = (

@@ -6,7 +6,6 @@ problems fail blocking checks, so nothing downstream is built from bad data.
 
 import dagster as dg
 import pandas as pd
-from dagster_pandera import pandera_schema_to_dagster_type
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.schemas import FRAUD_RATE_MAX, FRAUD_RATE_MIN, ValidatedTransactionSchema
@@ -18,10 +17,10 @@ from fraud_assets.core.validation import (
     lost_rows,
     split_transactions,
 )
-from fraud_assets.defs.metadata import column_schema, preview, transaction_summary
+from fraud_assets.defs.metadata import column_schema, contract_type, preview, transaction_summary
 from fraud_assets.defs.partitions import daily_partitions, single_run
 
-ValidatedTransactions = pandera_schema_to_dagster_type(ValidatedTransactionSchema)
+ValidatedTransactions = contract_type(ValidatedTransactionSchema)
 
 VALIDATED = dg.AssetKey("validated_transactions")
 REJECTED = dg.AssetKey("rejected_transactions")
