@@ -269,8 +269,14 @@ def test_end_to_end_on_the_cluster_profile(cluster: Cluster, trained: dict[str, 
     assert health["status"] == "ok", health
     assert health["merchant_risk"]["day"] == LAST, health["merchant_risk"]
     assert health["dagster_instance"]["error"] is None
-    for _ in range(10):  # each request a new connection, scored by the champion whichever worker
-        assert cluster.predict()["model_version"] == champion.version
+    # Each uvicorn worker polls on its own: the other may load the first champion a poll later
+    # (answering 503 "no model" meanwhile). Then ten requests, each a new connection, whichever
+    # worker takes it, are scored by the champion.
+    _wait_for(
+        lambda: [cluster.predict()["model_version"] for _ in range(10)],
+        lambda versions: versions == [champion.version] * 10,
+        90,
+    )
 
     # The card history is read when the API starts (a deploy after the data exists): restarted,
     # it bootstraps from the validated transactions in the object store.
