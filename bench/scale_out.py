@@ -160,13 +160,7 @@ def cluster(args: argparse.Namespace, state: str) -> None:
             )
         partitions = days(START, args.days)
         begun = time.monotonic()
-        backfill = client.backfill([*INGEST, *FEATURES], partitions)
-        runs: list[dg.DagsterRun] = []
-        while not runs or not all(r.is_finished for r in runs):
-            time.sleep(2)
-            runs = client.backfill_runs(backfill)
-            if time.monotonic() - begun > 3600:
-                raise TimeoutError("the backfill did not finish in an hour")
+        runs = client.wait_backfill(client.backfill([*INGEST, *FEATURES], partitions), 3600)
         wall = time.monotonic() - begun
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
         report(

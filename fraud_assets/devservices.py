@@ -611,10 +611,10 @@ class ClusterClient:
             asset_selection=list(assets) if assets else None,
         )
 
-    def _launched(self, answer: dict, success: str, key: str) -> str:
+    def _launched(self, answer: dict, success: str) -> dict:
         if answer["__typename"] != success:
             raise RuntimeError(f"not launched: {answer}")
-        return answer[key] if key in answer else answer["run"]["runId"]
+        return answer
 
     def reexecute_from_failure(self, run_id: str) -> str:
         """A re-execution of ``run_id``'s failed and unfinished steps; its run id."""
@@ -624,7 +624,7 @@ class ClusterClient:
                  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
             {"id": run_id},
         )["launchRunReexecution"]
-        return self._launched(data, "LaunchRunSuccess", "run")
+        return self._launched(data, "LaunchRunSuccess")["run"]["runId"]
 
     def backfill(self, assets, partitions: list[str]) -> str:
         """A backfill of ``assets`` over ``partitions`` (the daemon makes its runs); its id."""
@@ -634,12 +634,27 @@ class ClusterClient:
                  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
             {"params": params},
         )["launchPartitionBackfill"]
-        return self._launched(data, "LaunchBackfillSuccess", "backfillId")
+        return self._launched(data, "LaunchBackfillSuccess")["backfillId"]
 
     def backfill_runs(self, backfill_id: str) -> list:
         import dagster as dg
 
         return list(self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id})))
+
+    def wait_backfill(self, backfill_id: str, timeout: float) -> list:
+        """The backfill's runs once it is done. An asset backfill launches its runs in waves (the
+        downstream assets' once their upstream runs succeeded): done is the backfill's status,
+        not its first runs having finished. RuntimeError if it did not complete successfully."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.instance.get_backfill(backfill_id).status.value
+            if status in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+                runs = self.backfill_runs(backfill_id)
+                if status not in ("COMPLETED", "COMPLETED_SUCCESS"):
+                    raise RuntimeError(f"backfill {backfill_id} ended {status}: {[r.status for r in runs]}")
+                return runs
+            time.sleep(2)
+        raise TimeoutError(f"backfill {backfill_id} did not finish in {timeout:.0f} s")
 
     def wait(self, run_id: str, timeout: float) -> Any:
         """The run once finished (whatever its status); TimeoutError if it is not by then."""

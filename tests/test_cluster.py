@@ -269,8 +269,14 @@ def test_end_to_end_on_the_cluster_profile(cluster: Cluster, trained: dict[str, 
     assert health["status"] == "ok", health
     assert health["merchant_risk"]["day"] == LAST, health["merchant_risk"]
     assert health["dagster_instance"]["error"] is None
-    for _ in range(10):  # each request a new connection, scored by the champion whichever worker
-        assert cluster.predict()["model_version"] == champion.version
+    # Each uvicorn worker polls on its own: the other may load the first champion a poll later
+    # (answering 503 "no model" meanwhile). Then ten requests, each a new connection, whichever
+    # worker takes it, are scored by the champion.
+    _wait_for(
+        lambda: [cluster.predict()["model_version"] for _ in range(10)],
+        lambda versions: versions == [champion.version] * 10,
+        90,
+    )
 
     # The card history is read when the API starts (a deploy after the data exists): restarted,
     # it bootstraps from the validated transactions in the object store.
@@ -293,20 +299,27 @@ def test_end_to_end_on_the_cluster_profile(cluster: Cluster, trained: dict[str, 
 
 
 def test_two_backfills_at_once_on_postgresql(cluster: Cluster):
-    """Two backfills launched together: both runs at the same time, no locking error."""
+    """Two backfills launched together: both runs in flight at the same time, no locking error.
+
+    That both are in flight must not depend on timing (on a loaded machine one run can end
+    before the other is launched): the Celery workers are paused (SIGSTOP) until both runs have
+    started, so neither can execute a step before the other is running; then they go on."""
     first = [f"2026-04-{d:02d}" for d in range(1, 8)]
     second = [f"2026-04-{d:02d}" for d in range(8, 15)]
-    backfills = [
-        cluster.client.backfill(INGEST_ASSETS, first),
-        cluster.client.backfill(INGEST_ASSETS, second),
-    ]
-    runs = []
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while time.monotonic() < deadline:
-        runs = [run for backfill in backfills for run in cluster.client.backfill_runs(backfill)]
-        if len(runs) == 2 and all(r.is_finished for r in runs):
-            break
-        time.sleep(2)
+    workers = [s for s in cluster.services if s.name.startswith("celery worker")]
+    for worker in workers:
+        worker.signal_group(signal.SIGSTOP)
+    try:
+        backfills = [cluster.client.backfill(INGEST_ASSETS, days) for days in (first, second)]
+        _wait_for(
+            lambda: [run for backfill in backfills for run in cluster.client.backfill_runs(backfill)],
+            lambda runs: len(runs) == 2 and all(r.status == dg.DagsterRunStatus.STARTED for r in runs),
+            RUN_TIMEOUT,
+        )
+    finally:
+        for worker in workers:
+            worker.signal_group(signal.SIGCONT)
+    runs = [run for backfill in backfills for run in cluster.client.wait_backfill(backfill, RUN_TIMEOUT)]
     assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), runs
     a, b = (cluster.instance.get_run_record_by_id(r.run_id) for r in runs)
     assert a.start_time < b.end_time and b.start_time < a.end_time, "the two runs did not overlap"
