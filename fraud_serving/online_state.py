@@ -4,10 +4,10 @@
 transactions and returns their history features), chosen by ``FRAUDOPS_ONLINE_STATE`` (a
 ``redis://`` URL; ``memory``, the default, keeps the in-process store). Each card is a sorted set
 (score: the transaction's time in ms; member: its JSON ``[transaction id, merchant, amount,
-device]``). A request is one MULTI/EXEC transaction: for each transaction ``SET NX`` of its id
-(a client's retry is not added twice), ``ZADD`` of the new rows, drop of rows out of every
-window, then the read of its cards' rows. Redis runs transactions one at a time, so N workers
-see the transactions in one order, and the features are the core's `card_history_features` on
+device]``). A request is one Lua script (one round trip, atomic): for each transaction ``SET NX`` of
+its id (a client's retry is not added twice) and ``ZADD`` of its row, then for each card the drop
+of rows out of every window and the read of its rows. Redis runs scripts one at a time, so N
+workers see the transactions in one order, and the features are the core's `card_history_features` on
 those rows: what one worker alone computes.
 
 Merchant risk is not here: every worker reads the same daily `merchant_risk` file from storage.
@@ -35,6 +35,29 @@ BOOTSTRAP_CHUNK = 20_000
 BOOTSTRAP_WAIT_SECONDS = 300  # a worker waits this long for another one's bootstrap
 
 
+# A request, atomically: each new transaction id (SET NX; a retry fails it) adds its row, then
+# each card drops rows out of every window and returns its rows (member, score, ...).
+_REQUEST = """
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local floor, stale, keep, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+for i = 1, n do
+  local p = 7 + 4 * (i - 1)
+  if ARGV[p] == "0" or redis.call("SET", KEYS[i], 1, "NX", "EX", ttl) then
+    redis.call("ZADD", KEYS[n + tonumber(ARGV[p + 1])], ARGV[p + 3], ARGV[p + 2])
+  end
+end
+local out = {}
+for j = 1, m do
+  local card = KEYS[n + j]
+  redis.call("ZREMRANGEBYSCORE", card, "-inf", "(" .. stale)
+  redis.call("ZREMRANGEBYRANK", card, 0, -keep - 1)
+  out[j] = redis.call("ZRANGEBYSCORE", card, floor, "+inf", "WITHSCORES")
+end
+redis.call("SADD", KEYS[n + m + 1], unpack(ARGV, 7 + 4 * n, 6 + 4 * n + m))
+return out
+"""
+
+
 class DependencyUnavailable(Exception):
     """A service the API needs (the online state store) cannot be reached: 503, naming it."""
 
@@ -54,6 +77,7 @@ class RedisCardState:
         self.url = url
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self._request = self.redis.register_script(_REQUEST)  # one round trip per request (EVALSHA)
         self.bootstrapped_rows = 0
         self.bootstrapped_days: list[str] = []
         self.bootstrap_source: str | None = None
@@ -78,33 +102,17 @@ class RedisCardState:
         times = np.asarray(ts_ms, dtype="int64")
         tids = transaction_ids or [None] * n
         unique = list(dict.fromkeys(cards))
+        where = {card: k for k, card in enumerate(unique)}
         floor = int(times.min()) - KEEP_MS if n else 0
-        pipe = self.redis.pipeline(transaction=True)
-        for card, tid in zip(cards, tids, strict=True):
-            if tid is not None:
-                pipe.set(f"{PREFIX}seen:{card}:{tid}", 1, nx=True, ex=_SEEN_SECONDS)
+        keys = [f"{PREFIX}seen:{card}:{tid}" for card, tid in zip(cards, tids, strict=True)]
+        keys += [PREFIX + "card:" + card for card in unique] + [PREFIX + "cards"]
+        args: list = [n, len(unique), floor, floor - STALE_SLACK_MS, MAX_ROWS_PER_CARD, _SEEN_SECONDS]
+        for i, card in enumerate(cards):
+            tid = tids[i]
+            member = pydantic_core.to_json([tid or os.urandom(8).hex(), merchants[i], amounts[i], devices[i]])
+            args += [int(tid is not None), where[card] + 1, member, int(times[i])]
         try:
-            seen = pipe.execute() if any(t is not None for t in tids) else []
-        except self._errors as err:
-            raise DependencyUnavailable(f"online state {self.url}: {err}") from err
-        fresh = iter(seen)
-        rows: dict[str, dict[bytes, int]] = {}
-        for i, (card, tid) in enumerate(zip(cards, tids, strict=True)):
-            if tid is None or next(fresh):  # a retried id (SET NX failed) is not added again
-                member = pydantic_core.to_json(
-                    [tid or os.urandom(8).hex(), merchants[i], amounts[i], devices[i]]
-                )
-                rows.setdefault(card, {})[member] = int(times[i])
-        for card in unique:
-            key = PREFIX + "card:" + card
-            if card in rows:
-                pipe.zadd(key, rows[card])
-            pipe.zremrangebyscore(key, "-inf", f"({floor - STALE_SLACK_MS}")
-            pipe.zremrangebyrank(key, 0, -MAX_ROWS_PER_CARD - 1)
-            pipe.zrangebyscore(key, floor, "+inf", withscores=True)
-        pipe.sadd(PREFIX + "cards", *unique)
-        try:
-            held = [result for result in pipe.execute() if isinstance(result, list)]  # the reads, in order
+            held = self._request(keys=keys, args=[*args, *unique])
         except self._errors as err:
             raise DependencyUnavailable(f"online state {self.url}: {err}") from err
         return self._features(unique, held, cards, times, merchants, amounts, devices)
@@ -112,12 +120,13 @@ class RedisCardState:
     @staticmethod
     def _features(unique, held, cards, times, merchants, amounts, devices) -> dict[str, np.ndarray]:
         """The core's features on the cards' rows laid out as segments (one per card)."""
-        sizes = np.array([len(r) for r in held], dtype="int64")
+        sizes = np.array([len(r) // 2 for r in held], dtype="int64")  # [member, score, member, ...]
         seg_hi = np.cumsum(sizes)
         seg_lo = seg_hi - sizes
-        members = b"[" + b",".join(m for r in held for m, _ in r) + b"]"
+        members = b"[" + b",".join(m for r in held for m in r[0::2]) + b"]"
         decoded = pydantic_core.from_json(members) if sizes.sum() else []
-        row_times = np.fromiter((t for r in held for _, t in r), dtype="float64", count=int(sizes.sum()))
+        count = int(sizes.sum())
+        row_times = np.fromiter((float(t) for r in held for t in r[1::2]), dtype="float64", count=count)
         merchant_ids = [row[1] for row in decoded] + list(merchants)
         device_ids = [row[3] for row in decoded] + list(devices)
         merchant_codes, device_codes = _codes(merchant_ids), _codes(device_ids)

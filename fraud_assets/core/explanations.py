@@ -153,11 +153,16 @@ class FieldReasons:
                 top, picked = top[:, :k], picked[:, :k]
         flat = top.ravel()
         rows = np.repeat(np.arange(n), k)
-        values = np.empty(flat.size, dtype=object)
-        sentences = np.empty(flat.size, dtype=object)
-        for f in np.unique(flat).tolist():  # a pass per field, not per reason
-            at = np.flatnonzero(flat == f)
-            field = self.fields[f]
-            values[at] = these = list(map(shown(field), cols[field][rows[at]].tolist()))
-            sentences[at] = list(map(sentence(field), these))
-        return top, picked, values.tolist(), sentences.tolist()
+        values: list[Any] = [None] * flat.size
+        sentences: list[str] = [""] * flat.size
+        order = np.argsort(flat, kind="stable")  # the reasons field by field
+        bounds = np.flatnonzero(np.diff(flat[order])) + 1
+        for at in np.split(order, bounds) if flat.size else []:  # a pass per field, a value described once
+            field = self.fields[flat[at[0]]]
+            show, say, said = shown(field), sentence(field), {}
+            for i, raw in zip(at.tolist(), cols[field][rows[at]].tolist(), strict=True):
+                if raw not in said:
+                    value = show(raw)
+                    said[raw] = (value, say(value))
+                values[i], sentences[i] = said[raw]
+        return top, picked, values, sentences
