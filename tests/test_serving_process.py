@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,18 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fraud_assets.devservices import free_port
 from fraud_serving.testing import record_champion, stop_processes
 from tests.test_serving import SEED_BODY, home, world  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 KEY = {"X-API-Key": "process-key"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str):
