@@ -266,7 +266,7 @@ def main() -> None:
     )  # fmt: skip
     procs = [api]
     try:
-        wait_http(f"http://127.0.0.1:{api_port}/health", 120, lambda r: r.json()["status"] != "no_model")
+        wait_http(f"http://127.0.0.1:{api_port}/health", 300, lambda r: r.json()["status"] != "no_model")
         model = httpx.get(f"http://127.0.0.1:{api_port}/model").json()
         print(champion_line(model))
         print(f"load at start: {os.getloadavg()[0]:.1f}")
