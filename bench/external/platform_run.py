@@ -47,7 +47,7 @@ MAPPING = {
 LABEL_DELAY_DAYS = 7
 # --quick only (a smoke run on a few weeks of data): the tests' small tuning budget, and no
 # warm-up days left out of training. The benchmark runs train_models with its defaults.
-QUICK_TUNING = {"n_trials": 1, "timeout_seconds": 5.0, "imbalance_methods": ["class_weight"]}
+QUICK_TUNING = {"n_trials": 1, "imbalance_methods": ["class_weight"]}
 QUICK_WINDOW = {"warmup_days": 0}
 CANDIDATE_FIELDS = (
     "trials",
