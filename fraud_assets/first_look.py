@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import sys
 
 import dagster as dg
 import pandas as pd
 
+from fraud_assets.core.models.tuning import DEFAULT_GAP, DEFAULT_MIN_TRAIN_FRACTION
 from fraud_assets.core.settings import load_settings, record_first_day
 from fraud_assets.core.splitting import minimum_days_to_train
-from fraud_assets.core.training import train_candidate, tune
 from fraud_assets.definitions import defs as load_defs
 from fraud_assets.defs.training import TrainingWindowConfig  # defines no partitioned asset
 
@@ -42,13 +41,12 @@ def minimum_days() -> int:
     """The fewest days a first look can train on, from the defaults a training run uses: the
     training window's (warm-up, test share, gap) and the tuning folds' (gap, first cut)."""
     window = TrainingWindowConfig()
-    fold_gap = inspect.signature(train_candidate).parameters["gap"].default
     return minimum_days_to_train(
         warmup_days=window.warmup_days,
         test_fraction=window.test_fraction,
         gap_days=window.gap_days,
-        fold_gap_days=pd.Timedelta(fold_gap) / pd.Timedelta(days=1),
-        min_train_fraction=inspect.signature(tune).parameters["min_train_fraction"].default,
+        fold_gap_days=DEFAULT_GAP / pd.Timedelta(days=1),
+        min_train_fraction=DEFAULT_MIN_TRAIN_FRACTION,
     )
 
 

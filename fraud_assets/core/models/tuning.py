@@ -40,6 +40,9 @@ def fold_score(metric: str, y: np.ndarray, scores: np.ndarray, timestamps=None, 
 
 
 DEFAULT_GAP = pd.Timedelta("7D")
+# The first tuning fold trains on at least this share of the days (the training days a first
+# look needs depend on it: core.splitting.minimum_days_to_train).
+DEFAULT_MIN_TRAIN_FRACTION = 0.4
 
 # Boosted trees are tuned no deeper than this. Why: the scoring API explains every decision with
 # exact TreeSHAP, whose cost grows with leaves x depth, and its tables with 2^depth per leaf. On
@@ -54,7 +57,7 @@ def time_ordered_folds(
     timestamps: Any,
     n_folds: int = 3,
     gap: pd.Timedelta | str = DEFAULT_GAP,
-    min_train_fraction: float = 0.4,
+    min_train_fraction: float = DEFAULT_MIN_TRAIN_FRACTION,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prequential (expanding-window) folds over time, as positional ``(train_idx, val_idx)`` arrays.
 
@@ -207,7 +210,7 @@ def tune(
     metric: str = "average_precision",
     gap: pd.Timedelta | str = DEFAULT_GAP,
     n_folds: int = 3,
-    min_train_fraction: float = 0.4,
+    min_train_fraction: float = DEFAULT_MIN_TRAIN_FRACTION,
     random_state: int = 42,
     n_jobs: int | None = None,
     card_ids: Any = None,
