@@ -134,13 +134,21 @@ def protocol_test_rows(frame: pd.DataFrame, week: tuple[pd.Timestamp, pd.Timesta
     return np.concatenate(parts)
 
 
+RECENCY = "seconds_since_terminal_last_txn"  # not a platform feature: added to the matrix here
+
+
 def scores_of(train: pd.DataFrame, tests: list[pd.DataFrame], dropped: tuple[str, ...], seed: int):
     pre = FraudPreprocessor().fit(train)
     keep = [n for n in pre.feature_names_ if not _in_family(n, dropped)]
-    x = pre.transform(train)[keep]
+    extra = [RECENCY] if RECENCY in train and RECENCY not in dropped else []
+
+    def matrix(frame: pd.DataFrame) -> pd.DataFrame:
+        x = pre.transform(frame)[keep]
+        return x.assign(**{name: frame[name].to_numpy() for name in extra})
+
     clf = FraudClassifier("xgboost", calibration="none", imbalance_method="none", random_state=seed, **MODEL)
-    clf.fit(x, train[c.IS_FRAUD].astype(int).to_numpy())
-    return [clf.predict_proba(pre.transform(t)[keep])[:, 1] for t in tests], len(keep)
+    clf.fit(matrix(train), train[c.IS_FRAUD].astype(int).to_numpy())
+    return [clf.predict_proba(matrix(t))[:, 1] for t in tests], len(keep) + len(extra)
 
 
 def metrics_of(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
@@ -180,7 +188,7 @@ def run_dataset(name: str, seed: int, quick: bool, configs: list[tuple[str, tupl
         first = max(start, train_end - pd.Timedelta(days=TRAIN_DAYS))
         train = feats[(feats[c.TIMESTAMP] >= first) & (feats[c.TIMESTAMP] < train_end)]
         train = train[train[c.LABEL_KNOWN_AT] < now]
-        cols_drop = dropped if recency else (*dropped, "seconds_since_terminal_last_txn")
+        cols_drop = dropped if recency else (*dropped, RECENCY)
         t1 = time.perf_counter()
         all_scores, n_features = scores_of(train, tests, cols_drop, seed)
         per_week = [metrics_of(t, s) for t, s in zip(tests, all_scores, strict=True)]
@@ -205,9 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=["external", "own", "both"], default="both")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", type=int, default=0, help="run only the first N configurations")
+    parser.add_argument(
+        "--config", default=None, help="run only the configurations whose label contains this"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     configs = CONFIGS[: args.only] if args.only else CONFIGS
+    if args.config:
+        configs = [config for config in configs if args.config in config[0]]
     datasets = ["external", "own"] if args.dataset == "both" else [args.dataset]
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows = []
