@@ -63,8 +63,13 @@ endif
 serve: env
 	$(SERVE)
 
+# The suite runs on every core, up to four (pytest-xdist), one test file per worker: a file's
+# module fixtures (a trained champion, a started cluster) are built once, and the files that start
+# servers spend most of their time waiting, so the other core has work. TEST_WORKERS=0 runs it in
+# one process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 test: env
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --durations 15
 
 # The tests claim bit-identical results where two code paths do the same arithmetic, and argue
 # a tolerance elsewhere. That must not rest on Numba's compiler, on the core count or on the
@@ -74,9 +79,9 @@ test: env
 .PHONY: crosscheck
 CROSSCHECK_TESTS := tests/test_compiled_trees.py tests/test_card_state.py tests/test_features.py tests/test_serving.py
 crosscheck: env
-	NUMBA_DISABLE_JIT=1 $(VENV)/bin/pytest -q -p no:cacheprovider $(CROSSCHECK_TESTS)
+	NUMBA_DISABLE_JIT=1 $(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(CROSSCHECK_TESTS)
 	NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=12345 \
-		$(VENV)/bin/pytest -q -p no:cacheprovider $(CROSSCHECK_TESTS) tests/test_training.py
+		$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(CROSSCHECK_TESTS) tests/test_training.py
 
 lint: env
 	$(VENV)/bin/ruff check .
