@@ -15,7 +15,7 @@ import pytest
 from fraud_assets import first_look
 from fraud_assets.core import columns as c
 from fraud_assets.core.splitting import TRAIN
-from fraud_assets.core.training import train_candidate
+from fraud_assets.core.training import TuningPlan, train_candidate
 from fraud_assets.defs.training import SPLIT, TrainingWindowConfig, training_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +49,7 @@ def train_on(frame: pd.DataFrame):
         train[[c.AMOUNT]],
         train[c.IS_FRAUD],
         train[c.TIMESTAMP],
-        n_trials=1,
-        imbalance_methods=("class_weight",),
+        TuningPlan(n_trials=1, imbalance_methods=("class_weight",)),
     )
 
 

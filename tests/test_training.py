@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from fraud_assets.core.training import (
     Calibrator,
     FraudClassifier,
     NotFittedError,
+    TuningPlan,
     time_ordered_folds,
     train_candidate,
     tune,
@@ -331,28 +333,30 @@ def test_time_ordered_folds_respect_time_and_gap():
 
 def test_tune_respects_n_trials(problem):
     X_tr, y_tr, _, _, ts = problem
-    result = tune("lightgbm", X_tr, y_tr, ts.iloc[:3000], n_trials=3, gap="3D")
+    result = tune("lightgbm", X_tr, y_tr, ts.iloc[:3000], TuningPlan(n_trials=3, gap="3D"))
     assert len(result.trials) == 3 and (result.trials["state"] == "COMPLETE").all()
     assert result.imbalance_method in ("class_weight", "smote")
     assert result.best_score == result.trials["score"].max()  # the same float, copied
     assert {"n_estimators", "num_leaves", "learning_rate"} <= set(result.best_params)
     assert result.n_folds == 3 and result.elapsed_seconds > 0
     # Seeded: the same budget gives the same trials.
-    again = tune("lightgbm", X_tr, y_tr, ts.iloc[:3000], n_trials=3, gap="3D")
+    again = tune("lightgbm", X_tr, y_tr, ts.iloc[:3000], TuningPlan(n_trials=3, gap="3D"))
     assert again.trials["score"].tolist() == result.trials["score"].tolist()
 
 
 def test_model_selection_by_card_precision_at_100(problem):
     X_tr, y_tr, _, _, ts = problem
     cards = np.arange(len(X_tr)) % 400  # 400 cards, each with rows on many days
-    result = tune("xgboost", X_tr, y_tr, ts.iloc[:3000], n_trials=2, gap="3D",
-                  metric="card_precision_at_100", card_ids=cards, imbalance_methods=("class_weight",))  # fmt: skip
+    plan = TuningPlan(
+        n_trials=2, gap="3D", metric="card_precision_at_100", imbalance_methods=("class_weight",)
+    )
+    result = tune("xgboost", X_tr, y_tr, ts.iloc[:3000], plan, card_ids=cards)
     assert result.metric == "card_precision_at_100"
     # Each fold's figure is a mean over days of (fraudulent cards among the top) / (cards taken).
     best = result.trials.loc[result.trials["score"].idxmax()]
     assert all(0.0 <= s <= 1.0 for s in best["fold_scores"]) and best["score"] > 0
     with pytest.raises(ValueError, match="card id"):
-        tune("xgboost", X_tr, y_tr, ts.iloc[:3000], n_trials=1, gap="3D", metric="card_precision_at_100")
+        tune("xgboost", X_tr, y_tr, ts.iloc[:3000], replace(plan, n_trials=1))
 
 
 def test_the_budget_is_a_count_of_trials_whatever_the_speed(problem, monkeypatch):
@@ -360,7 +364,7 @@ def test_the_budget_is_a_count_of_trials_whatever_the_speed(problem, monkeypatch
     a search short, and then the result says so."""
     X_tr, y_tr, _, _, ts = problem
     args = ("logistic_regression", X_tr, y_tr, ts.iloc[:3000])
-    quick = tune(*args, n_trials=3, gap="3D")
+    quick = tune(*args, TuningPlan(n_trials=3, gap="3D"))
     real_fit = classifier_module.FraudClassifier.fit
 
     def slow_fit(self, *a, **kw):
@@ -368,22 +372,24 @@ def test_the_budget_is_a_count_of_trials_whatever_the_speed(problem, monkeypatch
         return real_fit(self, *a, **kw)
 
     monkeypatch.setattr(classifier_module.FraudClassifier, "fit", slow_fit)
-    slow = tune(*args, n_trials=3, cap_seconds=600.0, gap="3D")
+    slow = tune(*args, TuningPlan(n_trials=3, cap_seconds=600.0, gap="3D"))
     assert len(slow.trials) == slow.n_trials_requested == 3 and not slow.capped and slow.cap_note == ""
     assert slow.trials["score"].tolist() == quick.trials["score"].tolist()
     assert slow.best_params == quick.best_params
     # A cap shorter than a trial: the first trial runs, then the search stops and says why.
-    capped = tune(*args, n_trials=3, cap_seconds=1e-9, gap="3D")
+    capped = tune(*args, TuningPlan(n_trials=3, cap_seconds=1e-9, gap="3D"))
     assert len(capped.trials) == 1 and capped.capped and capped.n_trials_requested == 3
     assert "1 of 3 trials" in capped.cap_note and "machine" in capped.cap_note
-    _, report = train_candidate(*args, n_trials=2, cap_seconds=1e-9, gap="3D")
+    _, report = train_candidate(*args, TuningPlan(n_trials=2, cap_seconds=1e-9, gap="3D"))
     assert report["n_trials"] == 1 and report["n_trials_requested"] == 2 and report["tuning_capped"]
     assert report["tuning_cap_note"] == cap_note("logistic_regression", 1, 2, 1e-9)
-    for bad in (None, 0, 2.5, True):
+    for bad in (None, -1, 2.5, True):
         with pytest.raises(ValueError, match="whole number of trials"):
-            tune(*args, n_trials=bad)
+            TuningPlan(n_trials=bad)
+    with pytest.raises(ValueError, match="whole number of trials"):
+        tune(*args, TuningPlan(n_trials=0))  # 0 skips tuning in train_candidate; tune needs a trial
     with pytest.raises(ValueError, match="cap_seconds"):
-        tune(*args, n_trials=1, cap_seconds=0)
+        TuningPlan(n_trials=1, cap_seconds=0)
 
 
 def test_tune_applies_smote_inside_training_folds_only(problem, monkeypatch):
@@ -395,7 +401,11 @@ def test_tune_applies_smote_inside_training_folds_only(problem, monkeypatch):
     )
     folds = time_ordered_folds(ts.iloc[:3000], n_folds=3, gap="3D")
     tune(
-        "logistic_regression", X_tr, y_tr, ts.iloc[:3000], n_trials=2, imbalance_methods=("smote",), gap="3D"
+        "logistic_regression",
+        X_tr,
+        y_tr,
+        ts.iloc[:3000],
+        TuningPlan(n_trials=2, imbalance_methods=("smote",), gap="3D"),
     )
     assert sorted(set(seen)) == sorted({len(train) for train, _ in folds})
 
@@ -403,9 +413,15 @@ def test_tune_applies_smote_inside_training_folds_only(problem, monkeypatch):
 def test_tune_errors(problem):
     X_tr, y_tr, _, _, ts = problem
     with pytest.raises(ValueError, match="valid"):
-        tune("catboost", X_tr, y_tr, ts.iloc[:3000], n_trials=1)
+        tune("catboost", X_tr, y_tr, ts.iloc[:3000], TuningPlan(n_trials=1))
     with pytest.raises(ValueError, match="no time fold has fraud"):
-        tune("logistic_regression", X_tr, np.r_[y_tr[:100], np.zeros(2900, int)], ts.iloc[:3000], n_trials=1)
+        tune(
+            "logistic_regression",
+            X_tr,
+            np.r_[y_tr[:100], np.zeros(2900, int)],
+            ts.iloc[:3000],
+            TuningPlan(n_trials=1),
+        )
 
 
 def test_train_candidate(problem):
@@ -413,7 +429,7 @@ def test_train_candidate(problem):
     # Shuffle the rows: train_candidate puts them back in time order itself.
     order = np.random.default_rng(3).permutation(3000)
     clf, report = train_candidate(
-        "xgboost", X_tr.iloc[order], y_tr[order], ts.iloc[:3000].iloc[order], n_trials=2, gap="3D",
+        "xgboost", X_tr.iloc[order], y_tr[order], ts.iloc[:3000].iloc[order], TuningPlan(n_trials=2, gap="3D"),
         calibration="sigmoid", threshold_objective="recall", threshold_kwargs={"target_recall": 0.8},
     )  # fmt: skip
     assert clf.is_fitted and clf.threshold == report["threshold"]
@@ -422,7 +438,9 @@ def test_train_candidate(problem):
     assert report["train_window"][1] < report["holdout_window"][0]
     assert report["holdout_metrics"]["recall"] >= 0.8
     assert clf.evaluate(X_te, y_te)["auc_roc"] > 0.8
-    quick, quick_report = train_candidate("logistic_regression", X_tr, y_tr, ts.iloc[:3000], n_trials=0)
+    quick, quick_report = train_candidate(
+        "logistic_regression", X_tr, y_tr, ts.iloc[:3000], TuningPlan(n_trials=0)
+    )
     assert quick_report["tuning_score"] is None and quick.is_fitted
 
 

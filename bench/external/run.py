@@ -117,7 +117,7 @@ def run_seed(
             day_date(config, weeks[-1].test_end - 1),
         )
         with tempfile.TemporaryDirectory(prefix="fraudops-external-") as tmp:
-            workdir = (keep / f"seed{seed}") if keep else Path(tmp)
+            workdir = (keep.resolve() / f"seed{seed}") if keep else Path(tmp)  # Dagster wants absolute homes
             scores, report = score_with_platform(
                 transactions,
                 workdir,

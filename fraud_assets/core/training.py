@@ -15,6 +15,7 @@ from fraud_assets.core.models.classifier import (
 from fraud_assets.core.models.tuning import (
     DEFAULT_GAP,
     TUNING_METRICS,
+    TuningPlan,
     TuningResult,
     refit_on_latest_labels,
     search_space,
@@ -32,6 +33,7 @@ __all__ = [
     "Calibrator",
     "FraudClassifier",
     "NotFittedError",
+    "TuningPlan",
     "TuningResult",
     "refit_on_latest_labels",
     "search_space",

@@ -16,7 +16,7 @@ from fraud_assets.core.features import LOOKBACK_DAYS
 from fraud_assets.core.models.tuning import SERVING_MAX_DEPTH
 from fraud_assets.core.preprocessor import FraudPreprocessor
 from fraud_assets.core.splitting import TEST, TRAIN, assign_split, require_both_classes
-from fraud_assets.core.training import ALGORITHMS, train_candidate
+from fraud_assets.core.training import ALGORITHMS, TuningPlan, train_candidate
 from fraud_assets.defs.metadata import preview
 
 SPLIT = "split"
@@ -165,10 +165,12 @@ def _candidate(algorithm: str) -> dg.AssetsDefinition:
             preprocessor.transform(train),
             y_train,
             train[c.TIMESTAMP],
-            n_trials=config.n_trials,
-            cap_seconds=config.tuning_cap_seconds,
-            imbalance_methods=tuple(config.imbalance_methods),
-            metric=config.tuning_metric,
+            TuningPlan(
+                n_trials=config.n_trials,
+                cap_seconds=config.tuning_cap_seconds,
+                imbalance_methods=tuple(config.imbalance_methods),
+                metric=config.tuning_metric,
+            ),
             card_ids=train[c.CARD_ID].to_numpy(),
             calibration=config.calibration,
             threshold_objective=config.threshold_objective,

@@ -53,6 +53,42 @@ DEFAULT_MIN_TRAIN_FRACTION = 0.4
 SERVING_MAX_DEPTH = 5
 
 
+@dataclass(frozen=True)
+class TuningPlan:
+    """How a candidate is tuned: the budget, the search, the folds, the seed and the threads.
+
+    One value shared by ``tune`` and ``train_candidate`` (and built from the Dagster config in
+    one place), so a default lives once. ``n_trials`` is a count of Optuna trials (0 skips the
+    search in ``train_candidate``: default parameters, the first imbalance method);
+    ``cap_seconds`` is a safety cap only (see ``tune``). ``random_state`` and ``n_jobs`` also
+    apply to the candidate's final fit.
+    """
+
+    n_trials: int = 20
+    cap_seconds: float | None = None
+    imbalance_methods: tuple[str, ...] = ("class_weight", "smote")
+    metric: str = "average_precision"
+    gap: pd.Timedelta | str = DEFAULT_GAP
+    n_folds: int = 3
+    min_train_fraction: float = DEFAULT_MIN_TRAIN_FRACTION
+    random_state: int = 42
+    n_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        n = self.n_trials
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"n_trials must be a whole number of trials (0: no tuning), got {n!r}")
+        if self.cap_seconds is not None and not self.cap_seconds > 0:
+            raise ValueError(f"cap_seconds must be positive (or None for no cap), got {self.cap_seconds!r}")
+        if self.metric not in SELECTION_METRICS:
+            raise ValueError(f"unknown tuning metric {self.metric!r}; valid: {', '.join(SELECTION_METRICS)}")
+        bad = [m for m in self.imbalance_methods if m not in IMBALANCE_METHODS]
+        if bad or not self.imbalance_methods:
+            raise ValueError(
+                f"imbalance_methods must be among {', '.join(IMBALANCE_METHODS)}, got {self.imbalance_methods}"
+            )
+
+
 def time_ordered_folds(
     timestamps: Any,
     n_folds: int = 3,
@@ -203,50 +239,38 @@ def tune(
     X: pd.DataFrame,
     y: Any,
     timestamps: Any,
+    plan: TuningPlan = TuningPlan(),
     *,
-    n_trials: int = 20,
-    cap_seconds: float | None = None,
-    imbalance_methods: tuple[str, ...] = ("class_weight", "smote"),
-    metric: str = "average_precision",
-    gap: pd.Timedelta | str = DEFAULT_GAP,
-    n_folds: int = 3,
-    min_train_fraction: float = DEFAULT_MIN_TRAIN_FRACTION,
-    random_state: int = 42,
-    n_jobs: int | None = None,
     card_ids: Any = None,
 ) -> TuningResult:
     """Optuna TPE search (seeded) over ``search_space`` plus the imbalance method, on time folds.
 
     Each trial fits uncalibrated models on every fold's training rows (SMOTE, when chosen,
-    inside ``fit`` on those rows only) and scores the mean ``metric`` ("average_precision" or
-    "auc_roc"; "card_precision_at_100" with ``card_ids``) on the validation blocks. The budget is ``n_trials`` trials: the same data, seed
-    and budget give the same trials on any machine. ``cap_seconds`` is a safety cap only: no
-    trial starts after it (a running one finishes; the first always runs), and a search it cuts
-    short is marked ``capped``. Folds without fraud on both sides are skipped. ``n_jobs``: training threads per
-    fit (default ``TRAIN_THREADS``).
+    inside ``fit`` on those rows only) and scores the mean ``plan.metric`` ("average_precision"
+    or "auc_roc"; "card_precision_at_100" with ``card_ids``) on the validation blocks. The budget
+    is ``plan.n_trials`` trials: the same data, seed and budget give the same trials on any
+    machine. ``plan.cap_seconds`` is a safety cap only: no trial starts after it (a running one
+    finishes; the first always runs), and a search it cuts short is marked ``capped``. Folds
+    without fraud on both sides are skipped. ``plan.n_jobs``: training threads per fit (default
+    ``TRAIN_THREADS``).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
-    if metric not in SELECTION_METRICS:
-        raise ValueError(f"unknown tuning metric {metric!r}; valid: {', '.join(SELECTION_METRICS)}")
-    bad = [m for m in imbalance_methods if m not in IMBALANCE_METHODS]
-    if bad or not imbalance_methods:
-        raise ValueError(
-            f"imbalance_methods must be among {', '.join(IMBALANCE_METHODS)}, got {imbalance_methods}"
-        )
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int | np.integer) or n_trials < 1:
-        raise ValueError(f"n_trials must be a whole number of trials, at least 1, got {n_trials!r}")
-    if cap_seconds is not None and not cap_seconds > 0:
-        raise ValueError(f"cap_seconds must be positive (or None for no cap), got {cap_seconds!r}")
+    if plan.n_trials < 1:
+        raise ValueError(f"n_trials must be a whole number of trials, at least 1, got {plan.n_trials!r}")
+    n_trials, cap_seconds, random_state = plan.n_trials, plan.cap_seconds, plan.random_state
+    imbalance_methods, metric = plan.imbalance_methods, plan.metric
     y_arr = np.asarray(y).ravel().astype(np.int64)
     if len(X) != len(y_arr) or len(X) != len(timestamps):
         raise ValueError(f"X ({len(X)}), y ({len(y_arr)}) and timestamps ({len(timestamps)}) must be aligned")
     folds = _usable_folds(
-        time_ordered_folds(timestamps, n_folds, gap, min_train_fraction), y_arr, imbalance_methods
+        time_ordered_folds(timestamps, plan.n_folds, plan.gap, plan.min_train_fraction),
+        y_arr,
+        imbalance_methods,
     )
     ts_arr = np.asarray(timestamps)
     cards = None if card_ids is None else np.asarray(card_ids)
-    threads = {} if n_jobs is None else {"n_jobs": n_jobs}
+    threads = {} if plan.n_jobs is None else {"n_jobs": plan.n_jobs}
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial, algorithm)
@@ -316,28 +340,21 @@ def train_candidate(
     X_train: pd.DataFrame,
     y_train: Any,
     timestamps_train: Any,
+    plan: TuningPlan = TuningPlan(),
     *,
-    n_trials: int = 20,
-    cap_seconds: float | None = None,
-    imbalance_methods: tuple[str, ...] = ("class_weight", "smote"),
-    metric: str = "average_precision",
-    gap: pd.Timedelta | str = DEFAULT_GAP,
-    n_folds: int = 3,
     calibration: str = "isotonic",
     calibration_fraction: float = 0.2,
     threshold_objective: str = "f1",
     threshold_kwargs: dict[str, Any] | None = None,
-    random_state: int = 42,
-    n_jobs: int | None = None,
     card_ids: Any = None,
 ) -> tuple[FraudClassifier, dict[str, Any]]:
     """Tune, refit, calibrate and set the threshold: a candidate model ready to be evaluated.
 
     Rows are put in time order. The latest ``calibration_fraction`` of them is held out: the
-    model trains on the earlier rows with the tuned parameters, the calibrator and then the
-    threshold (``threshold_objective``, see ``metrics.threshold_for``) are fitted on the held-out
-    slice. ``n_trials=0`` skips tuning (default parameters, first imbalance method);
-    ``cap_seconds`` is the tuning's safety cap (see ``tune``).
+    model trains on the earlier rows with the tuned parameters (``plan``, see ``TuningPlan``),
+    the calibrator and then the threshold (``threshold_objective``, see ``metrics.threshold_for``)
+    are fitted on the held-out slice. ``plan.n_trials=0`` skips tuning (default parameters,
+    first imbalance method).
 
     Returns the fitted classifier and a report: params, imbalance method, tuning score and
     trials, whether the cap cut tuning short (``tuning_capped``, ``tuning_cap_note``), row
@@ -354,14 +371,10 @@ def train_candidate(
 
     started = time.perf_counter()
     tuning: TuningResult | None = None
-    if n_trials == 0:
-        kwargs: dict[str, Any] = {"imbalance_method": imbalance_methods[0]}
+    if plan.n_trials == 0:
+        kwargs: dict[str, Any] = {"imbalance_method": plan.imbalance_methods[0]}
     else:
-        tuning = tune(
-            algorithm, X_sorted, y_sorted, ts_sorted, n_trials=n_trials, cap_seconds=cap_seconds,
-            imbalance_methods=imbalance_methods, metric=metric, gap=gap, n_folds=n_folds,
-            random_state=random_state, n_jobs=n_jobs, card_ids=cards_sorted,
-        )  # fmt: skip
+        tuning = tune(algorithm, X_sorted, y_sorted, ts_sorted, plan, card_ids=cards_sorted)
         kwargs = tuning.classifier_kwargs()
     tuned_at = time.perf_counter()
 
@@ -370,9 +383,9 @@ def train_candidate(
         raise ValueError(f"calibration_fraction {calibration_fraction} leaves no rows on one side")
     X_fit, y_fit = X_sorted.iloc[:cut], y_sorted[:cut]
     X_hold, y_hold = X_sorted.iloc[cut:], y_sorted[cut:]
-    if n_jobs is not None:
-        kwargs["n_jobs"] = n_jobs
-    clf = FraudClassifier(algorithm, calibration=calibration, random_state=random_state, **kwargs)
+    if plan.n_jobs is not None:
+        kwargs["n_jobs"] = plan.n_jobs
+    clf = FraudClassifier(algorithm, calibration=calibration, random_state=plan.random_state, **kwargs)
     clf.fit(X_fit, y_fit, X_val=X_hold, y_val=y_hold)
     threshold = clf.optimize_threshold(X_hold, y_hold, metric=threshold_objective, **(threshold_kwargs or {}))
     fitted_at = time.perf_counter()
@@ -381,11 +394,11 @@ def train_candidate(
         "algorithm": algorithm,
         "params": clf.get_params(),
         "imbalance_method": clf.imbalance_method,
-        "tuning_metric": metric,
+        "tuning_metric": plan.metric,
         "tuning_score": tuning.best_score if tuning else None,
         "n_trials": len(tuning.trials) if tuning else 0,
-        "n_trials_requested": n_trials,
-        "tuning_cap_seconds": cap_seconds,
+        "n_trials_requested": plan.n_trials,
+        "tuning_cap_seconds": plan.cap_seconds,
         "tuning_capped": bool(tuning and tuning.capped),
         "tuning_cap_note": tuning.cap_note if tuning else "",
         "trials": tuning.trials if tuning else pd.DataFrame(),
