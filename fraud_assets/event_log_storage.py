@@ -18,6 +18,12 @@ way (events of several runs, run status events) goes through Dagster's one-event
 The instance's ``dagster.yaml`` names the class; constructing it turns Dagster's batching on for
 the process (``DAGSTER_EVENT_BATCH_SIZE``, unless already set: 0 turns it off), so every
 process that opens the instance (UI, daemon, run workers) batches without further setup.
+
+It uses Dagster internals (``prepare_insert_event``, ``run_connection``, the index writes), so
+it holds for the Dagster that pyproject.toml pins exactly; `tests/test_event_log_storage.py`
+stores the same runs through it and through Dagster's own storage and compares the records, so
+an upgrade that changes those internals fails there, not in a user's instance. A deployment on
+PostgreSQL (deploy/cluster) does not use it.
 """
 
 from __future__ import annotations
