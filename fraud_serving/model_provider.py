@@ -28,6 +28,7 @@ import numpy as np
 import pydantic_core
 
 from fraud_assets.core.bundle import ModelBundle
+from fraud_assets.core.columns import AMOUNT
 from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, plain_metadata
 from fraud_assets.core.explanations import FieldReasons
 from fraud_assets.core.models.compiled_trees import CompiledTrees
@@ -124,8 +125,11 @@ class ServedModel:
 
     @cached_property
     def field_reasons(self) -> FieldReasons:
-        """The model's columns grouped back into transaction fields, for reason codes."""
-        return FieldReasons.of(self.feature_names)
+        """The model's columns grouped back into transaction fields, for reason codes; amounts are
+        set against its training data's median amount (the preprocessor's value for a missing one)."""
+        names = list(self.preprocessor.feature_names_)
+        typical = float(self.preprocessor.fill_values_[names.index(AMOUNT)]) if AMOUNT in names else None
+        return FieldReasons.of(self.feature_names, typical)
 
     @cached_property
     def field_names_json(self) -> list[bytes]:
