@@ -16,7 +16,7 @@ from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.coalescing import Coalescer
 from fraud_serving.metrics import ServiceMetrics
 from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, ServedModel, instance_source
-from fraud_serving.online_state import RedisCardState
+from fraud_serving.online_state import RedisCardState, RedisMerchantRisk
 from fraud_serving.prediction_log import PredictionLogger
 from fraud_serving.schemas import ScoringOptions
 from fraud_serving.scoring import RISK_LEVELS, Scorer, ScoreResult
@@ -37,10 +37,11 @@ class Service:
         self.storage_error: str | None = None
         self.bootstrap = "off"  # the card history's start: off, loaded, empty or failed
         self.bootstrap_error: str | None = None
-        self.cards = (
-            CardState() if settings.online_state == "memory" else RedisCardState(settings.online_state)
-        )
-        self.merchants = MerchantRiskStore(self.storage)
+        if settings.online_state == "memory":
+            self.cards, self.merchants = CardState(), MerchantRiskStore(self.storage)
+        else:  # card history and merchant risk in Redis, shared by every worker
+            self.cards = RedisCardState(settings.online_state)
+            self.merchants = RedisMerchantRisk(self.storage, self.cards)
         self.scorer = Scorer(self.cards, self.merchants)
         # `/predict` transactions parsed in the same event-loop turn are scored in one call
         self.singles = Coalescer(
