@@ -1,7 +1,8 @@
 """The scoring service's moving parts (settings, model, card state, prediction log, metrics),
 created once per app and shared by the routers through `dependencies.get_service`.
 
-New: moved out of app.py (the create_app closure), with the scoring bookkeeping.
+New: moved out of app.py (the create_app closure), with the scoring bookkeeping. Grew by 10
+lines: one BLAS/OpenMP thread per worker, and merchant risk in Redis with the card history.
 """
 
 from __future__ import annotations
