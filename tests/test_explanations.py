@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fraud_assets.core.explanations import CARD_AVERAGE, CARD_COUNT, FieldReasons
+from fraud_assets.core.explanations import CARD_AVERAGE, CARD_COUNT, FieldReasons, describe, shown
 
 NAMES = ["amount", "amount_log", "hour_of_day", CARD_COUNT, CARD_AVERAGE]
 
@@ -35,3 +35,30 @@ def test_an_amount_is_said_against_the_card_history_or_else_the_models_median():
     assert (
         FieldReasons.of(NAMES).explain(contributions, cols, 1)[3][2] == "amount is 899.99"
     )  # no median known
+
+
+def test_each_reason_shows_and_says_its_own_value():
+    """Values described once per distinct value land on every reason that has them."""
+    names = [
+        "hour_of_day",
+        "merchant_category=electronics",
+        "merchant_category=grocery",
+        "is_online",
+        CARD_COUNT,
+    ]
+    reasons = FieldReasons.of(names)
+    rng = np.random.default_rng(0)
+    n = 300
+    cols = {
+        "hour_of_day": rng.integers(0, 24, n).astype(float),
+        "merchant_category": rng.choice(["electronics", "grocery", "travel"], n).astype(object),
+        "is_online": rng.integers(0, 2, n).astype(float),
+        CARD_COUNT: rng.integers(0, 5, n).astype(float),
+    }
+    top, _, values, sentences = reasons.explain(rng.normal(size=(n, len(names))), cols, 3)
+    assert len(values) == len(sentences) == 3 * n
+    for j, row, value, said in zip(top.ravel(), np.repeat(np.arange(n), 3), values, sentences, strict=True):
+        field = reasons.fields[j]
+        raw = cols[field][row]
+        assert value == shown(field)(raw) and type(value) is type(shown(field)(raw))
+        assert said == describe(field, raw)

@@ -173,30 +173,38 @@ class FieldReasons:
                 top, picked = top[:, :k], picked[:, :k]
         flat = top.ravel()
         rows = np.repeat(np.arange(n), k)
-        values: list[Any] = [None] * flat.size
-        sentences: list[str] = [""] * flat.size
+        values, sentences = np.empty(flat.size, dtype=object), np.empty(flat.size, dtype=object)
         order = np.argsort(flat, kind="stable")  # the reasons field by field
         bounds = np.flatnonzero(np.diff(flat[order])) + 1
-        for at in np.split(order, bounds) if flat.size else []:  # a pass per field, a value described once
+        for at in np.split(order, bounds) if flat.size else []:  # a pass per field
             field = self.fields[flat[at[0]]]
             if field == c.AMOUNT:  # said against the card's history: each row its own sentence
-                self._amounts(at.tolist(), rows[at], cols, values, sentences)
+                values[at], sentences[at] = self._amounts(rows[at], cols)
                 continue
-            show, say, said = shown(field), sentence(field), {}
-            for i, raw in zip(at.tolist(), cols[field][rows[at]].tolist(), strict=True):
-                if raw not in said:
-                    value = show(raw)
-                    said[raw] = (value, say(value))
-                values[i], sentences[i] = said[raw]
-        return top, picked, values, sentences
+            # each distinct value described once (no Python step per reason: 3,000 in a batch)
+            distinct, which = np.unique(cols[field][rows[at]], return_inverse=True)
+            show, say = shown(field), sentence(field)
+            described = [show(raw) for raw in distinct.tolist()]
+            values[at] = _objects(described)[which]
+            sentences[at] = _objects([say(value) for value in described])[which]
+        return top, picked, values.tolist(), sentences.tolist()
 
-    def _amounts(
-        self, at: list[int], rows: np.ndarray, cols: Mapping[str, np.ndarray], values, sentences
-    ) -> None:
-        """The amount reasons' values and sentences (`amount_sentence`), at ``at`` of the flat lists."""
+    def _amounts(self, rows: np.ndarray, cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The values and sentences (`amount_sentence`) of amount reasons on these rows."""
         unknown = np.full(len(rows), np.nan)
         context = [
             cols[name][rows] if name in cols else unknown for name in (c.AMOUNT, CARD_COUNT, CARD_AVERAGE)
         ]
-        for i, amount, count, average in zip(at, *(part.tolist() for part in context), strict=True):
-            values[i], sentences[i] = amount, amount_sentence(amount, count, average, self.typical_amount)
+        amounts, counts, averages = (part.tolist() for part in context)
+        said = [
+            amount_sentence(*known, self.typical_amount)
+            for known in zip(amounts, counts, averages, strict=True)
+        ]
+        return _objects(amounts), _objects(said)
+
+
+def _objects(items: list) -> np.ndarray:
+    """A list as a 1-d object array (``np.array`` would make a list of lists 2-d)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
