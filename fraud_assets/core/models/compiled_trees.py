@@ -160,7 +160,7 @@ class CompiledTrees:
         at once, then each group's pattern, margin and table values (see `_table_block`)."""
         xt = self._prepare(x, features_as_rows=True)
         block = max(1, min(xt.shape[1], TABLE_BLOCK_ROWS))
-        # a block's decision patterns: a byte each, unless a group has more than 8 decisions
+        # a block's decisions and patterns: a byte each, unless a group has more than 8 decisions
         wide = np.diff(self.group_offset).max(initial=0) > 8  # (deep trees' paths)
         margin, out = _table_pass(
             xt, np.zeros(block, np.int32 if wide else np.uint8), with_contributions, self.tree_nodes,
@@ -302,7 +302,7 @@ def _table_pass(xt, pattern, with_contributions, tree_nodes, tree_groups, featur
     out = np.zeros((xt.shape[0] if with_contributions else 0, xt.shape[1]))
     margin = np.full(xt.shape[1], base)
     block = pattern.shape[0]
-    goes_left = np.zeros((_widest_tree(tree_nodes), block), dtype=np.uint8)
+    goes_left = np.zeros((_widest_tree(tree_nodes), block), dtype=pattern.dtype)  # bits shift in their type
     for lo in range(0, xt.shape[1], block):
         hi = min(xt.shape[1], lo + block)
         _table_block(xt, out, margin, lo, hi, goes_left, pattern, with_contributions, tree_nodes, tree_groups,
