@@ -147,7 +147,8 @@ def _wait_ready(base: str, proc: subprocess.Popen) -> None:
 @pytest.mark.timeout(1500)
 def test_two_workers_and_a_restart_give_one_worker_s_history(world, tmp_path, shared_home, redis_url):  # noqa: F811
     """Two uvicorn processes sharing Redis, a card's transactions alternating between them, then
-    both restarted: every answer's history features are those one worker alone computes."""
+    both restarted: every answer's history and merchant risk features are those one worker alone
+    computes."""
     live = world["live"]
     busiest = live[c.CARD_ID].value_counts().index[:6]  # cards with many transactions
     rows = list(live[live[c.CARD_ID].isin(busiest)].head(120).itertuples())
@@ -180,6 +181,8 @@ def test_two_workers_and_a_restart_give_one_worker_s_history(world, tmp_path, sh
         finally:
             stop_processes(*procs)
     log.close()
+    shared = [*HISTORY, *(name for name in MERCHANT_FEATURES if name in expected[0])]  # merchant risk too
+    assert len(shared) > len(HISTORY)  # the model takes merchant risk features
     for i, (one, two) in enumerate(zip(expected, got, strict=True)):
-        assert {k: two[k] for k in HISTORY} == {k: one[k] for k in HISTORY}, (i, bodies[i]["card_id"])
+        assert {k: two[k] for k in shared} == {k: one[k] for k in shared}, (i, bodies[i]["card_id"])
     assert any(one["transactions_last_24h"] for one in expected)  # the history is not empty
