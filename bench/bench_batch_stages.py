@@ -154,7 +154,7 @@ async def post(app, path: str, query: str, body: bytes) -> tuple[int, bytes]:
 
 def main() -> None:
     os.environ.setdefault("DAGSTER_HOME", str(ROOT))
-    os.chdir(os.environ["DAGSTER_HOME"])  # relative locations and .env are the instance's project's
+    os.chdir(ROOT)  # as the API: relative locations and .env are the project root's
     settings = load_settings()
     record = latest_champion(dg.DagsterInstance.get())
     if record is None:
