@@ -115,7 +115,7 @@ class ServiceMetrics:
         self.cards = Gauge("fraudops_card_state_cards", "Cards held in the history state", registry=r)
         self.internal_errors = Counter(
             "fraudops_internal_errors",
-            "Requests that failed inside the service (answered 503)",
+            "Requests that failed inside the service (answered 500 with an error id)",
             ["endpoint"],
             registry=r,
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,6 +27,7 @@ import numpy as np
 import pydantic_core
 
 from fraud_assets.core.bundle import ModelBundle
+from fraud_assets.core.columns import AMOUNT
 from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, plain_metadata
 from fraud_assets.core.explanations import FieldReasons
 from fraud_assets.core.models.compiled_trees import CompiledTrees
@@ -124,8 +124,11 @@ class ServedModel:
 
     @cached_property
     def field_reasons(self) -> FieldReasons:
-        """The model's columns grouped back into transaction fields, for reason codes."""
-        return FieldReasons.of(self.feature_names)
+        """The model's columns grouped back into transaction fields, for reason codes; amounts are
+        set against its training data's median amount (the preprocessor's value for a missing one)."""
+        names = list(self.preprocessor.feature_names_)
+        typical = float(self.preprocessor.fill_values_[names.index(AMOUNT)]) if AMOUNT in names else None
+        return FieldReasons.of(self.feature_names, typical)
 
     @cached_property
     def field_names_json(self) -> list[bytes]:
@@ -135,10 +138,6 @@ class ServedModel:
     def feature_names_json(self) -> list[bytes]:
         """The feature names as JSON strings, for the reason codes of responses."""
         return [pydantic_core.to_json(name) for name in self.feature_names]
-
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated fraud probabilities (= ``FraudClassifier.predict_proba_fast``)."""
-        return self.runtime.predict(x, "none")[0]
 
     def predict(self, x: np.ndarray, reasons: str = "exact") -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and, unless ``reasons`` is "none", per-feature contributions."""
@@ -230,7 +229,7 @@ class ServedModel:
             cols: dict[str, np.ndarray] = {col: np.full(n, np.nan) for col in self.numeric_inputs}
             cols.update({col: np.full(n, None, dtype=object) for col in self.categorical_inputs})
             x = self.preprocessor.transform_columns(cols)
-            self.probabilities(x)
+            self.predict(x, "none")
             served = self.contributions(x)
             self.contributions(x, "approx")
             top_contributions(served, 3)
@@ -346,9 +345,3 @@ class ModelProvider:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-
-    def wait_for_model(self, timeout: float) -> ServedModel | None:
-        deadline = time.monotonic() + timeout
-        while self.current is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.current

@@ -10,9 +10,15 @@ of rows out of every window and the read of its rows. Redis runs scripts one at 
 workers see the transactions in one order, and the features are the core's `card_history_features` on
 those rows: what one worker alone computes.
 
-Merchant risk is not here: every worker reads the same daily `merchant_risk` file from storage.
+Merchant risk is here too (`RedisMerchantRisk`): the daily `merchant_risk` snapshot is published
+once into Redis (a hash per day, merchant -> its features; the first worker to find a newer day
+writes it in one script, the others find it there), and the request's script reads the current
+day's features of its merchants in the same round trip. So every worker and replica scores with
+the same snapshot, and they switch to a new day together, at one script; with the in-process
+store each worker reads the file itself, and two workers could answer from two days for a poll.
 
-New (issue 14): the Redis store; the in-process one is unchanged.
+New (issue 14): the Redis store; the in-process one is unchanged. Grew by ~70 lines for merchant
+risk (`RedisMerchantRisk`, the publication script): one snapshot for every worker needs Redis.
 """
 
 from __future__ import annotations
@@ -24,15 +30,24 @@ import time
 import numpy as np
 import pydantic_core
 
-from fraud_assets.core.features import LOOKBACK_DAYS, card_history_features
+from fraud_assets.core.features import LOOKBACK_DAYS, MERCHANT_FEATURES, card_history_features
 from fraud_assets.core.storage import Location
-from fraud_serving.card_state import KEEP_MS, MAX_ROWS_PER_CARD, STALE_SLACK_MS, recent_history
+from fraud_serving.card_state import (
+    KEEP_MS,
+    MAX_ROWS_PER_CARD,
+    STALE_SLACK_MS,
+    MerchantRiskStore,
+    recent_history,
+)
 
 log = logging.getLogger("fraud_serving.state")
 PREFIX = "fraudops:"
 _SEEN_SECONDS = (KEEP_MS + STALE_SLACK_MS) // 1000  # how long a transaction id is remembered
 BOOTSTRAP_CHUNK = 20_000
 BOOTSTRAP_WAIT_SECONDS = 300  # a worker waits this long for another one's bootstrap
+RISK_DAY = PREFIX + "merchant_risk_day"  # the day of the merchant risk snapshot every worker reads
+RISK_HASH = PREFIX + "merchant_risk:"  # + day: that snapshot, merchant id -> its features (JSON)
+_PRIOR = "\x00prior"  # the merchant-risk field of merchants the snapshot does not know (no id has it)
 
 
 # A request, atomically: each new transaction id (SET NX; a retry fails it) adds its row, then
@@ -54,8 +69,25 @@ for j = 1, m do
   out[j] = redis.call("ZRANGEBYSCORE", card, floor, "+inf", "WITHSCORES")
 end
 redis.call("SADD", KEYS[n + m + 1], unpack(ARGV, 7 + 4 * n, 6 + 4 * n + m))
+local day = redis.call("GET", KEYS[n + m + 2])  -- merchant risk: the current snapshot's rows
+if day then
+  out[m + 1] = day
+  out[m + 2] = redis.call("HMGET", "RISK_HASH" .. day, unpack(ARGV, 7 + 4 * n + m, #ARGV))
+end
 return out
-"""
+""".replace("RISK_HASH", RISK_HASH)
+
+# A snapshot's publication, atomically: unless the current day is as new, the day's hash is
+# written and becomes current, and the previous day's goes. Returns the current day.
+_PUBLISH = """
+local current = redis.call("GET", KEYS[1])
+if current and current >= ARGV[1] then return current end
+redis.call("DEL", KEYS[2])
+for i = 2, #ARGV, 2 do redis.call("HSET", KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call("SET", KEYS[1], ARGV[1])
+if current then redis.call("DEL", "RISK_HASH" .. current) end
+return ARGV[1]
+""".replace("RISK_HASH", RISK_HASH)
 
 
 class DependencyUnavailable(Exception):
@@ -78,10 +110,12 @@ class RedisCardState:
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._request = self.redis.register_script(_REQUEST)  # one round trip per request (EVALSHA)
+        self._publish = self.redis.register_script(_PUBLISH)
         self.bootstrapped_rows = 0
         self.bootstrapped_days: list[str] = []
         self.bootstrap_source: str | None = None
         self.bootstrap_skipped: list[str] = []
+        self.merchant_risk_day: str | None = None  # of the snapshot the last request read
 
     def __len__(self) -> int:
         try:
@@ -105,17 +139,42 @@ class RedisCardState:
         where = {card: k for k, card in enumerate(unique)}
         floor = int(times.min()) - KEEP_MS if n else 0
         keys = [f"{PREFIX}seen:{card}:{tid}" for card, tid in zip(cards, tids, strict=True)]
-        keys += [PREFIX + "card:" + card for card in unique] + [PREFIX + "cards"]
+        keys += [PREFIX + "card:" + card for card in unique] + [PREFIX + "cards", RISK_DAY]
+        shops = list(dict.fromkeys(merchants))
         args: list = [n, len(unique), floor, floor - STALE_SLACK_MS, MAX_ROWS_PER_CARD, _SEEN_SECONDS]
         for i, card in enumerate(cards):
             tid = tids[i]
             member = pydantic_core.to_json([tid or os.urandom(8).hex(), merchants[i], amounts[i], devices[i]])
             args += [int(tid is not None), where[card] + 1, member, int(times[i])]
-        try:
-            held = self._request(keys=keys, args=[*args, *unique])
+        try:  # the merchants' rows, then the prior (a merchant the snapshot does not know)
+            held = self._request(keys=keys, args=[*args, *unique, *shops, _PRIOR])
         except self._errors as err:
             raise DependencyUnavailable(f"online state {self.url}: {err}") from err
-        return self._features(unique, held, cards, times, merchants, amounts, devices)
+        out = self._features(unique, held[: len(unique)], cards, times, merchants, amounts, devices)
+        if len(held) > len(unique):  # a published merchant risk snapshot
+            *rows, prior = held[-1]
+            table = np.array(
+                pydantic_core.from_json(b"[" + b",".join(r or prior for r in rows) + b"]"), "float64"
+            )
+            where = {shop: k for k, shop in enumerate(shops)}
+            picked = table[[where[shop] for shop in merchants]]
+            out.update(zip(MERCHANT_FEATURES, picked.T, strict=True))
+            self.merchant_risk_day = held[-2].decode()
+        return out
+
+    def publish_merchant_risk(self, day: str, snapshot) -> str:
+        """Publish a `MerchantRiskSnapshot` as of ``day`` unless Redis holds one as new; the day
+        every worker now reads."""
+        index, table = snapshot._table
+        rows = [pydantic_core.to_json(column, inf_nan_mode="null") for column in table.T.tolist()]
+        args = [day, _PRIOR, rows[-1]]  # the last column: the prior of unknown merchants
+        for merchant, at in index.items():
+            args += [merchant, rows[at]]
+        keys = [RISK_DAY, RISK_HASH + day]
+        try:
+            return self._publish(keys=keys, args=args).decode()
+        except self._errors as err:
+            raise DependencyUnavailable(f"online state {self.url}: {err}") from err
 
     @staticmethod
     def _features(unique, held, cards, times, merchants, amounts, devices) -> dict[str, np.ndarray]:
@@ -185,3 +244,24 @@ class RedisCardState:
                 pipe.set(f"{PREFIX}seen:{card}:{tid}", 1, nx=True, ex=_SEEN_SECONDS)
         pipe.sadd(PREFIX + "cards", *set(cards))
         pipe.execute()
+
+
+class RedisMerchantRisk(MerchantRiskStore):
+    """`MerchantRiskStore` whose snapshot every worker reads from Redis (see the module
+    docstring): ``refresh`` publishes a newer daily file there; requests get its features from
+    `RedisCardState.remember`, in their round trip."""
+
+    def __init__(self, storage: Location, state: RedisCardState) -> None:
+        super().__init__(storage)
+        self.state = state
+
+    def refresh(self) -> bool:
+        newer = super().refresh()
+        if newer:
+            try:
+                served = self.state.publish_merchant_risk(self.day, self.snapshot)
+            except DependencyUnavailable as err:
+                self.day, self.error = None, str(err)  # published at the next poll
+                return False
+            log.info("merchant risk in %s: %s (read %s)", self.state.url, served, self.day)
+        return newer

@@ -24,7 +24,6 @@ The monitoring stage reads it with `fraud_assets.core.prediction_log.read_predic
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import math
@@ -240,7 +239,3 @@ def _sanitize(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_sanitize(v) for v in value]
     return _clean(value)
-
-
-def utc_now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")

@@ -163,7 +163,7 @@ class Scorer:
             _column(picked, "transaction_id"),  # a retried transaction is not added twice
         )
         snapshot = self.merchants.snapshot
-        if snapshot is not None:
+        if snapshot is not None and MERCHANT_FEATURES[0] not in out:  # Redis's came with the history
             out.update(snapshot.lookup(merchants))
         if NO_MERCHANT in merchants:
             no_merchant = np.array([m == NO_MERCHANT for m in merchants])

@@ -51,13 +51,19 @@ def test_margin_and_shap_equal_xgboost(depth):
     proba_tol = margin_tol / 4 + half_ulp(1.0, np.float32)
     np.testing.assert_allclose(trees.proba(rows), booster.predict(dmat), rtol=0, atol=proba_tol)
     # The TreeSHAP pass's margin, the walk's and the Saabas walk's: the same float64 leaf values
-    # added to the base margin in tree order, whatever the kernel (serial, threaded, few rows).
+    # added to the base margin in tree order, whatever the kernel (table pass, walk, few rows).
     explained, contributions = trees.explain(rows)
     walked, saabas = trees.approximate(rows)
-    np.testing.assert_array_equal(explained, trees.margin(rows))
+    np.testing.assert_array_equal(explained, trees.margin(rows))  # the table pass without contributions
     np.testing.assert_array_equal(walked, trees.margin(rows))
-    # One row at a time and a few dozen (the serial kernels) equal the batch (the threaded ones)
-    # bit for bit: every row's sums take the same terms in the same order in each kernel.
+    np.testing.assert_array_equal(walked[:20], trees.margin(rows[:20]))  # the tree walk
+    # One row at a time, a few dozen and blocks of any size equal the batch bit for bit: every
+    # row's sums take the same terms in the same order in each kernel.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiled_trees, "TABLE_BLOCK_ROWS", 37)  # 800 rows: 21 blocks and a remainder
+        np.testing.assert_array_equal(trees.explain(rows)[1], contributions)
+        np.testing.assert_array_equal(trees.explain(rows)[0], explained)
+        np.testing.assert_array_equal(trees.margin(rows), explained)
     for i in (0, 7, 501):
         np.testing.assert_array_equal(trees.contributions(rows[i]), contributions[i : i + 1])
         np.testing.assert_array_equal(trees.margin(rows[i : i + 1]), trees.margin(rows)[i : i + 1])

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.features import MERCHANT_FEATURES, MerchantRiskSnapshot
 from fraud_serving.card_state import CardState
-from fraud_serving.online_state import RedisCardState
-from fraud_serving.testing import free_port, redis_server, stop_processes
-from tests.test_serving import body_of, make_client, shared_home, world  # noqa: F401  (fixtures)
+from fraud_serving.online_state import RISK_DAY, RedisCardState, RedisMerchantRisk
+from fraud_serving.testing import free_port, redis_server, stop_processes, write_storage
+from tests.test_serving import HISTORY_DAYS, body_of, make_client, shared_home, world  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = [f"{k}_last_{w}" for k in ("transactions", "total_amount") for w in ("1h", "24h", "7d", "30d")] + [
@@ -68,6 +70,48 @@ def test_redis_gives_the_in_process_store_s_features(world, redis_url, tmp_path)
     assert again.bootstrap(world["storage"]) == shared.bootstrapped_rows
 
 
+def test_workers_read_one_merchant_risk_snapshot_and_switch_together(world, redis_url, tmp_path):  # noqa: F811
+    """Two workers, each with its own view of storage: the first snapshot is published once and
+    both read it; when a newer day reaches one worker only, both read that day from the next
+    request on (the other has not even seen its file), and an older file cannot take it back."""
+    frame = world["frame"]
+    days = sorted(frame[c.TIMESTAMP].dt.date.unique())
+    first, second = days[HISTORY_DAYS - 2], days[HISTORY_DAYS - 1]
+    roots = [write_storage(frame, tmp_path / name, days=[first]) for name in ("a", "b")]
+    workers = [
+        (state, RedisMerchantRisk(root, state)) for root in roots for state in [RedisCardState(redis_url)]
+    ]
+    assert [risk.refresh() for _, risk in workers] == [True, True]  # each read it; the 2nd found it published
+    rows = world["live"].head(50)
+    merchants = [*rows[c.MERCHANT_ID].tolist()[:-1], "a merchant never seen"]
+
+    def merchant_features(state, shift: int) -> np.ndarray:
+        out = state.remember(
+            rows[c.CARD_ID].tolist(), rows[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64") + shift,
+            merchants, rows[c.AMOUNT].tolist(), [None] * len(rows), None,
+        )  # fmt: skip
+        return np.array([out[name] for name in MERCHANT_FEATURES])
+
+    def snapshot(day) -> np.ndarray:
+        as_of = MerchantRiskSnapshot.compute(frame, pd.Timestamp(day) + pd.Timedelta(days=1)).lookup(
+            merchants
+        )
+        return np.array([as_of[name] for name in MERCHANT_FEATURES])
+
+    expected_first, expected_second = snapshot(first), snapshot(second)
+    assert not np.array_equal(expected_first, expected_second)  # a day moves the features
+    for k, (state, _) in enumerate(workers):  # the same features: a JSON round trip of float64
+        np.testing.assert_array_equal(merchant_features(state, k), expected_first)
+        assert state.merchant_risk_day == str(first)
+    write_storage(frame, roots[0], days=[second])  # the new day reaches worker a only
+    assert workers[0][1].refresh() and not workers[1][1].refresh()
+    for k, (state, _) in enumerate(workers):
+        np.testing.assert_array_equal(merchant_features(state, 10 + k), expected_second)
+        assert state.merchant_risk_day == str(second)
+    late = RedisMerchantRisk(roots[1], RedisCardState(redis_url))  # a worker starting on the old file
+    assert late.refresh() and workers[0][0].redis.get(RISK_DAY).decode() == str(second)
+
+
 def test_redis_down_is_a_503_naming_it(world, tmp_path, shared_home):  # noqa: F811
     with redis_server() as url:
         client = make_client(world, tmp_path, shared_home[0], online_state=url)
@@ -103,7 +147,8 @@ def _wait_ready(base: str, proc: subprocess.Popen) -> None:
 @pytest.mark.timeout(1500)
 def test_two_workers_and_a_restart_give_one_worker_s_history(world, tmp_path, shared_home, redis_url):  # noqa: F811
     """Two uvicorn processes sharing Redis, a card's transactions alternating between them, then
-    both restarted: every answer's history features are those one worker alone computes."""
+    both restarted: every answer's history and merchant risk features are those one worker alone
+    computes."""
     live = world["live"]
     busiest = live[c.CARD_ID].value_counts().index[:6]  # cards with many transactions
     rows = list(live[live[c.CARD_ID].isin(busiest)].head(120).itertuples())
@@ -136,6 +181,8 @@ def test_two_workers_and_a_restart_give_one_worker_s_history(world, tmp_path, sh
         finally:
             stop_processes(*procs)
     log.close()
+    shared = [*HISTORY, *(name for name in MERCHANT_FEATURES if name in expected[0])]  # merchant risk too
+    assert len(shared) > len(HISTORY)  # the model takes merchant risk features
     for i, (one, two) in enumerate(zip(expected, got, strict=True)):
-        assert {k: two[k] for k in HISTORY} == {k: one[k] for k in HISTORY}, (i, bodies[i]["card_id"])
+        assert {k: two[k] for k in shared} == {k: one[k] for k in shared}, (i, bodies[i]["card_id"])
     assert any(one["transactions_last_24h"] for one in expected)  # the history is not empty
