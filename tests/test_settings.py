@@ -184,12 +184,14 @@ def test_the_api_reads_its_settings_when_it_starts(env, tmp_path):
 ENV_READ = re.compile(r"os\.(?:getenv\(|environ\.get\(|environ\[)\s*(\S+?)[,)\]]")
 
 
-OTHER_TOOLS_VARIABLES = ("DAGSTER_HOME", "PATH", "PYTHONPATH", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+OTHER_TOOLS_VARIABLES = (
+    "DAGSTER_HOME", "PATH", "PYTHONPATH", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "NUMBA_NUM_THREADS",
+)  # fmt: skip
 
 
 def test_only_the_settings_module_reads_fraudops_variables():
     """Every FRAUDOPS_ variable is read through fraud_assets/core/settings.py; other tools' own
-    variables (DAGSTER_HOME, PATH, PYTHONPATH, botocore's endpoint) may be read where they are needed."""
+    variables (DAGSTER_HOME, PATH, PYTHONPATH, botocore's endpoint, Numba's threads) may be read where they are needed."""
     readers = []
     for folder in ("fraud_assets", "fraud_serving", "bench"):
         for path in sorted((ROOT / folder).rglob("*.py")):

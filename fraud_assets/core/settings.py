@@ -270,8 +270,9 @@ class ServingSettings(BaseModel):
     online_state: str = _var(
         "FRAUDOPS_ONLINE_STATE",
         "memory",
-        "where the API keeps card history and retried transaction ids: `memory` (in the process) or a "
-        "`redis://host:port/db` URL shared by every worker and replica, kept across restarts",
+        "where the API keeps card history, retried transaction ids and the merchant risk snapshot it reads: "
+        "`memory` (in the process) or a `redis://host:port/db` URL shared by every worker and replica, kept "
+        "across restarts",
         pattern=r"^(memory|rediss?://.+)$",
     )
     model_runtime: Literal["compiled", "library"] = _var(
