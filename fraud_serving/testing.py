@@ -8,6 +8,9 @@ own code: bundles through `ModelBundle.save` and their records through `ModelBun
 (`fraud_assets.core.contract.partition_location`, as the Parquet IO manager writes them).
 
 `redis_server` starts the cluster profile's Redis (`fraud_assets.devservices`) for tests and bench.
+
+Grew by ~30 lines (issue 14): building the test champion through the pipeline's contract
+(`ModelBundle.record`, `record_metadata`) instead of a hand-made copy of it, and `redis_server`.
 """
 
 from __future__ import annotations
