@@ -47,18 +47,15 @@ ARGS = parse()
 if ARGS.threads:
     os.environ["NUMBA_NUM_THREADS"] = str(ARGS.threads)  # before Numba is imported
 
-import dagster as dg  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from bench_serving import bodies_from  # noqa: E402
+from bench_serving import bodies_from, what_make_run_built  # noqa: E402
 from run_all import skip  # noqa: E402
 
-from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, daily_partitions  # noqa: E402
 from fraud_assets.core.explanations import FieldReasons  # noqa: E402
-from fraud_assets.core.settings import load_settings  # noqa: E402
 from fraud_serving import responses, routers, scoring  # noqa: E402
 from fraud_serving.app import create_app  # noqa: E402
-from fraud_serving.model_provider import ServedModel, latest_champion  # noqa: E402
+from fraud_serving.model_provider import ServedModel  # noqa: E402
 from fraud_serving.settings import Settings  # noqa: E402
 
 SPENT: dict[str, list[float]] = defaultdict(list)  # stage -> CPU seconds of each call
@@ -153,17 +150,7 @@ async def post(app, path: str, query: str, body: bytes) -> tuple[int, bytes]:
 
 
 def main() -> None:
-    os.environ.setdefault("DAGSTER_HOME", str(ROOT))
-    os.chdir(ROOT)  # as the API: relative locations and .env are the project root's
-    settings = load_settings()
-    record = latest_champion(dg.DagsterInstance.get())
-    if record is None:
-        skip(
-            f"no champion_model in the Dagster instance at {os.environ['DAGSTER_HOME']}: run `make run` first"
-        )
-    days = daily_partitions(settings.location(settings.storage), VALIDATED_TRANSACTIONS)
-    if not days:
-        skip("no validated_transactions: run `make run` first")
+    settings, _, days = what_make_run_built()
     app = create_app(
         Settings(
             dagster_home=os.environ["DAGSTER_HOME"],

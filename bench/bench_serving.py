@@ -224,6 +224,23 @@ def two_workers_with_redis(args, env: dict, singles: list[dict], tp_bodies: list
             stop_processes(api)
 
 
+def what_make_run_built() -> tuple:
+    """``(settings, storage, validated days)`` of the project's own instance, the way the API sees
+    them (project root, its Dagster home); skips the benchmark when `make run` has not built them."""
+    os.environ.setdefault("DAGSTER_HOME", str(ROOT))
+    os.chdir(ROOT)  # as the API: relative locations and .env are the project root's
+    settings = load_settings()
+    storage = settings.location(settings.storage)
+    days = daily_partitions(storage, VALIDATED_TRANSACTIONS)
+    if not days:
+        skip(f"no validated_transactions in {storage}: run `make run` (or fraud_assets.first_look) first")
+    if latest_champion(dg.DagsterInstance.get()) is None:
+        skip(
+            f"no champion_model in the Dagster instance at {os.environ['DAGSTER_HOME']}: run `make run` first"
+        )
+    return settings, storage, days
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--singles", type=int, default=2000)
@@ -236,18 +253,8 @@ def main() -> None:
     args = parse_args(p, singles=50, seconds=1.0, batches=3, skip_mlflow=True)
     PORTS[:] = [int(port) for port in args.ports.split("-")]
 
-    os.environ.setdefault("DAGSTER_HOME", str(ROOT))
-    os.chdir(ROOT)  # as the API below: relative locations and .env are the project root's
-    settings = load_settings()
-    storage = settings.location(settings.storage)
-    days = daily_partitions(storage, VALIDATED_TRANSACTIONS)
+    settings, storage, days = what_make_run_built()
     feature_days = [path for _, path in daily_partitions(storage, "transaction_features")]
-    if not days:
-        skip(f"no validated_transactions in {storage}: run `make run` (or fraud_assets.first_look) first")
-    if latest_champion(dg.DagsterInstance.get()) is None:
-        skip(
-            f"no champion_model in the Dagster instance at {os.environ['DAGSTER_HOME']}: run `make run` first"
-        )
     last = days[-1][1].read_parquet().sort_values("timestamp", kind="stable").reset_index(drop=True)
     print(f"payload rows: {len(last)} transactions of {days[-1][0]}")
 

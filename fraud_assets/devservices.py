@@ -398,7 +398,7 @@ def celery_worker(name: str, env: Mapping[str, str], log: str) -> Service:
             "fraud_assets.celery_worker",
             "worker",
             "-Q",
-            "dagster",
+            "dagster",  # dagster-celery's default queue, where celery_executor sends the steps
             "-n",
             f"{name}@%h",
             "--concurrency",
@@ -514,6 +514,11 @@ class ClusterProfile:
     def state(self, *parts: str) -> str:
         return os.path.join(os.path.abspath(os.path.join(self.cwd, self.settings.state_dir)), *parts)
 
+    @property
+    def postgres_dir(self) -> str:
+        """PostgreSQL's data folder: ``postgres_data``, else ``<state dir>/postgres``."""
+        return self.postgres_data or self.state("postgres")
+
     def port_of(self, url: str | None, what: str) -> int:
         port = urlsplit(url or "").port
         if port is None:
@@ -553,7 +558,7 @@ def cluster_services(profile: ClusterProfile) -> list[Service]:
     mlflow_env = {**env, "MLFLOW_S3_ENDPOINT_URL": s.s3_endpoint_url}
     workspace = workspace_file(profile.state("workspace.yaml"), profile.code_server_port, host)
     services = [
-        postgres(pg, profile.postgres_data or profile.state("postgres"), (pg.database, "mlflow"), profile.log("postgresql")),
+        postgres(pg, profile.postgres_dir, (pg.database, "mlflow"), profile.log("postgresql")),
         s3(profile.port_of(s.s3_endpoint_url, "FRAUDOPS_S3_ENDPOINT_URL"), profile.buckets(), host, profile.log("s3")),
         redis(profile.port_of(s.celery_broker_url, "FRAUDOPS_CELERY_BROKER_URL"), host, profile.log("redis")),
         mlflow_server(profile.port_of(s.mlflow_tracking_uri, "FRAUDOPS_MLFLOW_TRACKING_URI"), pg.url("mlflow"), artifacts, mlflow_env, host, profile.log("mlflow")),

@@ -358,7 +358,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     # The local S3 server keeps objects in memory only: each start begins with an empty store,
     # so PostgreSQL (runs, materializations, MLflow's registry) starts empty too, else it would
     # record assets and models the store no longer holds.
-    pg_data = profile.state("postgres")
+    pg_data = profile.postgres_dir
     if os.path.exists(pg_data):
         print(
             f"cluster profile: a fresh start (the object store is in memory): removing {pg_data}", flush=True

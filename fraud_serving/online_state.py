@@ -165,7 +165,7 @@ class RedisCardState:
     def publish_merchant_risk(self, day: str, snapshot) -> str:
         """Publish a `MerchantRiskSnapshot` as of ``day`` unless Redis holds one as new; the day
         every worker now reads."""
-        index, table = snapshot._table
+        index, table = snapshot.feature_table
         rows = [pydantic_core.to_json(column, inf_nan_mode="null") for column in table.T.tolist()]
         args = [day, _PRIOR, rows[-1]]  # the last column: the prior of unknown merchants
         for merchant, at in index.items():

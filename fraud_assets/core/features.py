@@ -357,9 +357,10 @@ class MerchantRiskSnapshot:
         )
 
     @cached_property
-    def _table(self) -> tuple[dict[str, int], np.ndarray]:
+    def feature_table(self) -> tuple[dict[str, int], np.ndarray]:
         """Merchant id -> row, and the merchant features of every row; the last row is the prior
-        (a merchant never seen: no known labels). Built once per snapshot."""
+        (a merchant never seen: no known labels). Built once per snapshot; `lookup` reads it, and the
+        Redis online state publishes it."""
         frauds = {w: np.append(v, 0.0) for w, v in self.frauds.items()}
         labelled = {w: np.append(v, 0.0) for w, v in self.labelled.items()}
         recent = {k: np.append(v, NO_RECENT_FRAUD[k]) for k, v in self.recent.items()}
@@ -369,7 +370,7 @@ class MerchantRiskSnapshot:
 
     def lookup(self, merchant_ids) -> dict[str, np.ndarray]:
         """Merchant features for these merchant ids; a merchant never seen gets the prior."""
-        index, table = self._table
+        index, table = self.feature_table
         unseen = len(table[0]) - 1
         rows = np.fromiter(
             (index.get(m, unseen) for m in merchant_ids), dtype=np.intp, count=len(merchant_ids)

@@ -20,8 +20,6 @@ import dagster as dg
 
 from fraud_assets.core.settings import FraudopsSettings, load_settings
 
-CELERY_QUEUE = "dagster"  # dagster-celery's queue: the workers listen on it
-
 
 def celery_config(settings: FraudopsSettings) -> dict[str, Any]:
     """The Celery executor's config: the broker, and the same Redis as result backend (the run

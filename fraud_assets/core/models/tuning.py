@@ -30,11 +30,10 @@ CARD_PRECISION = "card_precision_at_100"
 SELECTION_METRICS: tuple[str, ...] = (*TUNING_METRICS, CARD_PRECISION)
 
 
-def fold_score(metric: str, y: np.ndarray, scores: np.ndarray, timestamps=None, card_ids=None) -> float:
-    """One validation block's score for ``metric`` (one of ``SELECTION_METRICS``)."""
+def fold_score(metric: str, y: np.ndarray, scores: np.ndarray, timestamps, card_ids=None) -> float:
+    """One validation block's score for ``metric`` (one of ``SELECTION_METRICS``; Card
+    Precision@100 needs each row's card id, which `tune` checks before the first fit)."""
     if metric == CARD_PRECISION:
-        if timestamps is None or card_ids is None:
-            raise ValueError(f"{CARD_PRECISION} needs each row's timestamp and card id")
         return float(card_precision_at_k(y, scores, timestamps, card_ids, k=100))
     return float(TUNING_METRICS[metric](y, scores))
 
@@ -258,6 +257,8 @@ def tune(
         raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
     if plan.n_trials < 1:
         raise ValueError(f"n_trials must be a whole number of trials, at least 1, got {plan.n_trials!r}")
+    if plan.metric == CARD_PRECISION and card_ids is None:
+        raise ValueError(f"{CARD_PRECISION} needs each row's timestamp and card id (card_ids)")
     n_trials, cap_seconds, random_state = plan.n_trials, plan.cap_seconds, plan.random_state
     imbalance_methods, metric = plan.imbalance_methods, plan.metric
     y_arr = np.asarray(y).ravel().astype(np.int64)
