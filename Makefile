@@ -46,9 +46,9 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 env: $(VENV)/.synced
 
 # dagster dev and the scoring API (docs/serving.md) side by side, each in its own process group:
-# Ctrl-C stops both within seconds (fraud_assets/run_services.py).
+# Ctrl-C stops both within seconds (fraud_assets/services/run_services.py).
 # PROFILE=cluster starts its services first (the first look needs them), then the first look.
-SERVE = $(VENV)/bin/python -m fraud_assets.run_services --host $(HOST) --port $(PORT) --api-port $(API_PORT) \
+SERVE = $(VENV)/bin/python -m fraud_assets.services.run_services --host $(HOST) --port $(PORT) --api-port $(API_PORT) \
 	--profile $(PROFILE) --code-server-port $(CODE_PORT) --workers $(WORKERS)
 
 ifeq ($(PROFILE),cluster)

@@ -5,7 +5,7 @@ times what happens next, end to end: the `landing_files_sensor` tick that finds 
 file covers, then the one `ingest_transactions` run it requests (`raw_transactions` with
 source=landing, then `validate_transactions`), executed in process on a fresh instance with
 the storages of the project's ``dagster.yaml`` (SQLite, the batched event log of
-`fraud_assets.event_log_storage`) and the real Parquet IO manager writing one file per day for
+`fraud_assets.services.event_log_storage`) and the real Parquet IO manager writing one file per day for
 each of the three assets. Each file's row gives the least CPU time of the process over the
 repeats beside the wall times: on a shared machine it moves much less with load.
 

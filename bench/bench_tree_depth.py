@@ -23,11 +23,11 @@ from run_all import parse_args, skip
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_assets.core import columns as c
-from fraud_assets.core.models.compiled_trees import compile_booster, compile_lightgbm
 from fraud_assets.core.preprocessor import FraudPreprocessor
 from fraud_assets.core.settings import load_settings
 from fraud_assets.core.splitting import TEST, TRAIN
 from fraud_assets.core.training import FraudClassifier
+from fraud_serving.compiled_trees import compile_booster, compile_lightgbm
 
 SPLIT = "split"  # the training_data asset's column (fraud_assets.defs.training.SPLIT)
 XGBOOST = {"learning_rate": 0.1, "subsample": 0.8, "colsample_bytree": 0.7, "min_child_weight": 2.0}

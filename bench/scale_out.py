@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import dagster as dg  # noqa: E402
 
-from fraud_assets import devservices  # noqa: E402
-from fraud_assets.run_services import start_in_order, stop  # noqa: E402
+from fraud_assets.services import devservices  # noqa: E402
+from fraud_assets.services.service import start_in_order, stop  # noqa: E402
 
 START = "2026-01-01"  # the first partition of the benchmark's instance
 PARTITION = "2026-02-01"  # one partition (its lookback not ingested: the same on both profiles)

@@ -30,10 +30,10 @@ from fraud_assets.core.bundle import ModelBundle
 from fraud_assets.core.columns import AMOUNT
 from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, plain_metadata
 from fraud_assets.core.explanations import FieldReasons
-from fraud_assets.core.models.compiled_trees import CompiledTrees
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_assets.core.preprocessor import CATEGORICAL
 from fraud_assets.core.storage import Location
+from fraud_serving.compiled_trees import CompiledTrees
 from fraud_serving.runtime import LibraryRuntime, ModelRuntime, runtime_for
 
 log = logging.getLogger("fraud_serving.model")

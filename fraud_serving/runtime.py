@@ -4,9 +4,9 @@
   (XGBoost's and LightGBM's predict and ``pred_contribs``, scikit-learn's forest and logistic
   regression with their own contributions). Serves any model.
 - `CompiledRuntime`, the accelerator: an XGBoost or LightGBM booster's trees compiled to arrays
-  (`fraud_assets.core.models.compiled_trees`), margin and exact TreeSHAP in one Numba pass.
+  (`fraud_serving.compiled_trees`), margin and exact TreeSHAP in one Numba pass.
   Verified against the reference when loaded (on rows at and beside every split threshold),
-  within the rounding the two arithmetics allow (`fraud_assets.core.models.tolerances`); a model
+  within the rounding the two arithmetics allow (`fraud_serving.tolerances`); a model
   that does not compile, or disagrees, is served by the reference.
 
 ``FRAUDOPS_MODEL_RUNTIME`` chooses: ``compiled`` (default) uses the accelerator when the model
@@ -22,14 +22,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fraud_assets.core.models.compiled_trees import (
+from fraud_serving.compiled_trees import (
     CompiledTrees,
     compile_booster,
     compile_lightgbm,
     logistic,
     probe_rows,
 )
-from fraud_assets.core.models.tolerances import FEW_OPS_F64, half_ulp, library_tolerances
+from fraud_serving.tolerances import FEW_OPS_F64, half_ulp, library_tolerances
 
 log = logging.getLogger("fraud_serving.model")
 RUNTIMES = ("compiled", "library")

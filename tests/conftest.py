@@ -8,11 +8,11 @@ import uuid
 import dagster as dg
 import pytest
 
-from fraud_assets import devservices
 from fraud_assets.core import settings
 from fraud_assets.core.storage import Location, options_for
-from fraud_assets.devservices import free_port
-from fraud_assets.run_services import running
+from fraud_assets.services import devservices
+from fraud_assets.services.devservices import free_port
+from fraud_assets.services.service import running
 
 # Before the code location's modules are imported (they define the partitions): the tests choose
 # their own days, so neither a developer's .env nor the first day a `make run` recorded in
@@ -82,7 +82,7 @@ def data_defs(tmp_path, landing_dir) -> dg.Definitions:
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's S3 server on a free port, for the whole session (it takes a few seconds to start),
-    stopped at the end (`fraud_assets.devservices.s3`, the cluster profile's own). Credentials
+    stopped at the end (`fraud_assets.services.devservices.s3`, the cluster profile's own). Credentials
     come from the environment, as in production (botocore's standard variables); any value
     works with moto."""
     port = free_port()

@@ -1,6 +1,6 @@
 """The cluster profile as real processes (docs/scale-out.md): PostgreSQL, an S3 server, Redis, the
 MLflow server, Dagster's code server, webserver and daemon, two Celery workers and the scoring API
-with two uvicorn workers, all started by `fraud_assets.devservices` on free ports, stopped at the
+with two uvicorn workers, all started by `fraud_assets.services.devservices` on free ports, stopped at the
 end. Runs are submitted as a user would, through the webserver's GraphQL API, and the daemon
 launches them.
 
@@ -27,14 +27,14 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from fraud_assets import devservices
 from fraud_assets.core import columns as c
 from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, daily_partitions
 from fraud_assets.core.generator import SimulationConfig, TransactionSimulator
 from fraud_assets.core.ingest import day_keys
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.core.settings import load_settings
-from fraud_assets.run_services import Service, start_in_order, stop
+from fraud_assets.services import devservices
+from fraud_assets.services.service import Service, start_in_order, stop
 from tests.conftest import free_port
 
 # The services start and three runs train before the first test: more than the default 600 s

@@ -1,4 +1,4 @@
-"""Compiled trees (fraud_assets.core.models.compiled_trees) give XGBoost's own margin and TreeSHAP."""
+"""Compiled trees (fraud_serving.compiled_trees) give XGBoost's own margin and TreeSHAP."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from fraud_assets.core.models import compiled_trees
-from fraud_assets.core.models.compiled_trees import compile_booster, probe_rows
+from fraud_serving import compiled_trees
+from fraud_serving.compiled_trees import compile_booster, probe_rows
 from tests.tolerances import half_ulp, library_tolerances
 
 

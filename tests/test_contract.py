@@ -19,8 +19,8 @@ from fraud_assets.defs import registry as registry_defs
 from fraud_assets.defs.io_managers import PickleIOManager
 from fraud_assets.defs.registry import champion_model
 from fraud_assets.defs.resources import ModelRegistryResource
+from fraud_assets.services.testing import build_bundle, simulate
 from fraud_serving.model_provider import ModelProvider, latest_champion
-from fraud_serving.testing import build_bundle, simulate
 
 SHA = "ab" * 32
 

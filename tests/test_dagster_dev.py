@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fraud_assets.devservices import free_port
+from fraud_assets.services.devservices import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")

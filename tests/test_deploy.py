@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from fraud_assets import devservices
 from fraud_assets.core import settings
+from fraud_assets.services import devservices
 from fraud_serving.metrics import ServiceMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,12 +75,12 @@ def test_the_compose_stack_mirrors_the_seed_and_the_tested_profile():
     for key, value in profile.items():
         if not re.search(r"127\.0\.0\.1|_HOST$|_PORT$|STATE_DIR", key + "=" + value):
             assert str(env[key]) == value, key
-    # The same commands the cluster profile starts (fraud_assets.devservices).
+    # The same commands the cluster profile starts (fraud_assets.services.devservices).
     commands = {name: " ".join(str(services[name]["command"]).split()) for name in ("code-server", "worker")}
     assert (
         f"-m {devservices.CODE_MODULE} --location-name {devservices.CODE_LOCATION}" in commands["code-server"]
     )
-    assert "celery -A fraud_assets.celery_worker worker -Q dagster" in commands["worker"]
+    assert "celery -A fraud_assets.services.celery_worker worker -Q dagster" in commands["worker"]
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "COPY deploy/cluster/dagster.yaml" in dockerfile, "the image uses the tested instance config"
 

@@ -17,7 +17,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
-from fraud_assets.event_log_storage import BATCH_SIZE_VARIABLE, BatchedSqliteEventLogStorage
+from fraud_assets.services.event_log_storage import BATCH_SIZE_VARIABLE, BatchedSqliteEventLogStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-01-11")

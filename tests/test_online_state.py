@@ -16,9 +16,9 @@ import pytest
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.features import MERCHANT_FEATURES, MerchantRiskSnapshot
+from fraud_assets.services.testing import free_port, redis_server, stop_processes, write_storage
 from fraud_serving.card_state import CardState
 from fraud_serving.online_state import RISK_DAY, RedisCardState, RedisMerchantRisk
-from fraud_serving.testing import free_port, redis_server, stop_processes, write_storage
 from tests.test_serving import HISTORY_DAYS, body_of, make_client, shared_home, world  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]

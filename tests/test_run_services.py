@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fraud_assets.run_services import Service, supervise
+from fraud_assets.services.service import Service, supervise
 from tests.test_dagster_dev import ROOT, free_port
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")

@@ -23,12 +23,7 @@ from fraud_assets.core import columns as c
 from fraud_assets.core.explanations import FieldReasons, describe
 from fraud_assets.core.features import CARD_FEATURES, DEVICE_FEATURES, MERCHANT_FEATURES, history_features
 from fraud_assets.core.prediction_log import READ_COLUMNS
-from fraud_serving.app import create_app
-from fraud_serving.metrics import ServiceMetrics
-from fraud_serving.model_provider import ServedModel
-from fraud_serving.prediction_log import PredictionLogger, read_prediction_log
-from fraud_serving.settings import Settings
-from fraud_serving.testing import (
+from fraud_assets.services.testing import (
     build_bundle,
     champion_record,
     record_champion,
@@ -36,6 +31,11 @@ from fraud_serving.testing import (
     write_dagster_home,
     write_storage,
 )
+from fraud_serving.app import create_app
+from fraud_serving.metrics import ServiceMetrics
+from fraud_serving.model_provider import ServedModel
+from fraud_serving.prediction_log import PredictionLogger, read_prediction_log
+from fraud_serving.settings import Settings
 from tests.tolerances import (
     assert_calibrated_within,
     fast_path_tolerance,

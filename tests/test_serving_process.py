@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraud_assets.devservices import free_port
-from fraud_serving.testing import record_champion, stop_processes
+from fraud_assets.services.devservices import free_port
+from fraud_assets.services.testing import record_champion, stop_processes
 from tests.test_serving import SEED_BODY, home, world  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,6 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score
 
 from fraud_assets.core.models import classifier as classifier_module
-from fraud_assets.core.models.compiled_trees import compile_booster
 from fraud_assets.core.models.tuning import cap_note
 from fraud_assets.core.training import (
     ALGORITHMS,
@@ -25,6 +24,7 @@ from fraud_assets.core.training import (
     tune,
 )
 from fraud_assets.fraud_classifier import FraudClassifier as SeedFraudClassifier
+from fraud_serving.compiled_trees import compile_booster
 from tests.tolerances import (
     FEW_OPS_F64,
     assert_calibrated_within,
@@ -451,8 +451,8 @@ def test_tuned_boosted_trees_stay_cheap_to_explain(problem, algorithm):
     cost the API's reasons several times more per batch."""
     import optuna
 
-    from fraud_assets.core.models.compiled_trees import GROUP_BITS, compile_booster, compile_lightgbm
     from fraud_assets.core.models.tuning import SERVING_MAX_DEPTH, search_space
+    from fraud_serving.compiled_trees import GROUP_BITS, compile_booster, compile_lightgbm
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     proposals = [search_space(study.ask(), algorithm) for _ in range(200)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fraud_assets.core.models.tolerances import (  # noqa: F401  (the tests' tolerances too)
+from fraud_serving.tolerances import (  # noqa: F401  (the tests' tolerances too)
     FEW_OPS_F64,
     half_ulp,
     library_tolerances,

@@ -11,11 +11,8 @@ this module maps a file onto the contract and files its rows under their days.
 
 from __future__ import annotations
 
-import codecs
 import datetime as dt
-import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +29,11 @@ from fraud_assets.core.landing_files import (
     read_table,
     to_pandas,
 )
+from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.timestamps import day_keys, parse_timestamps
 from fraud_assets.core.validation import PARTITION_DATE, SOURCE_FILE, SOURCE_ROW, positional
 
-__all__ = [  # LandingFileError and read_table live in landing_files; callers import them from here
+__all__ = [  # LandingFileError, read_table and LandingSettings live in their modules; callers may import them from here
     "LandingFileError",
     "LandingSettings",
     "covered_days",
@@ -46,63 +44,6 @@ __all__ = [  # LandingFileError and read_table live in landing_files; callers im
     "read_landing_file",
     "read_table",
 ]
-
-KNOWN_COLUMNS = frozenset(c.ALL_COLUMNS)
-
-
-@dataclass(frozen=True)
-class LandingSettings:
-    """How to read a user's files.
-
-    ``column_mapping`` maps our column name to the name in the file, e.g.
-    ``{"transaction_id": "txn_ref", "timestamp": "created", "is_fraud": "chargeback"}``;
-    columns already named like ours need no entry.
-    """
-
-    column_mapping: Mapping[str, str] = field(default_factory=dict)
-    timestamp_format: str | None = None
-    label_delay_days: float = 7.0
-    encoding: str = "utf-8"
-    csv_separator: str = ","
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.column_mapping) - KNOWN_COLUMNS)
-        if unknown:
-            raise ValueError(
-                f"column_mapping has unknown target column(s) {unknown}; "
-                f"map onto these names: {sorted(KNOWN_COLUMNS)}"
-            )
-        targets = list(self.column_mapping.values())
-        twice = sorted({name for name in targets if targets.count(name) > 1})
-        if twice:
-            raise ValueError(f"column_mapping uses file column(s) {twice} for several targets")
-        if self.label_delay_days < 0:
-            raise ValueError(f"label_delay_days must be >= 0, not {self.label_delay_days}")
-        if len(self.csv_separator) != 1:
-            raise ValueError(f"csv_separator must be one character, not {self.csv_separator!r}")
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError as err:
-            raise ValueError(f"unknown text encoding {self.encoding!r} (e.g. utf-8, latin-1)") from err
-
-    @classmethod
-    def from_json(cls, mapping_json: str | None, **kwargs: object) -> LandingSettings:
-        """Build settings from a JSON column mapping (as kept in an environment variable)."""
-        mapping: dict[str, str] = {}
-        if mapping_json and mapping_json.strip():
-            try:
-                mapping = json.loads(mapping_json)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"column mapping is not valid JSON ({err}): {mapping_json!r}") from err
-            if not isinstance(mapping, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-            ):
-                raise ValueError('column mapping must be a JSON object of strings, e.g. {"amount": "amt"}')
-        return cls(column_mapping=mapping, **kwargs)  # type: ignore[arg-type]
-
-    def file_column(self, ours: str) -> str:
-        """The name our column has in the file."""
-        return self.column_mapping.get(ours, ours)
 
 
 def list_landing_files(folder: str | Path) -> list[Path]:

@@ -14,15 +14,13 @@ from __future__ import annotations
 import codecs
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-if TYPE_CHECKING:
-    from fraud_assets.core.ingest import LandingSettings
+from fraud_assets.core.landing_settings import LandingSettings
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 # How a landing file's text is held in pandas. Large strings (64-bit offsets) because that is the

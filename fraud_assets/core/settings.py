@@ -33,7 +33,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretSt
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fraud_assets.core.generator import MAX_FRAUD_RATE, MIN_FRAUD_RATE, DriftKnobs, SimulationConfig
-from fraud_assets.core.ingest import LandingSettings
+from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.storage import Location, options_for
 
 PREFIX = "FRAUDOPS_"

@@ -6,7 +6,7 @@
 - ``celery``: dagster-celery; each step becomes a task on the broker
   (``FRAUDOPS_CELERY_BROKER_URL``, Redis in the cluster profile) and whichever Celery worker is
   free executes it, so the steps of one run spread over the workers (docs/scale-out.md). The
-  workers run ``celery -A fraud_assets.celery_worker worker``, built from :func:`celery_config`
+  workers run ``celery -A fraud_assets.services.celery_worker worker``, built from :func:`celery_config`
   too, so the runs and the workers cannot disagree on the broker.
 
 `first_look` and the tests' ``execute_in_process`` always run in process, whatever is set here.

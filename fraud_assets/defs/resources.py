@@ -16,7 +16,8 @@ from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
 
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
-from fraud_assets.core.ingest import LandingSettings, list_landing_files
+from fraud_assets.core.ingest import list_landing_files
+from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
 from fraud_assets.core.settings import FraudopsSettings, defaults, load_settings
 from fraud_assets.core.storage import Location, options_for

