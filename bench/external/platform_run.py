@@ -12,10 +12,10 @@ zone's configuration (``FRAUDOPS_LANDING_MAPPING``, label delay 7 days), in a fr
 5. the champion bundle (preprocessor + classifier, loaded with its SHA-256) scores the test days'
    ``transaction_features`` through ``fraud_assets.core.evaluation.fraud_scores``.
 
-The platform reads its configuration from the environment when its modules are imported, so
-`score_with_platform` runs steps 1-5 in a child process (``python -m
-bench.external.platform_run``) with that environment, and reads back the scores (Parquet) and
-what the run learned about the platform (JSON).
+The platform takes its configuration from the environment (its definitions read it when they
+load, the Dagster instance comes from ``DAGSTER_HOME``), so `score_with_platform` runs steps 1-5
+in a child process (``python -m bench.external.platform_run``) with that environment, and reads
+back the scores (Parquet) and what the run learned about the platform (JSON).
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ own code: bundles through `ModelBundle.save` and their records through `ModelBun
 `champion_model` calls), the daily files through the contract's layout
 (`fraud_assets.core.contract.partition_location`, as the Parquet IO manager writes them).
 
-`redis_server` starts the cluster profile's Redis (`fraud_assets.services.devservices`) for tests and bench.
+Why through the pipeline's code: a hand-made copy of the champion's record would let the
+tests pass while the pipeline and the API disagree.
 
-Grew by ~30 lines (issue 14): building the test champion through the pipeline's contract
-(`ModelBundle.record`, `record_metadata`) instead of a hand-made copy of it, and `redis_server`.
+`redis_server` starts the cluster profile's Redis (`fraud_assets.services.devservices`) for tests and bench.
 """
 
 from __future__ import annotations
