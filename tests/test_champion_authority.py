@@ -196,6 +196,7 @@ def test_the_cli_rolls_back_through_the_same_job_and_refuses_an_unverifiable_bun
     first, second = world.records()[:2]
     defs = world.defs()
     assert world.promote(instance, 0).success and world.promote(instance, 1).success
+    (world.root / "objects" / "challenger_model.pkl").unlink()  # a rollback needs no challenger
 
     assert rollback.main(["--reason", REASON], instance=instance, defs=defs) == 0
     assert f"rolled back: the champion is {first.name}" in capsys.readouterr().out

@@ -114,6 +114,9 @@ def test_training_registers_a_champion_with_its_report(trained):
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db")
     assert registry.champion().version == champion.metadata["mlflow_model_version"].value == "1"
     assert registry.champion().bundle_sha256 == sha
+    # Why, in the UI: the gate's verdict.
+    assert champion.metadata["promotion"].value == "promotion"
+    assert champion.metadata["promotion_reason"].value.startswith("champion_gate promoted: first model")
     run = registry.client.get_run(champion.metadata["mlflow_run_id"].value)
     assert run.info.status == "FINISHED"
     assert any(k.startswith("test.") for k in run.data.metrics)

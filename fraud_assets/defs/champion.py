@@ -49,6 +49,10 @@ class ChampionConfig(dg.Config):
     name=CHAMPION_MODEL,
     group_name="registry",
     kinds={"mlflow"},
+    # A rollback needs no challenger: it may be missing.
+    ins={
+        "challenger_model": dg.AssetIn(input_manager_key="model_io_manager", metadata={"allow_missing": True})
+    },
     required_resource_keys={"model_registry", "model_store"},
     description=(
         "The champion: what the scoring API serves, the champion gate compares against and the "
@@ -61,11 +65,13 @@ class ChampionConfig(dg.Config):
     ),
 )
 def champion_model(
-    context: dg.AssetExecutionContext, config: ChampionConfig, challenger_model: ChampionRecord
+    context: dg.AssetExecutionContext, config: ChampionConfig, challenger_model: ChampionRecord | None
 ):
     registry: ModelRegistry = context.resources.model_registry.registry()
     if config.rollback:
         record = _rolled_back(context, config)
+    elif challenger_model is None:
+        raise ValueError("there is no challenger to promote: run the train_models job")
     else:
         record = challenger_model.promoted(
             reason=_gate_verdict(registry, challenger_model), replaced=_current(context.instance)
