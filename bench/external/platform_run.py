@@ -221,7 +221,7 @@ class _Platform:
 def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: bool) -> None:
     """Steps 1-5 of the module docstring; writes the scores and the report into ``workdir``."""
     from fraud_assets.core.bundle import ModelBundle
-    from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
+    from fraud_assets.core.champion_history import current_champion
     from fraud_assets.core.evaluation import fraud_scores
     from fraud_assets.core.settings import load_settings
     from fraud_assets.defs.sensors import RANGE_END, RANGE_START
@@ -245,7 +245,7 @@ def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: b
         "features_test_days", "build_features", tags={RANGE_START: test_days[0], RANGE_END: test_days[-1]}
     )
 
-    champion = ChampionRecord.from_metadata(platform.latest_metadata(CHAMPION_MODEL))
+    champion = current_champion(platform.instance)
     bundle = ModelBundle.load(champion.bundle_uri, expected_sha256=champion.bundle_sha256)
     t0 = time.perf_counter()
     with platform.defs.get_asset_value_loader(instance=platform.instance) as loader:

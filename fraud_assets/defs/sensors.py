@@ -5,8 +5,10 @@ import json
 import dagster as dg
 
 from fraud_assets.core.ingest import LandingFileError, covered_days, file_signature
+from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.partitions import START, daily_partitions
 from fraud_assets.defs.resources import LandingZoneResource
+from fraud_assets.defs.validation import validate_transactions
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -14,7 +16,7 @@ LANDING_FILE_TAG = "fraudops/landing_file"
 
 ingest_transactions_job = dg.define_asset_job(
     "ingest_transactions",
-    selection=dg.AssetSelection.assets("raw_transactions", "validated_transactions", "rejected_transactions"),
+    selection=dg.AssetSelection.assets(raw_transactions, validate_transactions),
     description="Ingests a range of days (generator or landing folder) and validates them, in one run.",
 )
 
@@ -51,7 +53,7 @@ def landing_files_sensor(context: dg.SensorEvaluationContext, landing_zone: Land
         requests.append(
             dg.RunRequest(
                 run_key=f"{path.name}:{signature}",
-                run_config={"ops": {"raw_transactions": {"config": {"source": "landing"}}}},
+                run_config={"ops": {raw_transactions.op.name: {"config": {"source": "landing"}}}},
                 tags={RANGE_START: start, RANGE_END: end, LANDING_FILE_TAG: path.name},
             )
         )

@@ -26,6 +26,7 @@ import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import ModelBundle, frame_fingerprint
+from fraud_assets.core.champion_history import latest_champion
 from fraud_assets.core.contract import (
     CHAMPION_MODEL,
     MERCHANT_RISK,
@@ -126,8 +127,7 @@ def record_champion(
     instance.report_runless_asset_event(
         dg.AssetMaterialization(CHAMPION_MODEL, metadata=record_metadata(record))
     )
-    result = instance.fetch_materializations(dg.AssetKey(CHAMPION_MODEL), limit=1)
-    return int(result.records[0].storage_id)
+    return latest_champion(instance).storage_id
 
 
 def write_storage(
