@@ -233,8 +233,6 @@ class FraudClassifier(ClassifierMixin, BaseEstimator):
             )
         if not 0 <= float(self.threshold) <= 1:
             raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold}")
-        if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or int(self.n_jobs) < 1):
-            raise ValueError(f"n_jobs must be a number of threads (at least 1) or None, got {self.n_jobs!r}")
         return self.imbalance_method if self.handle_imbalance else "none"
 
     @staticmethod
