@@ -36,9 +36,10 @@ from fraud_assets.core.text import arrow_text
 
 # Lineage columns the ingestion step adds; carried along, never validated as data.
 PARTITION_DATE = "partition_date"
+SOURCE = "source"  # where the row came from: generator, landing or api (the scoring API's traffic)
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
-LINEAGE_COLUMNS = (PARTITION_DATE, SOURCE_FILE, SOURCE_ROW)
+LINEAGE_COLUMNS = (PARTITION_DATE, SOURCE, SOURCE_FILE, SOURCE_ROW)
 
 FAILED_CHECKS = "failed_checks"
 REJECTION_REASON = "rejection_reason"
