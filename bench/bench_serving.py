@@ -201,7 +201,7 @@ def two_workers_with_redis(args, env: dict, singles: list[dict], tp_bodies: list
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(port), "--workers", "2",
              "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env={**env, "FRAUDOPS_ONLINE_STATE": url},
+            cwd=ROOT, env={**env, "FRAUDOPS_ONLINE_STATE": url, "FRAUDOPS_CAPTURE": url},
         )  # fmt: skip
         try:
             wait_http(f"http://127.0.0.1:{port}/health", 300, lambda r: r.json()["status"] == "ok")
@@ -265,6 +265,8 @@ def main() -> None:
         "FRAUDOPS_PREDICTION_LOG_DIR": logs,
         "FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS": "0",
         "FRAUDOPS_MAX_BATCH": "1000",
+        # captured as in production, but not into the project's feed (its sensor would ingest it)
+        "FRAUDOPS_CAPTURE": tempfile.mkdtemp(prefix="fraudops-bench-capture-"),
     }
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(api_port), "--workers", "1",

@@ -90,6 +90,8 @@ def with_api_transactions(base: pd.DataFrame, api: pd.DataFrame, base_source: st
     if base_source is not None and SOURCE not in base:
         base = base.copy(deep=False)
         base[SOURCE] = base_source
+        if api.empty:  # (the usual generator or landing run: no counting pass over its rows)
+            return Combined(positional(base), {base_source: len(base)} if len(base) else {})
     if api.empty:
         return Combined(positional(base), _counts(base))
     if base.empty:
