@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 
 from fraud_assets.core import columns as c
-from fraud_assets.core.capture import TRANSACTIONS, open_capture
+from fraud_assets.core.capture import TRANSACTIONS, file_records, open_capture, read_filed
+from fraud_assets.core.storage import Location
 from fraud_assets.replay import replay, request_bodies
 from fraud_assets.services.testing import redis_server, start_api, stop_processes
 from tests.test_captured_traffic import sensor_defs, tick
-from tests.test_serving import home, world  # noqa: F401  (fixtures)
+from tests.test_serving import body_of, home, make_client, shared_home, world  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 KILL_AFTER = 400  # answered transactions before the API is killed
@@ -152,3 +153,42 @@ def test_nothing_answered_is_lost_when_the_api_is_killed(world, home, tmp_path, 
     assert validated[c.TRANSACTION_ID].is_unique and rejected.empty, rejected.head()
     assert set(validated[c.TRANSACTION_ID]) == answered
     feed.close()
+
+
+def test_the_same_batch_twice_is_captured_twice_and_filed_once(world, tmp_path, shared_home):  # noqa: F811
+    rows = list(world["live"].iloc[:30].itertuples())
+    body = {"transactions": [body_of(r) for r in rows]}
+    anonymous = {"amount": 12.5, "card_id": rows[0].card_id}  # no id: the API makes one up
+    with make_client(world, tmp_path, shared_home[0], capture=str(tmp_path / "capture")) as cl:
+        first, again = cl.post("/predict/batch", json=body), cl.post("/predict/batch", json=body)
+        made_up = cl.post("/predict", json=anonymous).json()["transaction_id"]
+        health = cl.get("/health").json()["capture"]
+        assert 'fraudops_capture_rows_total{stream="transactions"} 61.0' in cl.get("/metrics").text
+    assert first.status_code == again.status_code == 200
+    assert health == {
+        "feed": str(tmp_path / "capture"),
+        "records": 3,
+        "rows": 61,
+        "failures": 0,
+        "error": None,
+    }
+    feed, storage = open_capture(str(tmp_path / "capture")), Location.of(tmp_path / "storage")
+    filing = file_records(storage, TRANSACTIONS, feed.read(TRANSACTIONS, None, 100).records)
+    filed = read_filed(storage, TRANSACTIONS, filing.days)
+    assert [row[c.TRANSACTION_ID] for row in filed] == [r.transaction_id for r in rows] + [made_up]
+    assert filed[-1]["amount"] == 12.5 and "timestamp" not in filed[-1]  # as validated: absent stays absent
+
+
+def test_a_feed_that_refuses_a_record_fails_the_request_with_503(world, tmp_path, shared_home):  # noqa: F811
+    blocked = tmp_path / "capture"
+    blocked.write_text("a file where the capture folder should be")
+    rows = list(world["live"].iloc[:3].itertuples())
+    with make_client(world, tmp_path, shared_home[0], capture=str(blocked)) as cl:
+        single = cl.post("/predict", json=body_of(rows[0]))
+        batch = cl.post("/predict/batch", json={"transactions": [body_of(r) for r in rows]})
+        health = cl.get("/health").json()["capture"]
+        metrics = cl.get("/metrics").text
+    assert single.status_code == batch.status_code == 503
+    assert "capture" in single.json()["detail"] and str(blocked) in single.json()["detail"]
+    assert health["failures"] == 2 and health["rows"] == 0 and str(blocked) in health["error"]
+    assert 'fraudops_capture_failures_total{stream="transactions"} 2.0' in metrics
