@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from fraud_assets.core import columns as c
+from fraud_assets.core import capture
 from fraud_assets.core.capture import (
     LABELS,
     TRANSACTIONS,
@@ -263,3 +264,22 @@ def test_sensor_with_capture_off_says_so(tmp_path, instance):
     off = CapturedTrafficResource(storage=str(tmp_path / "storage"), feed="off")
     context = dg.build_sensor_context(instance=instance, resources={"captured_traffic": off})
     assert "FRAUDOPS_CAPTURE is off" in captured_traffic_sensor.evaluate_tick(context).skip_message
+
+
+def test_full_segments_are_sealed_read_and_released(tmp_path, monkeypatch):
+    monkeypatch.setattr(capture, "SEGMENT_BYTES", 600)  # a new segment every few records
+    feed = open_capture(str(tmp_path / "capture"), fsync=True)
+    ids, rows = request_rows(12)
+    for k in range(12):
+        append_call(feed, ids[k : k + 1], rows[k : k + 1])
+    folder = tmp_path / "capture" / TRANSACTIONS
+    sealed = [p for p in folder.iterdir() if p.name.endswith(capture.SEALED_SUFFIX)]
+    assert len(sealed) >= 2 and len(list(folder.iterdir())) - len(sealed) <= 1  # and the one in use
+    half = feed.read(TRANSACTIONS, None, limit=5)
+    feed.release(TRANSACTIONS, half.cursor)  # only segments read to their end go
+    rest = feed.read(TRANSACTIONS, half.cursor, limit=100)
+    got = [json.loads(r.line)["ids"][0] for r in half.records + rest.records]
+    assert got == ids  # segments are read oldest first, each record once
+    feed.release(TRANSACTIONS, rest.cursor)
+    assert not [p for p in folder.iterdir() if p.name.endswith(capture.SEALED_SUFFIX)]  # an open one stays
+    assert feed.lag(TRANSACTIONS, rest.cursor).records == 0
