@@ -10,8 +10,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from fraud_assets.core import columns as c
 from fraud_assets.core import capture
+from fraud_assets.core import columns as c
 from fraud_assets.core.capture import (
     LABELS,
     TRANSACTIONS,
