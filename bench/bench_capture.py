@@ -29,6 +29,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 
 import httpx
 import numpy as np
@@ -48,6 +49,8 @@ from bench_serving import (
 from run_all import parse_args
 
 from fraud_assets.services.testing import redis_server, stop_processes
+from fraud_serving.capture import TrafficCapture
+from fraud_serving.schemas import TRANSACTION_ROWS
 
 
 def cpu_seconds(pid: int) -> float:
@@ -55,6 +58,25 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cost(bodies: list[dict], modes: dict[str, str], repeats: int) -> None:
+    """The capture's own CPU per model call, in this process: the record built from the rows as
+    the API validated them, and appended (what `Service.score` adds to a call)."""
+    rows = [TRANSACTION_ROWS.validate_python(body) for body in bodies[:1000]]
+    for mode, where in modes.items():
+        if mode == "off":
+            continue
+        capture = TrafficCapture.open(where)
+        line = []
+        for size in (1, 8, 64, 1000):
+            group, ids = rows[:size], [row["transaction_id"] for row in rows[:size]]
+            started = time.process_time()
+            for _ in range(repeats):
+                capture.transactions("2026-12-07T00:00:00.000000+00:00", ids, group)
+            line.append(f"{size}: {(time.process_time() - started) / repeats * 1e6:,.0f} us")
+        capture.close()
+        print(f"capture {mode}, CPU per model call of n transactions (in process): " + ", ".join(line))
 
 
 def start(env: dict, capture: str) -> tuple[subprocess.Popen, int]:
@@ -90,6 +112,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         if not args.skip_redis:
             modes["redis"] = stack.enter_context(redis_server(free_port()))
+        own_cost(bodies_from(last.head(1000), pd.Timedelta(days=0)), modes, 3 if args.quick else 200)
         apis = {mode: start(env, where) for mode, where in modes.items()}
         stack.callback(stop_processes, *(proc for proc, _ in apis.values()))
         model = httpx.get(f"http://127.0.0.1:{apis['off'][1]}/model").json()
