@@ -98,7 +98,7 @@ def main() -> None:
     p.add_argument("--singles", type=int, default=600)
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--skip-redis", action="store_true")
-    args = parse_args(p, rounds=1, seconds=0.5, singles=20, batches=1)
+    args = parse_args(p, rounds=1, seconds=0.5, singles=20, batches=1, skip_redis=True)
 
     _, _, days = what_make_run_built()
     day, last = latest_full_day(days)
