@@ -20,7 +20,7 @@ from fraud_assets.core.features import (
     available_history_features,
 )
 from fraud_assets.core.schemas import TransactionFeatureSchema
-from fraud_assets.core.validation import PARTITION_DATE
+from fraud_assets.core.validation import PARTITION_DATE, SOURCE
 from fraud_assets.defs.metadata import column_schema, contract_type, preview
 from fraud_assets.defs.partitions import daily_partitions, single_run
 
@@ -36,6 +36,7 @@ CARRIED = (
     c.IS_FRAUD,
     c.LABEL_KNOWN_AT,
     c.FRAUD_SCENARIO,
+    SOURCE,  # where the row came from (generator, landing, api): the API's traffic stays findable
 )
 
 with_lookback = dg.AssetIn(
