@@ -61,7 +61,7 @@ from fraud_assets.core.generator import write_frame
 from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager
 from fraud_assets.defs.metadata import transaction_summary
-from fraud_assets.defs.partitions import daily_partitions, single_run
+from fraud_assets.defs.partitions import PartitionStartResource, daily_partitions, single_run
 from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource
 from fraud_assets.defs.sensors import ingest_transactions_job, landing_files_sensor
 from fraud_assets.defs.validation import ValidatedTransactions, validate_transactions
@@ -150,6 +150,9 @@ def definitions(case: LandingCase, storage: Path) -> dg.Definitions:
             "io_manager": PartitionedParquetIOManager(base_path=str(storage)),
             "simulator": TransactionSimulatorResource(),
             "landing_zone": LandingZoneResource(path=str(case.path.parent), column_mapping=case.mapping),
+            "partition_start": PartitionStartResource(
+                day=daily_partitions.start.date().isoformat(), source="the benchmark"
+            ),
         },
     )
 

@@ -21,11 +21,11 @@ from fraud_assets.core.models.tuning import DEFAULT_GAP, DEFAULT_MIN_TRAIN_FRACT
 from fraud_assets.core.settings import load_settings, record_first_day
 from fraud_assets.core.splitting import minimum_days_to_train
 from fraud_assets.definitions import defs as load_defs
-from fraud_assets.defs.training import TrainingWindowConfig  # defines no partitioned asset
+from fraud_assets.defs.sensors import RANGE_END, RANGE_START
+from fraud_assets.defs.training import TrainingWindowConfig
 
-# No module of fraud_assets.defs that defines partitioned assets is imported at module level:
-# the daily partitions are defined when those modules load, which must come after
-# `record_start_date`.
+# The definitions read the first daily partition when they load (`load_defs()`), so every load
+# comes after `record_start_date`.
 
 # (job, the asset whose partitions say what is done) in the order a first look needs them.
 DAILY_JOBS = (("ingest_transactions", "validated_transactions"), ("build_features", "transaction_features"))
@@ -136,9 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     problem = record_start_date(instance, dt.date.fromisoformat(days[0]))
     if problem:
         parser.error(problem)
-    # Imported after the start date is recorded: the partitions are defined when the defs load.
-    from fraud_assets.defs.sensors import RANGE_END, RANGE_START
-
     for job, asset in DAILY_JOBS:
         todo = missing_days(instance, asset, days)
         if not todo:

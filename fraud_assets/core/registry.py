@@ -27,9 +27,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from fraud_assets.core.settings import MODEL_NAME
 from fraud_assets.core.storage import Location
 
-MODEL_NAME = "fraud-detector"
 CHAMPION = "champion"
 # Given, so MLflow does not spend ~45 s inferring requirements at every log_model; our own
 # package travels with the model through code_paths.

@@ -52,10 +52,10 @@ def raw_transactions(
     if config.source == "generator":
         frame = simulator.simulator.generate_days(first, last)
         frame[PARTITION_DATE] = day_keys(frame[c.TIMESTAMP])
-        origin = {"source": "generator", "seed": simulator.seed, "cardholders": simulator.n_cardholders}
+        origin = {"source": "generator", "seed": simulator.seed, "cardholders": simulator.cardholders}
     else:
         files = landing_zone.files()
-        frame, used = read_landing_days(files, landing_zone.settings(), context.partition_keys)
+        frame, used = read_landing_days(files, landing_zone.landing, context.partition_keys)
         origin = {
             "source": "landing",
             "landing_path": dg.MetadataValue.path(landing_zone.path),
