@@ -200,16 +200,20 @@ def test_the_api_reads_the_same_settings_as_the_pipeline(env):
 
 
 def test_every_resource_is_built_from_its_settings_group(env, tmp_path):
-    env.setenv("FRAUDOPS_CARDHOLDERS", "500")
-    env.setenv("FRAUDOPS_TRANSACTIONS_PER_CARD_PER_DAY", "4")
-    env.setenv("FRAUDOPS_LEGIT_LABEL_DELAY_DAYS", "3")
-    env.setenv("FRAUDOPS_DRIFT_START", "2026-05-01")
-    env.setenv("FRAUDOPS_DRIFT_AMOUNT_MULTIPLIER", "3")
-    env.setenv("FRAUDOPS_LANDING_MAPPING", '{"amount": "value"}')
-    env.setenv("FRAUDOPS_TIMESTAMP_FORMAT", "%d/%m/%Y %H:%M")
-    env.setenv("FRAUDOPS_MLFLOW_MODEL_NAME", "card-fraud")
-    env.setenv("FRAUDOPS_RETRAIN_COOLDOWN_HOURS", "6")
-    env.setenv("FRAUDOPS_REPORTS", str(tmp_path / "html"))
+    configured = {
+        "FRAUDOPS_CARDHOLDERS": "500",
+        "FRAUDOPS_TRANSACTIONS_PER_CARD_PER_DAY": "4",
+        "FRAUDOPS_LEGIT_LABEL_DELAY_DAYS": "3",
+        "FRAUDOPS_DRIFT_START": "2026-05-01",
+        "FRAUDOPS_DRIFT_AMOUNT_MULTIPLIER": "3",
+        "FRAUDOPS_LANDING_MAPPING": '{"amount": "value"}',
+        "FRAUDOPS_TIMESTAMP_FORMAT": "%d/%m/%Y %H:%M",
+        "FRAUDOPS_MLFLOW_MODEL_NAME": "card-fraud",
+        "FRAUDOPS_RETRAIN_COOLDOWN_HOURS": "6",
+        "FRAUDOPS_REPORTS": str(tmp_path / "html"),
+    }
+    for name, value in configured.items():
+        env.setenv(name, value)
     built, settings = defs().resources, load_settings()
     simulation = built["simulator"].simulation_config()
     assert (simulation.n_cardholders, simulation.transactions_per_card_per_day) == (500, 4.0)
