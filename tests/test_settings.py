@@ -3,6 +3,7 @@ or the API starts, documented in full."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -13,9 +14,11 @@ import pytest
 from dagster._core.secrets.env_file import get_env_var_dict
 
 from fraud_assets.core import settings
+from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.settings import FraudopsSettings, SettingsError, load_settings
 from fraud_assets.definitions import defs
 from fraud_assets.defs.automation import drift_retraining_sensor
+from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource
 from fraud_serving.settings import Settings as ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,14 +217,23 @@ def test_every_resource_is_built_from_its_settings_group(env, tmp_path):
     }
     for name, value in configured.items():
         env.setenv(name, value)
-    built, settings = defs().resources, load_settings()
+    built, loaded = defs().resources, load_settings()
+    # Field for field (a resource takes unknown fields without a word: a new setting must not be lost).
+    assert set(TransactionSimulatorResource.model_fields) == {
+        *settings.GeneratorSettings.model_fields,
+        *settings.DriftSettings.model_fields,
+    }
+    assert set(LandingZoneResource.model_fields) == {
+        "path",
+        *(f.name for f in dataclasses.fields(LandingSettings)),
+    }
     simulation = built["simulator"].simulation_config()
     assert (simulation.n_cardholders, simulation.transactions_per_card_per_day) == (500, 4.0)
     assert simulation.legit_label_delay_days == 3.0
     assert (simulation.drift.start, simulation.drift.amount_multiplier) == (dt.date(2026, 5, 1), 3.0)
-    assert built["landing_zone"].landing == settings.landing
-    assert settings.landing.column_mapping == {"amount": "value"}
-    assert settings.landing.timestamp_format == "%d/%m/%Y %H:%M"
+    assert built["landing_zone"].landing == loaded.landing
+    assert loaded.landing.column_mapping == {"amount": "value"}
+    assert loaded.landing.timestamp_format == "%d/%m/%Y %H:%M"
     assert built["model_registry"].model_name == "card-fraud"
     assert built["retraining"].cooldown == dt.timedelta(hours=6)
     assert built["report_store"].location().url == Path(tmp_path / "html").as_posix()
