@@ -61,7 +61,7 @@ from fraud_assets.core.generator import write_frame
 from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager
 from fraud_assets.defs.metadata import transaction_summary
-from fraud_assets.defs.partitions import daily_partitions, single_run
+from fraud_assets.defs.partitions import PartitionStartResource, daily_partitions, single_run
 from fraud_assets.defs.resources import (
     CapturedTrafficResource,
     LandingZoneResource,
@@ -155,6 +155,9 @@ def definitions(case: LandingCase, storage: Path) -> dg.Definitions:
             "simulator": TransactionSimulatorResource(),
             "landing_zone": LandingZoneResource(path=str(case.path.parent), column_mapping=case.mapping),
             "captured_traffic": CapturedTrafficResource(storage=str(storage)),
+            "partition_start": PartitionStartResource(
+                day=daily_partitions.start.date().isoformat(), source="the benchmark"
+            ),
         },
     )
 

@@ -362,7 +362,7 @@ def main() -> None:
             ml_port = free_port()
             ml = subprocess.Popen(
                 [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
-                 "models:/fraud-detector@champion", "--env-manager", "local", "-p", str(ml_port), "-w", "1"],
+                 f"models:/{settings.mlflow_model_name}@champion", "--env-manager", "local", "-p", str(ml_port), "-w", "1"],
                 cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": tracking,
                                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -18,16 +18,16 @@ import dagster as dg
 import pandas as pd
 
 from fraud_assets.core.champion_history import latest_champion
-from fraud_assets.core.contract import VALIDATED_TRANSACTIONS
+from fraud_assets.core.contract import RAW_TRANSACTIONS, VALIDATED_TRANSACTIONS
 from fraud_assets.core.models.tuning import DEFAULT_GAP, DEFAULT_MIN_TRAIN_FRACTION
 from fraud_assets.core.settings import load_settings, record_first_day
 from fraud_assets.core.splitting import minimum_days_to_train
 from fraud_assets.definitions import defs as load_defs
-from fraud_assets.defs.training import TrainingWindowConfig  # defines no partitioned asset
+from fraud_assets.defs.sensors import RANGE_END, RANGE_START
+from fraud_assets.defs.training import TrainingWindowConfig
 
-# No module of fraud_assets.defs that defines partitioned assets is imported at module level:
-# the daily partitions are defined when those modules load, which must come after
-# `record_start_date`.
+# The definitions read the first daily partition when they load (`load_defs()`), so every load
+# comes after `record_start_date`.
 
 # (job, the asset whose partitions say what is done) in the order a first look needs them.
 DAILY_JOBS = (("ingest_transactions", VALIDATED_TRANSACTIONS), ("build_features", "transaction_features"))
@@ -75,7 +75,7 @@ def record_start_date(instance: dg.DagsterInstance, first_day: dt.date) -> str |
                 f"(the first partition): set it to {first_day} or earlier, or ask for fewer --days"
             )
         return None
-    built = instance.get_materialized_partitions(dg.AssetKey("raw_transactions"))
+    built = instance.get_materialized_partitions(dg.AssetKey(RAW_TRANSACTIONS))
     start = record_first_day(settings, min([first_day, *map(dt.date.fromisoformat, built)]))
     print(f"first look: daily partitions start on {start} ({settings.start_date_file})")
     return None
@@ -138,9 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     problem = record_start_date(instance, dt.date.fromisoformat(days[0]))
     if problem:
         parser.error(problem)
-    # Imported after the start date is recorded: the partitions are defined when the defs load.
-    from fraud_assets.defs.sensors import RANGE_END, RANGE_START
-
     for job, asset in DAILY_JOBS:
         todo = missing_days(instance, asset, days)
         if not todo:

@@ -50,7 +50,7 @@ async def served_model(service: ServiceDep) -> ServedModel:
 
 async def require_api_key(service: ServiceDep, key: Annotated[str | None, Security(_api_key)] = None) -> None:
     """401 when an API key is configured and the request lacks it (constant-time compare)."""
-    expected = service.settings.api_key
+    expected = service.settings.api_key_value()
     if expected and not (key and secrets.compare_digest(key.encode(), expected.encode())):
         raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
 

@@ -59,9 +59,9 @@ class Service:
         )
         self.log = PredictionLogger(
             settings.location(settings.prediction_log_dir),
-            settings.log_queue_size,
+            settings.prediction_log_queue,
             self.metrics,
-            settings.log_flush_seconds,
+            settings.prediction_log_flush_seconds,
         )
         self.provider = ModelProvider(
             source or instance_source(settings.dagster_home),

@@ -14,15 +14,16 @@ from fraud_assets.services import devservices
 from fraud_assets.services.devservices import free_port
 from fraud_assets.services.service import running
 
-# Before the code location's modules are imported (they define the partitions): the tests choose
-# their own days, so neither a developer's .env nor the first day a `make run` recorded in
-# .fraudops/start_date may move the first partition. Tests of those set them up themselves.
+# The tests choose their own days: neither a developer's .env nor the first day a `make run`
+# recorded in .fraudops/start_date may move the first partition of a code location they load.
+# Tests of those set them up themselves.
 settings.DOTENV = None
 os.environ["FRAUDOPS_START_DATE"] = settings.DEFAULT_START_DATE.isoformat()
 
 from fraud_assets.defs.features import merchant_risk, transaction_features  # noqa: E402
 from fraud_assets.defs.ingestion import raw_transactions  # noqa: E402
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager  # noqa: E402
+from fraud_assets.defs.partitions import PartitionStartResource  # noqa: E402
 from fraud_assets.defs.resources import (  # noqa: E402
     CapturedTrafficResource,
     LandingZoneResource,
@@ -69,11 +70,13 @@ def make_data_defs(tmp_path, landing_dir, **landing) -> dg.Definitions:
         sensors=[landing_files_sensor],
         resources={
             "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),
-            "simulator": TransactionSimulatorResource(n_cardholders=SMALL_POPULATION, seed=7),
+            "simulator": TransactionSimulatorResource(cardholders=SMALL_POPULATION, seed=7),
             "landing_zone": LandingZoneResource(path=str(landing_dir), **landing),
             "captured_traffic": CapturedTrafficResource(
                 feed=str(tmp_path / "capture"), storage=str(tmp_path / "storage")
             ),
+            # the assets' first day (daily_partitions), and where it comes from: the variable above
+            "partition_start": PartitionStartResource.from_settings(settings.load_settings()),
         },
     )
 

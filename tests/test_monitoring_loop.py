@@ -21,7 +21,12 @@ from fraud_assets.defs.automation import (
     drift_retraining_sensor,
 )
 from fraud_assets.defs.monitoring import daily_drift_report, live_drift_report, model_performance
-from fraud_assets.defs.resources import PredictionLogResource, TransactionSimulatorResource
+from fraud_assets.defs.resources import (
+    PredictionLogResource,
+    ReportStoreResource,
+    RetrainingPolicyResource,
+    TransactionSimulatorResource,
+)
 from fraud_assets.defs.sensors import RANGE_END, RANGE_START
 from fraud_serving.model_provider import ModelProvider
 from fraud_serving.prediction_log import PredictionLogger
@@ -34,13 +39,13 @@ DRIFT_FIRST, DRIFT_LAST = "2026-03-29", "2026-04-02"
 def loop_defs(tmp_path) -> dg.Definitions:
     base = platform_defs(tmp_path)
     drifted = TransactionSimulatorResource(
-        n_cardholders=500,
+        cardholders=500,
         seed=3,
         drift_start=DRIFT_FIRST,
-        amount_multiplier=3.0,
-        merchant_mix_shift=0.7,
-        device_mix_shift=0.8,
-        new_fraud_pattern=True,
+        drift_amount_multiplier=3.0,
+        drift_merchant_mix=0.7,
+        drift_device_mix=0.8,
+        drift_new_pattern=True,
     )
     return dg.Definitions(
         assets=[*base.assets, daily_drift_report, model_performance, live_drift_report],
@@ -52,6 +57,8 @@ def loop_defs(tmp_path) -> dg.Definitions:
             **base.resources,
             "simulator": drifted,
             "prediction_log": PredictionLogResource(path=str(tmp_path / "predictions")),
+            "report_store": ReportStoreResource(path=str(tmp_path / "reports")),
+            "retraining": RetrainingPolicyResource(),
         },
     )
 
@@ -72,7 +79,10 @@ def train(defs, instance, tags=None):
 
 
 def tick(defs, instance, cursor=None):
-    context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
+    retraining = {"retraining": defs.resources["retraining"]}  # the sensor's own resource
+    context = dg.build_sensor_context(
+        instance=instance, definitions=defs, cursor=cursor, resources=retraining
+    )
     return drift_retraining_sensor.evaluate_tick(context)
 
 

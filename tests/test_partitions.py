@@ -15,6 +15,7 @@ import pytest
 
 from fraud_assets.core import settings
 from fraud_assets.core.settings import DEFAULT_START_DATE, SettingsError, load_settings, record_first_day
+from fraud_assets.definitions import defs
 from fraud_assets.first_look import record_start_date
 from tests.conftest import make_data_defs
 
@@ -54,6 +55,31 @@ def test_a_broken_recorded_day_says_what_to_do(env, tmp_path):
         SettingsError, match=r"start_date holds 'last spring', not a date YYYY-MM-DD.*FRAUDOPS_START_DATE"
     ):
         load_settings().partition_start()
+
+
+DAILY_ASSETS = {
+    "raw_transactions", "validated_transactions", "rejected_transactions", "transaction_features",
+    "merchant_risk", "drift_report", "live_drift_report", "model_performance",
+    "api_transactions", "api_labels",
+}  # fmt: skip
+
+
+def test_the_code_location_starts_every_daily_asset_on_the_first_day_when_it_loads(env):
+    env.setenv("FRAUDOPS_START_DATE", "2026-02-01")
+    loaded = defs()
+    daily = {
+        spec.key.to_user_string(): spec for spec in loaded.resolve_all_asset_specs() if spec.partitions_def
+    }
+    assert set(daily) == DAILY_ASSETS
+    assert {spec.partitions_def.get_first_partition_key() for spec in daily.values()} == {"2026-02-01"}
+    for job in ("ingest_transactions", "build_features", "daily_pipeline"):
+        assert loaded.resolve_job_def(job).partitions_def.get_first_partition_key() == "2026-02-01"
+    start = loaded.resources["partition_start"]  # what the landing sensor reads
+    assert (start.day, start.source) == ("2026-02-01", "FRAUDOPS_START_DATE")
+    env.setenv("FRAUDOPS_START_DATE", "2026-03-01")  # a reload of the code location, no re-import
+    assert (
+        defs().resolve_assets_def("raw_transactions").partitions_def.get_first_partition_key() == "2026-03-01"
+    )
 
 
 def _built(instance: dg.DagsterInstance, day: str) -> None:
@@ -109,10 +135,6 @@ def _environment(**variables: str) -> dict[str, str]:
 
 
 FIRST_PARTITION = """
-import sys
-import fraud_assets.first_look
-# The first look records the start before the partitions are defined (at the defs' import).
-assert "fraud_assets.defs.partitions" not in sys.modules, "first_look imports the defs too early"
 from fraud_assets.definitions import defs
 print(defs().resolve_assets_def("transaction_features").partitions_def.get_first_partition_key())
 """
@@ -130,8 +152,7 @@ def first_partition(cwd: Path, env: dict[str, str]) -> str:
 def test_make_runs_first_look_starts_the_partitions_on_its_first_day(tmp_path):
     """`python -m fraud_assets.first_look` (what `make run` calls) on 2 days of a small world:
     it records the first day, builds the features of that first partition (whose 37-day lookback
-    lies before the partitions), and a code location loaded afterwards starts there. (Processes
-    of their own: the partitions are defined when the code location's modules are imported.)"""
+    lies before the partitions), and a code location loaded afterwards starts there."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -153,3 +174,42 @@ def test_make_runs_first_look_starts_the_partitions_on_its_first_day(tmp_path):
         "2026-03-02.parquet",
     ]
     assert first_partition(tmp_path, env) == "2026-03-01"
+
+
+IMPORTS = """
+import importlib, pkgutil, sys
+import fraud_assets.defs, fraud_assets.first_look, fraud_serving.app
+from fraud_assets.core.settings import SettingsError
+from fraud_assets.definitions import defs
+for module in pkgutil.iter_modules(fraud_assets.defs.__path__):
+    importlib.import_module(f"fraud_assets.defs.{module.name}")
+print("imported")
+for fix in ("FRAUDOPS_SEED", None):
+    try:
+        defs()
+    except SettingsError as err:
+        print("refused when the definitions load:", " ".join(str(err).split()))
+    if fix:
+        del __import__("os").environ[fix]
+"""
+
+
+def test_nothing_reads_the_settings_at_import(tmp_path):
+    """The code location's modules, the first look and the API import with an unusable
+    configuration (a bad variable, a broken recorded first day); the settings are read, and
+    refused, when the definitions load."""
+    (tmp_path / ".fraudops").mkdir()
+    (tmp_path / ".fraudops" / "start_date").write_text("last spring")
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS],
+        cwd=tmp_path,
+        env=_environment(FRAUDOPS_SEED="abc"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported, bad_seed, bad_start = done.stdout.strip().splitlines()[-3:]
+    assert imported == "imported"
+    assert "refused when the definitions load" in bad_seed and "FRAUDOPS_SEED='abc'" in bad_seed
+    assert "refused when the definitions load" in bad_start and "holds 'last spring'" in bad_start

@@ -1,7 +1,9 @@
-"""One place for configuration: typed settings, clear errors, read when used, documented in full."""
+"""One place for configuration: typed settings, clear errors, read when the code location loads
+or the API starts, documented in full."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -12,9 +14,11 @@ import pytest
 from dagster._core.secrets.env_file import get_env_var_dict
 
 from fraud_assets.core import settings
+from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.settings import FraudopsSettings, SettingsError, load_settings
+from fraud_assets.definitions import defs
 from fraud_assets.defs.automation import drift_retraining_sensor
-from fraud_assets.defs.resources import resources
+from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource
 from fraud_serving.settings import Settings as ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,13 +141,13 @@ def test_resources_take_the_settings_when_the_definitions_are_built(env):
     env.setenv("FRAUDOPS_STORAGE", "s3://bucket/fraudops")
     env.setenv("FRAUDOPS_LANDING_DIR", "/incoming")
     env.setenv("FRAUDOPS_LANDING_ENCODING", "latin-1")
-    built = resources().resources
+    built = defs().resources
     assert built["simulator"].seed == 7
     assert built["io_manager"].base_path == "s3://bucket/fraudops"
     assert built["model_io_manager"].base_path == "s3://bucket/fraudops/objects"
     assert (built["landing_zone"].path, built["landing_zone"].encoding) == ("/incoming", "latin-1")
     env.setenv("FRAUDOPS_SEED", "8")  # no module reload: the next build sees the new value
-    assert resources().resources["simulator"].seed == 8
+    assert defs().resources["simulator"].seed == 8
 
 
 def _critical_report(instance: dg.DagsterInstance) -> None:
@@ -152,20 +156,23 @@ def _critical_report(instance: dg.DagsterInstance) -> None:
     )
 
 
-def test_the_retraining_sensor_reads_the_cooldown_at_each_evaluation(env):
+def _tick(instance: dg.DagsterInstance, cursor: str) -> dg.SensorResult:
+    """One evaluation, with the retraining resource of the code location loaded now."""
+    retraining = defs().resources["retraining"]
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"retraining": retraining})
+    return drift_retraining_sensor.evaluate_tick(context)
+
+
+def test_the_retraining_sensor_takes_the_cooldown_from_the_settings(env):
     an_hour_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
     cursor = json.dumps({"after": {}, "last_trigger": an_hour_ago})
     with dg.instance_for_test() as instance:
         _critical_report(instance)
-        waits = drift_retraining_sensor.evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=cursor)
-        )
+        waits = _tick(instance, cursor)
         assert waits.run_requests == [] and "cooldown" in waits.skip_message  # 72 h by default
 
-        env.setenv("FRAUDOPS_RETRAIN_COOLDOWN_HOURS", "0.5")
-        retrains = drift_retraining_sensor.evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=cursor)
-        )
+        env.setenv("FRAUDOPS_RETRAIN_COOLDOWN_HOURS", "0.5")  # read when the code location reloads
+        retrains = _tick(instance, cursor)
         assert len(retrains.run_requests) == 1
 
 
@@ -174,11 +181,62 @@ def test_the_api_reads_its_settings_when_it_starts(env, tmp_path):
     env.setenv("FRAUDOPS_API_KEY", "k")
     env.setenv("DAGSTER_HOME", str(tmp_path))
     service = ServiceSettings.from_env()
-    assert (service.max_batch, service.api_key, service.dagster_home) == (5, "k", str(tmp_path))
+    assert (service.max_batch, service.api_key_value(), service.dagster_home) == (5, "k", str(tmp_path))
     assert service.storage == ".fraudops/storage"
     env.setenv("FRAUDOPS_MODEL_POLL_SECONDS", "0")
     with pytest.raises(SettingsError, match="FRAUDOPS_MODEL_POLL_SECONDS='0'"):
         ServiceSettings.from_env()
+
+
+def test_the_api_reads_the_same_settings_as_the_pipeline(env):
+    env.setenv("FRAUDOPS_PREDICTION_LOG_QUEUE", "7")
+    env.setenv("FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS", "2")
+    env.setenv("FRAUDOPS_STORAGE", "s3://bucket/fraudops")
+    service, pipeline = ServiceSettings.from_env(), load_settings()
+    assert isinstance(service, FraudopsSettings)  # the groups themselves, by the same names
+    assert {name: getattr(service, name) for name in FIELDS} == {
+        name: getattr(pipeline, name) for name in FIELDS
+    }
+    assert (service.prediction_log_queue, service.prediction_log_flush_seconds) == (7, 2.0)
+    # Built in code (the tests' way), the settings read neither the environment nor .env.
+    assert ServiceSettings(max_batch=5).storage == FraudopsSettings().storage == ".fraudops/storage"
+
+
+def test_every_resource_is_built_from_its_settings_group(env, tmp_path):
+    configured = {
+        "FRAUDOPS_CARDHOLDERS": "500",
+        "FRAUDOPS_TRANSACTIONS_PER_CARD_PER_DAY": "4",
+        "FRAUDOPS_LEGIT_LABEL_DELAY_DAYS": "3",
+        "FRAUDOPS_DRIFT_START": "2026-05-01",
+        "FRAUDOPS_DRIFT_AMOUNT_MULTIPLIER": "3",
+        "FRAUDOPS_LANDING_MAPPING": '{"amount": "value"}',
+        "FRAUDOPS_TIMESTAMP_FORMAT": "%d/%m/%Y %H:%M",
+        "FRAUDOPS_MLFLOW_MODEL_NAME": "card-fraud",
+        "FRAUDOPS_RETRAIN_COOLDOWN_HOURS": "6",
+        "FRAUDOPS_REPORTS": str(tmp_path / "html"),
+    }
+    for name, value in configured.items():
+        env.setenv(name, value)
+    built, loaded = defs().resources, load_settings()
+    # Field for field (a resource takes unknown fields without a word: a new setting must not be lost).
+    assert set(TransactionSimulatorResource.model_fields) == {
+        *settings.GeneratorSettings.model_fields,
+        *settings.DriftSettings.model_fields,
+    }
+    assert set(LandingZoneResource.model_fields) == {
+        "path",
+        *(f.name for f in dataclasses.fields(LandingSettings)),
+    }
+    simulation = built["simulator"].simulation_config()
+    assert (simulation.n_cardholders, simulation.transactions_per_card_per_day) == (500, 4.0)
+    assert simulation.legit_label_delay_days == 3.0
+    assert (simulation.drift.start, simulation.drift.amount_multiplier) == (dt.date(2026, 5, 1), 3.0)
+    assert built["landing_zone"].landing == loaded.landing
+    assert loaded.landing.column_mapping == {"amount": "value"}
+    assert loaded.landing.timestamp_format == "%d/%m/%Y %H:%M"
+    assert built["model_registry"].model_name == "card-fraud"
+    assert built["retraining"].cooldown == dt.timedelta(hours=6)
+    assert built["report_store"].location().url == Path(tmp_path / "html").as_posix()
 
 
 ENV_READ = re.compile(r"os\.(?:getenv\(|environ\.get\(|environ\[)\s*(\S+?)[,)\]]")

@@ -188,7 +188,7 @@ def test_io_managers_write_the_contract_layout_and_read_it_back(storage_root, in
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_drift_html_goes_to_the_configured_reports_location(backend, env, tmp_path, request):
-    from fraud_assets.defs.monitoring import _save_html
+    from fraud_assets.defs.resources import ReportStoreResource
 
     if backend == "s3":
         env.setenv("FRAUDOPS_REPORTS", f"{request.getfixturevalue('s3_bucket')}/reports")
@@ -196,11 +196,12 @@ def test_drift_html_goes_to_the_configured_reports_location(backend, env, tmp_pa
     else:
         env.setenv("FRAUDOPS_REPORTS", str(tmp_path / "reports"))
     html = "<html><body>drift of 2026-03-01</body></html>"
-    saved = _save_html(html, "drift", "2026-03-01")  # what the drift assets call
     settings = load_settings()
+    reports = ReportStoreResource.from_settings(settings)  # what the drift assets are given
+    saved = reports.save_html(html, "drift", "2026-03-01")
     expected = settings.location(settings.reports).join("drift", "2026-03-01.html")
     assert saved == expected.url and expected.read_text() == html
-    assert _save_html(None, "drift", "2026-03-02") is None
+    assert reports.save_html(None, "drift", "2026-03-02") is None
 
 
 # --- the prediction log ------------------------------------------------------------------------------

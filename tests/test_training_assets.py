@@ -61,7 +61,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
         resources={
             "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),
             "model_io_manager": PickleIOManager(base_path=str(tmp_path / "objects")),
-            "simulator": TransactionSimulatorResource(n_cardholders=500, seed=3),
+            "simulator": TransactionSimulatorResource(cardholders=500, seed=3),
             "landing_zone": LandingZoneResource(path=str(tmp_path / "landing")),
             "captured_traffic": CapturedTrafficResource(storage=str(tmp_path / "storage")),
             "model_store": ModelStoreResource(base_path=str(tmp_path / "models")),

@@ -191,7 +191,7 @@ class _Platform:
         """What the running sensor does on its next tick, then the run it requests."""
         sensor = self.defs.resolve_sensor_def("landing_files_sensor")
         t0 = time.perf_counter()
-        # The daemon builds only the resources a sensor asks for (here the landing zone).
+        # The daemon builds only the resources a sensor asks for (the landing zone, the first day).
         needed = {key: self.defs.resources[key] for key in sensor.required_resource_keys}
         context = self.dg.build_sensor_context(
             instance=self.instance, definitions=self.defs, resources=needed

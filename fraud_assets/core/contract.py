@@ -34,6 +34,7 @@ from fraud_assets.core.storage import Location
 
 # --- asset keys -----------------------------------------------------------------------------------
 
+RAW_TRANSACTIONS = "raw_transactions"  # transactions as received, API traffic among them
 CHAMPION_MODEL = "champion_model"  # the served model: its latest materialization's metadata
 VALIDATED_TRANSACTIONS = "validated_transactions"  # the card history the API starts from
 MERCHANT_RISK = "merchant_risk"  # the merchant risk snapshots the API looks up

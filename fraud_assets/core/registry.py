@@ -34,9 +34,9 @@ from mlflow.tracking import MlflowClient
 
 from fraud_assets.core.champion_history import ChampionMaterialization
 from fraud_assets.core.contract import PROMOTION, ContractError
+from fraud_assets.core.settings import MODEL_NAME
 from fraud_assets.core.storage import Location
 
-MODEL_NAME = "fraud-detector"
 CHAMPION = "champion"
 GATE_TAG = "champion_gate"  # the version tag holding the gate's verdict
 # Given, so MLflow does not spend ~45 s inferring requirements at every log_model; our own

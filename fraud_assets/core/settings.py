@@ -1,9 +1,14 @@
 """fraudops' configuration in one place: every ``FRAUDOPS_*`` variable, typed, with its default.
 
-Read when used: call :func:`load_settings` where a value is needed (the Dagster resource builder,
-a sensor's evaluation, the API's startup), never at import, so that a changed environment, or a
-test's ``monkeypatch``, takes effect without reloading modules. The one value read when the code
-location loads is the first daily partition (``fraud_assets/defs/partitions.py`` says why).
+The variables come in groups (storage, generator, landing folder, MLflow, monitoring, scoring
+API, execution); :class:`FraudopsSettings` holds them all. :func:`load_settings` reads them at two
+moments only, never at import: when the Dagster code location loads (``fraud_assets/definitions.py``
+builds the resources, the executor and the daily partitions' first day from them, and assets and
+sensors take their values from those resources), and when the scoring API starts
+(``fraud_serving/settings.py`` reads the same groups). A changed environment, or a test's
+``monkeypatch``, takes effect at the next load without reloading modules. A test that configures
+in code builds ``FraudopsSettings(storage=..., ...)``: the defaults and the values given, neither
+the environment nor ``.env``.
 
 Sources, highest priority first: ``.env`` in the working directory, the process environment, the
 defaults below. ``.env`` wins because ``dagster dev`` does the same (it copies ``.env`` from its
@@ -25,11 +30,12 @@ import difflib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from dotenv import dotenv_values
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fraud_assets.core.capture import capture_kind
@@ -44,6 +50,8 @@ DOTENV: str | None = ".env"
 # With neither FRAUDOPS_START_DATE nor a recorded first day: fixed, so partitions never shift.
 DEFAULT_START_DATE = dt.date(2025, 1, 1)
 START_DATE_FILE = "start_date"
+# The registered model in MLflow whose versions the candidates become, unless configured.
+MODEL_NAME = "fraud-detector"
 
 
 class SettingsError(ValueError):
@@ -107,6 +115,11 @@ def _knob(name: str) -> AfterValidator:
     return _judged_by(lambda value: DriftKnobs(start=_ANY_DAY, **{name: value}))
 
 
+def _simulated(name: str) -> AfterValidator:
+    """Judged by the simulation's own limits, as its ``name``."""
+    return _judged_by(lambda value: SimulationConfig(**{name: value}))
+
+
 class StorageSettings(BaseModel):
     TITLE: ClassVar[str] = "Storage and state"
 
@@ -142,18 +155,28 @@ class StorageSettings(BaseModel):
 class GeneratorSettings(BaseModel):
     TITLE: ClassVar[str] = "Generator"
 
-    seed: Annotated[int, _judged_by(lambda v: SimulationConfig(seed=v))] = _var(
+    seed: Annotated[int, _simulated("seed")] = _var(
         "FRAUDOPS_SEED", 42, "seed of the simulated population and of every day's transactions"
     )
-    cardholders: Annotated[int, _judged_by(lambda v: SimulationConfig(n_cardholders=v))] = _var(
+    cardholders: Annotated[int, _simulated("n_cardholders")] = _var(
         "FRAUDOPS_CARDHOLDERS",
         3_000,
-        "cardholders in the simulated population (about 2.5 transactions a day each)",
+        "cardholders in the simulated population (`FRAUDOPS_TRANSACTIONS_PER_CARD_PER_DAY` transactions a day each, on average)",
     )
-    fraud_rate: Annotated[float, _judged_by(lambda v: SimulationConfig(fraud_rate=v))] = _var(
+    fraud_rate: Annotated[float, _simulated("fraud_rate")] = _var(
         "FRAUDOPS_FRAUD_RATE",
         0.01,
         f"share of fraudulent transactions ({MIN_FRAUD_RATE} to {MAX_FRAUD_RATE})",
+    )
+    transactions_per_card_per_day: Annotated[float, _simulated("transactions_per_card_per_day")] = _var(
+        "FRAUDOPS_TRANSACTIONS_PER_CARD_PER_DAY",
+        SimulationConfig.transactions_per_card_per_day,
+        "transactions a simulated card makes a day, on average (0.1 to 50)",
+    )
+    legit_label_delay_days: Annotated[float, _simulated("legit_label_delay_days")] = _var(
+        "FRAUDOPS_LEGIT_LABEL_DELAY_DAYS",
+        SimulationConfig.legit_label_delay_days,
+        "days after a simulated legitimate transaction until its label is known (no chargeback came; 0 to 365)",
     )
 
 
@@ -213,12 +236,22 @@ class LandingZoneSettings(BaseModel):
     )
     label_delay_days: Annotated[float, _judged_by(lambda v: LandingSettings(label_delay_days=v))] = _var(
         "FRAUDOPS_LABEL_DELAY_DAYS",
-        7.0,
+        LandingSettings.label_delay_days,
         "when a file does not say when a label became known: that many days after the transaction",
     )
     landing_encoding: Annotated[str, AfterValidator(_encoding)] = _var(
         "FRAUDOPS_LANDING_ENCODING", "utf-8", "text encoding of CSV files"
     )
+
+    @cached_property
+    def landing(self) -> LandingSettings:
+        """How to read the landing files: the variables above, the mapping parsed once."""
+        return LandingSettings(
+            column_mapping=self.landing_mapping,
+            timestamp_format=self.timestamp_format,
+            label_delay_days=self.label_delay_days,
+            encoding=self.landing_encoding,
+        )
 
 
 class MlflowSettings(BaseModel):
@@ -236,6 +269,11 @@ class MlflowSettings(BaseModel):
         "FRAUDOPS_MLFLOW_ARTIFACTS",
         _absolute_state("{state}/mlflow/artifacts"),
         "artifact root of a new experiment",
+    )
+    mlflow_model_name: str = _var(
+        "FRAUDOPS_MLFLOW_MODEL_NAME",
+        MODEL_NAME,
+        "the registered model whose versions the candidates become; its `champion` alias marks the champion",
     )
 
 
@@ -349,7 +387,6 @@ GROUPS = (
 
 
 class FraudopsSettings(
-    BaseSettings,
     ExecutionSettings,
     ServingSettings,
     MonitoringSettings,
@@ -359,22 +396,11 @@ class FraudopsSettings(
     GeneratorSettings,
     StorageSettings,
 ):
-    """Every setting; build it with :func:`load_settings` (the environment) or :func:`defaults`."""
+    """Every setting. :func:`load_settings` reads them from the environment and ``.env``;
+    ``FraudopsSettings(name=value, ...)`` (field names) takes the defaults and the values given,
+    and reads neither (tests, tools that configure in code)."""
 
-    model_config = SettingsConfigDict(
-        case_sensitive=True,
-        env_ignore_empty=True,
-        extra="ignore",
-        frozen=True,
-        validate_by_name=True,
-    )
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-    ):
-        """.env first, then the environment: the order dagster dev gives them (module docstring)."""
-        return init_settings, dotenv_settings, env_settings
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True)
 
     def location(self, where: str) -> Location:
         """A configured location (``storage``, ``models``, ...) with the options that reach it."""
@@ -416,7 +442,20 @@ def group_of(field_name: str) -> type[BaseModel]:
 
 def defaults() -> FraudopsSettings:
     """The defaults alone, without reading the environment (for the resources' own defaults)."""
-    return FraudopsSettings.model_construct()
+    return FraudopsSettings()
+
+
+class _FromEnvironment(BaseSettings, FraudopsSettings):
+    """The settings read from ``.env`` and the environment (what :func:`load_settings` builds)."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        """.env first, then the environment: the order dagster dev gives them (module docstring)."""
+        return init_settings, dotenv_settings, env_settings
 
 
 def load_settings() -> FraudopsSettings:
@@ -424,7 +463,7 @@ def load_settings() -> FraudopsSettings:
     file_values = _dotenv()
     problems = _unknown(file_values)
     try:
-        settings = FraudopsSettings(_env_file=DOTENV)
+        settings = _FromEnvironment(_env_file=DOTENV)
     except ValidationError as err:
         # A default computed from a bad value is not reported again (pydantic skips it and says so).
         errors = [error for error in err.errors() if error["type"] != "default_factory_not_called"]

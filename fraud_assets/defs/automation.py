@@ -15,8 +15,8 @@ import json
 
 import dagster as dg
 
-from fraud_assets.core.settings import load_settings
 from fraud_assets.defs.registry import training_job
+from fraud_assets.defs.resources import RetrainingPolicyResource
 
 MONITORED_REPORTS = ("drift_report", "model_performance", "live_drift_report")
 CRITICAL = "critical"
@@ -93,7 +93,7 @@ def _level(metadata: dict) -> str | None:
         "wait out a cooldown (FRAUDOPS_RETRAIN_COOLDOWN_HOURS). The evidence goes into the run's tags."
     ),
 )
-def drift_retraining_sensor(context: dg.SensorEvaluationContext):
+def drift_retraining_sensor(context: dg.SensorEvaluationContext, retraining: RetrainingPolicyResource):
     state = json.loads(context.cursor) if context.cursor else {}
     after: dict[str, int] = state.get("after", {})
     last_trigger = dt.datetime.fromisoformat(state["last_trigger"]) if state.get("last_trigger") else None
@@ -116,7 +116,7 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext):
             skip_reason="no new critical drift or performance report", cursor=json.dumps(new_state)
         )
     # A run of drifted days triggers one retrain: later critical reports within the cooldown wait.
-    cooldown = dt.timedelta(hours=load_settings().retrain_cooldown_hours)
+    cooldown = retraining.cooldown
     if last_trigger is not None and now - last_trigger < cooldown:
         wait = last_trigger + cooldown
         return dg.SensorResult(

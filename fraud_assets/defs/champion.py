@@ -28,7 +28,7 @@ from fraud_assets.core.champion_history import (
 )
 from fraud_assets.core.contract import CHAMPION_MODEL, ROLLBACK, ChampionRecord, ContractError
 from fraud_assets.core.registry import ModelRegistry
-from fraud_assets.defs.monitoring import drift_reference
+from fraud_assets.defs.monitoring import DRIFT_REFERENCE
 from fraud_assets.defs.registry import record_metadata
 from fraud_assets.defs.resources import ModelRegistryResource, ModelStoreResource
 
@@ -139,7 +139,7 @@ def champion_alias_sensor(context: dg.SensorEvaluationContext, model_registry: M
 
 rollback_champion_job = dg.define_asset_job(
     "rollback_champion",
-    selection=dg.AssetSelection.assets(CHAMPION_MODEL, drift_reference),
+    selection=dg.AssetSelection.assets(CHAMPION_MODEL, DRIFT_REFERENCE),
     config={"ops": {CHAMPION_MODEL: {"config": {"rollback": True, "version": None, "reason": ""}}}},
     description=(
         "Puts an earlier champion back: a new `champion_model` materialization holding its record "

@@ -9,7 +9,10 @@
   workers run ``celery -A fraud_assets.services.celery_worker worker``, built from :func:`celery_config`
   too, so the runs and the workers cannot disagree on the broker.
 
-`first_look` and the tests' ``execute_in_process`` always run in process, whatever is set here.
+The code location takes its executor from :func:`executor_for` when it loads
+(``fraud_assets/definitions.py``, with the settings it reads then); the Celery workers build their
+app from :func:`celery_config` when they start. `first_look` and the tests' ``execute_in_process``
+always run in process, whatever is set here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import dagster as dg
 
-from fraud_assets.core.settings import FraudopsSettings, load_settings
+from fraud_assets.core.settings import FraudopsSettings
 
 
 def celery_config(settings: FraudopsSettings) -> dict[str, Any]:
@@ -44,9 +47,3 @@ def executor_for(settings: FraudopsSettings) -> dg.ExecutorDefinition | None:
 
         return celery_executor.configured(celery_config(settings), name="celery")
     return None
-
-
-@dg.definitions
-def execution() -> dg.Definitions:
-    """Built when the code location loads: the settings are read now."""
-    return dg.Definitions(executor=executor_for(load_settings()))

@@ -65,10 +65,10 @@ def raw_transactions(
     if config.source == "generator":
         frame = simulator.simulator.generate_days(first, last)
         frame[PARTITION_DATE] = day_keys(frame[c.TIMESTAMP])
-        origin = {"seed": simulator.seed, "cardholders": simulator.n_cardholders}
+        origin = {"seed": simulator.seed, "cardholders": simulator.cardholders}
     elif config.source == "landing":
         files = landing_zone.files()
-        frame, used = read_landing_days(files, landing_zone.settings(), days)
+        frame, used = read_landing_days(files, landing_zone.landing, days)
         origin = {
             "landing_path": dg.MetadataValue.path(landing_zone.path),
             "files": dg.MetadataValue.json(used),

@@ -22,12 +22,12 @@ from fraud_assets.core.drift import DriftThresholds, drift_report, performance_r
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.features import FEATURE_COLUMNS
 from fraud_assets.core.prediction_log import read_prediction_log
-from fraud_assets.core.settings import load_settings
 from fraud_assets.core.splitting import TRAIN
 from fraud_assets.defs.partitions import daily_partitions, single_run
-from fraud_assets.defs.resources import ModelStoreResource, PredictionLogResource
+from fraud_assets.defs.resources import ModelStoreResource, PredictionLogResource, ReportStoreResource
 
 SCORE = "fraud_score"
+DRIFT_REFERENCE = "drift_reference"  # the asset that the rollback rebuilds with the champion
 REFERENCE_ROWS = 20_000
 PERFORMANCE_WINDOW = (-14, -8)  # days before the partition: one week whose labels are known
 # The columns a drift report compares: what the model sees, plus its score.
@@ -108,15 +108,6 @@ def _report_metadata(result, html_path: str | None, thresholds: DriftConfig) -> 
     return meta
 
 
-def _save_html(html: str | None, kind: str, day: str) -> str | None:
-    if not html:
-        return None
-    settings = load_settings()
-    path = settings.location(settings.reports).join(kind, f"{day}.html")
-    path.write_text(html)
-    return str(path)
-
-
 DRIFT_CHECK = dg.AssetCheckSpec(
     "drift_below_critical",
     asset="drift_report",
@@ -148,10 +139,11 @@ def daily_drift_report(
     transaction_features: pd.DataFrame,
     drift_reference: pd.DataFrame,
     model_store: ModelStoreResource,
+    report_store: ReportStoreResource,
 ):
     current = _scored(transaction_features, _champion(context, model_store)[1])
     result = _drift(drift_reference, current, config)
-    html_path = _save_html(result.html, "drift", context.partition_key)
+    html_path = report_store.save_html(result.html, "drift", context.partition_key)
     yield dg.Output(_summary(result, html_path), metadata=_report_metadata(result, html_path, config))
     yield _drift_check(result, config)
 
@@ -224,6 +216,7 @@ def live_drift_report(
     config: DriftConfig,
     drift_reference: pd.DataFrame,
     prediction_log: PredictionLogResource,
+    report_store: ReportStoreResource,
 ):
     traffic = read_prediction_log(prediction_log.location(), context.partition_key)
     if traffic.empty:
@@ -233,7 +226,7 @@ def live_drift_report(
         )
     current = traffic.rename(columns={"fraud_probability": SCORE})
     result = _drift(drift_reference, current, config)
-    html_path = _save_html(result.html, "live_drift", context.partition_key)
+    html_path = report_store.save_html(result.html, "live_drift", context.partition_key)
     yield dg.Output(_summary(result, html_path), metadata=_report_metadata(result, html_path, config))
     yield _drift_check(result, config, "live_drift_below_critical")
 

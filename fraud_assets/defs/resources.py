@@ -1,15 +1,20 @@
-"""Resources: everything external (storage, the landing folder, the simulator) is configuration.
+"""Resources: everything external (storage, the landing folder, the simulator, MLflow) is configuration.
 
-The values come from the settings (``fraud_assets.core.settings``: environment variables or
-``.env``), read when the code location builds its definitions; the launchpad can still override
-each resource's config for one run. Locations have no default of their own here: they are always
-given by the settings (or by a test).
+Each resource is built from its settings group (``fraud_assets.core.settings``) by its
+``from_settings``, when the code location loads: ``fraud_assets/definitions.py`` reads the
+settings and calls :func:`resources_for`. Assets and sensors take their values from these
+resources and never read the settings themselves; the launchpad can still change a resource's
+config for one run. Locations have no default of their own here: they are always given by the
+settings (or by a test).
 """
 
+from __future__ import annotations
+
+import dataclasses
 import datetime as dt
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import dagster as dg
 import pandas as pd
@@ -18,52 +23,63 @@ from dagster_mlflow.resources import MlFlow
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.capture import FILED_FOLDERS, TRANSACTIONS, CaptureFeed, open_capture
-from fraud_assets.core.contract import partition_location
+from fraud_assets.core.contract import RAW_TRANSACTIONS, partition_location
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
 from fraud_assets.core.ingest import list_landing_files
 from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
-from fraud_assets.core.settings import FraudopsSettings, defaults, load_settings
+from fraud_assets.core.settings import DriftSettings, FraudopsSettings, GeneratorSettings, defaults
 from fraud_assets.core.storage import Location, options_for
 from fraud_assets.core.traffic import api_transactions
 from fraud_assets.core.validation import PARTITION_DATE
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
+from fraud_assets.defs.partitions import PartitionStartResource
 
 # The resources' own defaults are the settings' defaults (one declaration of each).
 DEFAULTS = defaults()
-RAW_TRANSACTIONS = "raw_transactions"
 API_TRANSACTIONS = FILED_FOLDERS[TRANSACTIONS]  # the API's traffic as filed by day (an external asset)
+LANDING_DEFAULTS = DEFAULTS.landing
+LANDING_FIELDS = dataclasses.fields(LandingSettings)
 
 
 class TransactionSimulatorResource(dg.ConfigurableResource):
     """The synthetic transaction source: a seeded population of cards and merchants.
 
-    The drift knobs are off by default; set ``drift_start`` and a knob to produce drift on
-    purpose from that day on.
+    Its fields are the settings' generator and drift groups, by the same names. The drift knobs
+    are off by default; set ``drift_start`` and a knob to produce drift on purpose from that
+    day on.
     """
 
     seed: int = DEFAULTS.seed
-    n_cardholders: int = DEFAULTS.cardholders
+    cardholders: int = DEFAULTS.cardholders
     fraud_rate: float = DEFAULTS.fraud_rate
-    transactions_per_card_per_day: float = 2.5
-    legit_label_delay_days: float = 7.0
+    transactions_per_card_per_day: float = DEFAULTS.transactions_per_card_per_day
+    legit_label_delay_days: float = DEFAULTS.legit_label_delay_days
     drift_start: str | None = None
-    amount_multiplier: float = DEFAULTS.drift_amount_multiplier
-    merchant_mix_shift: float = DEFAULTS.drift_merchant_mix
-    device_mix_shift: float = DEFAULTS.drift_device_mix
-    new_fraud_pattern: bool = DEFAULTS.drift_new_pattern
+    drift_amount_multiplier: float = DEFAULTS.drift_amount_multiplier
+    drift_merchant_mix: float = DEFAULTS.drift_merchant_mix
+    drift_device_mix: float = DEFAULTS.drift_device_mix
+    drift_new_pattern: bool = DEFAULTS.drift_new_pattern
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        """Every field of the generator and drift groups (a date as ISO text: Dagster's config
+        has no date type)."""
+        names = [*GeneratorSettings.model_fields, *DriftSettings.model_fields]
+        values = {name: getattr(settings, name) for name in names}
+        return cls(**{k: v.isoformat() if isinstance(v, dt.date) else v for k, v in values.items()})
 
     def simulation_config(self) -> SimulationConfig:
         drift = DriftKnobs(
             start=dt.date.fromisoformat(self.drift_start) if self.drift_start else None,
-            amount_multiplier=self.amount_multiplier,
-            merchant_mix_shift=self.merchant_mix_shift,
-            device_mix_shift=self.device_mix_shift,
-            new_fraud_pattern=self.new_fraud_pattern,
+            amount_multiplier=self.drift_amount_multiplier,
+            merchant_mix_shift=self.drift_merchant_mix,
+            device_mix_shift=self.drift_device_mix,
+            new_fraud_pattern=self.drift_new_pattern,
         )
         return SimulationConfig(
             seed=self.seed,
-            n_cardholders=self.n_cardholders,
+            n_cardholders=self.cardholders,
             fraud_rate=self.fraud_rate,
             transactions_per_card_per_day=self.transactions_per_card_per_day,
             legit_label_delay_days=self.legit_label_delay_days,
@@ -82,7 +98,8 @@ def _simulator(config: SimulationConfig) -> TransactionSimulator:
 
 
 class LandingZoneResource(dg.ConfigurableResource):
-    """The folder where users drop their own CSV or Parquet transaction files.
+    """The folder where users drop their own CSV or Parquet transaction files, and how to read
+    them: the fields of :class:`LandingSettings`, which :attr:`landing` hands out.
 
     ``column_mapping`` maps fraudops' column names to the file's, e.g.
     ``{"transaction_id": "id", "timestamp": "ts", "is_fraud": "fraud"}``.
@@ -91,46 +108,22 @@ class LandingZoneResource(dg.ConfigurableResource):
     path: str
     column_mapping: dict[str, str] = {}
     timestamp_format: str | None = None
-    label_delay_days: float = DEFAULTS.label_delay_days
-    encoding: str = DEFAULTS.landing_encoding
-    csv_separator: str = ","
+    label_delay_days: float = LANDING_DEFAULTS.label_delay_days
+    encoding: str = LANDING_DEFAULTS.encoding
+    csv_separator: str = LANDING_DEFAULTS.csv_separator
 
-    def settings(self) -> LandingSettings:
-        return LandingSettings(
-            column_mapping=self.column_mapping,
-            timestamp_format=self.timestamp_format,
-            label_delay_days=self.label_delay_days,
-            encoding=self.encoding,
-            csv_separator=self.csv_separator,
-        )
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        """The folder, and the landing settings as parsed once by the settings."""
+        return cls(path=settings.landing_dir, **dataclasses.asdict(settings.landing))
+
+    @cached_property
+    def landing(self) -> LandingSettings:
+        """How to read the files: what the landing sensor and `raw_transactions` both use."""
+        return LandingSettings(**{field.name: getattr(self, field.name) for field in LANDING_FIELDS})
 
     def files(self) -> list[Path]:
         return list_landing_files(self.path)
-
-
-def landing_zone_resource(settings: FraudopsSettings) -> LandingZoneResource:
-    """The landing zone as configured (see README, "Your own data")."""
-    return LandingZoneResource(
-        path=settings.landing_dir,
-        column_mapping=settings.landing_mapping,
-        timestamp_format=settings.timestamp_format,
-        label_delay_days=settings.label_delay_days,
-        encoding=settings.landing_encoding,
-    )
-
-
-def simulator_resource(settings: FraudopsSettings) -> TransactionSimulatorResource:
-    """The generator as configured, drift knobs included (off by default)."""
-    return TransactionSimulatorResource(
-        seed=settings.seed,
-        n_cardholders=settings.cardholders,
-        fraud_rate=settings.fraud_rate,
-        drift_start=settings.drift_start.isoformat() if settings.drift_start else None,
-        amount_multiplier=settings.drift_amount_multiplier,
-        merchant_mix_shift=settings.drift_merchant_mix,
-        device_mix_shift=settings.drift_device_mix,
-        new_fraud_pattern=settings.drift_new_pattern,
-    )
 
 
 class ModelStoreResource(dg.ConfigurableResource):
@@ -143,6 +136,10 @@ class ModelStoreResource(dg.ConfigurableResource):
     base_path: str
     s3_endpoint_url: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        return cls(base_path=settings.models, s3_endpoint_url=settings.s3_endpoint_url)
+
     def bundle_directory(self) -> Location:
         """Absolute when local, so the bundle URI recorded in metadata works from any directory."""
         return self.location(self.base_path)
@@ -152,12 +149,15 @@ class ModelStoreResource(dg.ConfigurableResource):
         return Location.of(where, options_for(where, self.s3_endpoint_url))
 
 
-class PredictionLogResource(dg.ConfigurableResource):
-    """Where the scoring API logs every scored transaction (a folder per UTC day, see
-    `fraud_assets.core.contract`), read by `live_drift_report`."""
+class _LocationResource(dg.ConfigurableResource):
+    """A configured location (a local folder or a URL) and the storage options that reach it."""
 
     path: str
     storage_options: dict[str, Any] = {}
+
+    @classmethod
+    def at(cls, settings: FraudopsSettings, where: str) -> Self:
+        return cls(path=where, storage_options=dict(settings.location(where).options))
 
     def location(self) -> Location:
         return Location.of(self.path, self.storage_options)
@@ -170,6 +170,11 @@ class CapturedTrafficResource(dg.ConfigurableResource):
     storage: str
     feed: str = "off"
     storage_options: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        storage = settings.location(settings.storage)
+        return cls(feed=settings.capture, storage=storage.url, storage_options=dict(storage.options))
 
     def open(self) -> CaptureFeed | None:
         return open_capture(self.feed)
@@ -193,14 +198,59 @@ class CapturedTrafficResource(dg.ConfigurableResource):
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+class PredictionLogResource(_LocationResource):
+    """Where the scoring API logs every scored transaction (a folder per UTC day, see
+    `fraud_assets.core.contract`), read by `live_drift_report`."""
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        return cls.at(settings, settings.prediction_log_dir)
+
+
+class ReportStoreResource(_LocationResource):
+    """Where the drift reports' HTML files are saved, one per kind and day."""
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        return cls.at(settings, settings.reports)
+
+    def save_html(self, html: str | None, kind: str, day: str) -> str | None:
+        """Writes ``<reports>/<kind>/<day>.html``; its URL, or None when there is no HTML."""
+        if not html:
+            return None
+        path = self.location().join(kind, f"{day}.html")
+        path.write_text(html)
+        return str(path)
+
+
 class ModelRegistryResource(dg.ConfigurableResource):
-    """MLflow's model registry (the `fraud-detector` model and its `champion` alias)."""
+    """MLflow's model registry: the registered model (``FRAUDOPS_MLFLOW_MODEL_NAME``) and its
+    `champion` alias."""
 
     tracking_uri: str
-    model_name: str = "fraud-detector"
+    model_name: str = DEFAULTS.mlflow_model_name
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        return cls(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.mlflow_model_name)
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.tracking_uri, self.model_name)
+
+
+class RetrainingPolicyResource(dg.ConfigurableResource):
+    """When a critical drift or performance report may launch retraining: after a trigger,
+    further critical reports wait out ``cooldown_hours``."""
+
+    cooldown_hours: float = DEFAULTS.retrain_cooldown_hours
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        return cls(cooldown_hours=settings.retrain_cooldown_hours)
+
+    @property
+    def cooldown(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.cooldown_hours)
 
 
 MLFLOW_CONFIG_SCHEMA = {
@@ -236,7 +286,11 @@ def mlflow_resource_for(settings: FraudopsSettings) -> dg.ResourceDefinition:
     )
 
 
-def resources_for(settings: FraudopsSettings) -> dict[str, object]:
+PARTITION_START = "partition_start"
+
+
+def resources_for(settings: FraudopsSettings) -> dict[str, Any]:
+    """Every resource of the code location, each built from its settings group."""
     storage = settings.location(settings.storage)
     return {
         "io_manager": PartitionedParquetIOManager(
@@ -245,24 +299,14 @@ def resources_for(settings: FraudopsSettings) -> dict[str, object]:
         "model_io_manager": PickleIOManager(
             base_path=storage.join("objects").url, storage_options=dict(storage.options)
         ),
-        "model_store": ModelStoreResource(
-            base_path=settings.models, s3_endpoint_url=settings.s3_endpoint_url
-        ),
+        "model_store": ModelStoreResource.from_settings(settings),
         "mlflow": mlflow_resource_for(settings),
-        "model_registry": ModelRegistryResource(tracking_uri=settings.mlflow_tracking_uri),
-        "prediction_log": PredictionLogResource(
-            path=settings.prediction_log_dir,
-            storage_options=dict(settings.location(settings.prediction_log_dir).options),
-        ),
-        "captured_traffic": CapturedTrafficResource(
-            feed=settings.capture, storage=storage.url, storage_options=dict(storage.options)
-        ),
-        "simulator": simulator_resource(settings),
-        "landing_zone": landing_zone_resource(settings),
+        "model_registry": ModelRegistryResource.from_settings(settings),
+        "prediction_log": PredictionLogResource.from_settings(settings),
+        "report_store": ReportStoreResource.from_settings(settings),
+        "retraining": RetrainingPolicyResource.from_settings(settings),
+        "captured_traffic": CapturedTrafficResource.from_settings(settings),
+        "simulator": TransactionSimulatorResource.from_settings(settings),
+        "landing_zone": LandingZoneResource.from_settings(settings),
+        PARTITION_START: PartitionStartResource.from_settings(settings),
     }
-
-
-@dg.definitions
-def resources() -> dg.Definitions:
-    """Built when the code location loads (and on each reload): the settings are read now."""
-    return dg.Definitions(resources=resources_for(load_settings()))

@@ -4,11 +4,11 @@ import json
 
 import dagster as dg
 
+from fraud_assets.core.contract import RAW_TRANSACTIONS, VALIDATED_TRANSACTIONS
 from fraud_assets.core.ingest import LandingFileError, covered_days, file_signature
-from fraud_assets.defs.ingestion import raw_transactions
-from fraud_assets.defs.partitions import START, daily_partitions
+from fraud_assets.defs.partitions import PartitionStartResource
 from fraud_assets.defs.resources import LandingZoneResource
-from fraud_assets.defs.validation import validate_transactions
+from fraud_assets.defs.validation import REJECTED_TRANSACTIONS
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -16,7 +16,7 @@ LANDING_FILE_TAG = "fraudops/landing_file"
 
 ingest_transactions_job = dg.define_asset_job(
     "ingest_transactions",
-    selection=dg.AssetSelection.assets(raw_transactions, validate_transactions),
+    selection=dg.AssetSelection.assets(RAW_TRANSACTIONS, VALIDATED_TRANSACTIONS, REJECTED_TRANSACTIONS),
     description="Ingests a range of days (generator or landing folder) and validates them, in one run.",
 )
 
@@ -30,11 +30,15 @@ ingest_transactions_job = dg.define_asset_job(
         "rewritten CSV/Parquet file launches one run that ingests and validates the days it covers."
     ),
 )
-def landing_files_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZoneResource):
+def landing_files_sensor(
+    context: dg.SensorEvaluationContext,
+    landing_zone: LandingZoneResource,
+    partition_start: PartitionStartResource,
+):
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    settings = landing_zone.settings()
-    last_key = daily_partitions.get_last_partition_key()
-    first_key = daily_partitions.get_first_partition_key()
+    partitions = partition_start.partitions_def()
+    last_key = partitions.get_last_partition_key()
+    first_key = partitions.get_first_partition_key()
     requests, problems = [], []
     for path in landing_zone.files():
         signature = file_signature(path)
@@ -42,18 +46,20 @@ def landing_files_sensor(context: dg.SensorEvaluationContext, landing_zone: Land
             continue
         seen[path.name] = signature  # a broken file is reported once, and again when it changes
         try:
-            days = covered_days(path, settings)
+            days = covered_days(path, landing_zone.landing)
         except (LandingFileError, ValueError) as err:
             problems.append(str(err))
             continue
         start, end = days[0].isoformat(), days[-1].isoformat()
         if first_key is None or last_key is None or start < first_key or end > last_key:
-            problems.append(_outside_partitions(path, start, end, first_key, last_key))
+            problems.append(
+                _outside_partitions(path, start, end, first_key, last_key, partition_start.source)
+            )
             continue
         requests.append(
             dg.RunRequest(
                 run_key=f"{path.name}:{signature}",
-                run_config={"ops": {raw_transactions.op.name: {"config": {"source": "landing"}}}},
+                run_config={"ops": {RAW_TRANSACTIONS: {"config": {"source": "landing"}}}},
                 tags={RANGE_START: start, RANGE_END: end, LANDING_FILE_TAG: path.name},
             )
         )
@@ -65,12 +71,14 @@ def landing_files_sensor(context: dg.SensorEvaluationContext, landing_zone: Land
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True), skip_reason=skip)
 
 
-def _outside_partitions(path, start: str, end: str, first_key: str | None, last_key: str | None) -> str:
+def _outside_partitions(
+    path, start: str, end: str, first_key: str | None, last_key: str | None, source: str
+) -> str:
     """What is wrong with a file's days, and the fix: an earlier first partition, or later rows."""
     message = f"{path}: covers {start}..{end}, outside the partitions {first_key}..{last_key}"
     if first_key is None or start < first_key:
         return (
             f"{message}; set FRAUDOPS_START_DATE={start} (or earlier) in .env or the environment and "
-            f"reload the code location (the first partition now comes from {START.source})"
+            f"reload the code location (the first partition now comes from {source})"
         )
     return f"{message}; rows after today cannot be ingested yet: check the file's timestamps"
