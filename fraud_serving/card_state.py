@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 
 import numba
 import numpy as np
@@ -131,17 +132,17 @@ def _coded(table: dict, ids: list, add) -> list[int]:
     return codes
 
 
-def recent_history(storage: Location, days: int, skipped: list[str]):
+def recent_history(storage: Location, days: int, skipped: list[str], loaded: Collection[str] = ()):
     """``(rows, days read)``: the card history rows (time, card, merchant, amount, device,
-    transaction id) of the last ``days`` daily files of `validated_transactions` that any later
-    transaction's windows can reach, or ``(None, days)`` when there are none. A file that cannot
-    be read is skipped and noted in ``skipped``."""
+    transaction id) of the daily files of `validated_transactions` among the last ``days`` + 1
+    whose day is not in ``loaded``, those any later transaction's windows can reach, or
+    ``(None, days read)`` when they hold none. A file that cannot be read is skipped, noted in
+    ``skipped`` and counted as read (it is not tried again at every poll)."""
     import pandas as pd
 
-    files = daily_partitions(storage, VALIDATED_TRANSACTIONS)[-(days + 1) :]
-    if not files:
-        log.warning("no validated_transactions files under %s: card history starts empty", storage)
-        return None, []
+    files = [(day, path) for day, path in daily_partitions(storage, VALIDATED_TRANSACTIONS)[-(days + 1) :]
+             if day not in loaded]  # fmt: skip
+    read = [day for day, _ in files]
     wanted = [c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.AMOUNT, c.DEVICE_FINGERPRINT, c.TRANSACTION_ID]
     frames = []
     for _, path in files:
@@ -155,13 +156,34 @@ def recent_history(storage: Location, days: int, skipped: list[str]):
             continue
         frames.append(frame[[col for col in wanted if col in frame]])
     if not frames:
-        return None, [day for day, _ in files]
+        return None, read
     data = pd.concat(frames, ignore_index=True)
     if c.DEVICE_FINGERPRINT not in data:
         data[c.DEVICE_FINGERPRINT] = None
     data = data[data[c.TIMESTAMP].notna() & data[c.CARD_ID].notna()]
     newest = data[c.TIMESTAMP].max()
-    return data[data[c.TIMESTAMP] >= newest - pd.Timedelta(milliseconds=KEEP_MS)], [day for day, _ in files]
+    return data[data[c.TIMESTAMP] >= newest - pd.Timedelta(milliseconds=KEEP_MS)], read
+
+
+def history_columns(data) -> tuple[list, np.ndarray, list, list, list, list]:
+    """Stored history rows, in time order, as the stores add them: cards, times (ms), merchants,
+    amounts, devices and transaction ids (None where missing)."""
+    data = data.sort_values(c.TIMESTAMP, kind="stable")
+    times = data[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64")
+    cards, merchants, devices, tids = (
+        data[col].astype(object).where(data[col].notna(), None).tolist()
+        if col in data
+        else [None] * len(data)
+        for col in (c.CARD_ID, c.MERCHANT_ID, c.DEVICE_FINGERPRINT, c.TRANSACTION_ID)
+    )
+    return (
+        [str(card) for card in cards],
+        times,
+        merchants,
+        data[c.AMOUNT].to_numpy("float64").tolist(),
+        devices,
+        tids,
+    )
 
 
 class CardState:
@@ -171,6 +193,8 @@ class CardState:
     for equality (and devices for null), so codes give the same features. One lock makes
     adding a request's transactions and reading their history one step.
     """
+
+    store = "memory"  # where the history is held (/health)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -247,35 +271,41 @@ class CardState:
         A transaction id the card already holds is not added again (a client's retry must not
         count as a second transaction); its features are still computed.
         """
-        n = len(cards)
         times = np.asarray(ts_ms, dtype="int64")
         amount = np.asarray(amounts, dtype="float64")
         with self._lock:
-            card_codes = _coded(self._cards, cards, self._card_code)
-            merchant = np.array(_coded(self._merchants, merchants, self.merchant_code), dtype="int64")
-            device = np.array(_coded(self._devices, devices, self.device_code), dtype="int64")
-            fresh = np.ones(n, dtype=bool)
-            if transaction_ids is not None:
-                seen = self._seen
-                keys = zip(card_codes, transaction_ids, strict=True)
-                for i, key, at in zip(range(n), keys, times.tolist(), strict=True):
-                    if key[1] is None:
-                        continue
-                    if key in seen:
-                        fresh[i] = False
-                    else:
-                        seen[key] = at
-            code = np.array(card_codes, dtype="int64")
-            floor = int(times.min()) if n else 0
-            if fresh.all():
-                self._insert(code, times, merchant, amount, device, floor)
-            else:
-                self._insert(code[fresh], times[fresh], merchant[fresh], amount[fresh], device[fresh], floor)
+            code, merchant, device, _ = self._add(cards, times, merchants, amount, devices, transaction_ids)
             segment_start = self._start[code]
             return card_history_features(
                 self._times, self._amount, self._merchant, self._device, segment_start,
                 segment_start + self._count[code], times, amount, merchant, device,
             )  # fmt: skip
+
+    def _add(self, cards, times, merchants, amount, devices, transaction_ids):
+        """Add transactions to their cards (the lock held), skipping a transaction id the card
+        already holds; ``(card codes, merchant codes, device codes, rows added)``."""
+        n = len(cards)
+        card_codes = _coded(self._cards, cards, self._card_code)
+        merchant = np.array(_coded(self._merchants, merchants, self.merchant_code), dtype="int64")
+        device = np.array(_coded(self._devices, devices, self.device_code), dtype="int64")
+        fresh = np.ones(n, dtype=bool)
+        if transaction_ids is not None:
+            seen = self._seen
+            keys = zip(card_codes, transaction_ids, strict=True)
+            for i, key, at in zip(range(n), keys, times.tolist(), strict=True):
+                if key[1] is None:
+                    continue
+                if key in seen:
+                    fresh[i] = False
+                else:
+                    seen[key] = at
+        code = np.array(card_codes, dtype="int64")
+        floor = int(times.min()) if n else 0
+        if fresh.all():
+            self._insert(code, times, merchant, amount, device, floor)
+        else:
+            self._insert(code[fresh], times[fresh], merchant[fresh], amount[fresh], device[fresh], floor)
+        return code, merchant, device, int(fresh.sum())
 
     @staticmethod
     def warm_up() -> None:
@@ -320,16 +350,38 @@ class CardState:
         if any(ts < cutoff for ts in self._seen.values()):
             self._seen = {key: ts for key, ts in self._seen.items() if ts >= cutoff}
 
-    def bootstrap(self, storage: Location, days: int = LOOKBACK_DAYS) -> int:
-        """Load the last ``days`` daily files of `validated_transactions` under ``storage`` (the
-        pipeline's storage root, any location); the number of rows held. Raises StorageError when
-        the storage cannot be read at all; a file that cannot be read is skipped and counted."""
+    def bootstrap(self, storage: Location, days: int = LOOKBACK_DAYS, wait: bool = True) -> int:
+        """Load the daily files of `validated_transactions` under ``storage`` (the pipeline's
+        storage root, any location) among the last ``days`` + 1 that it has not loaded yet: at
+        the start, and at every poll after it, so days the pipeline stores later (a first look
+        still running when the API started) are loaded too. Returns the rows loaded from the
+        store so far. Raises StorageError when the storage cannot be read at all; a file that
+        cannot be read is skipped and noted. ``wait`` is for the shared store's interface (one
+        process, nobody to wait for)."""
+        self.bootstrap_source = str(asset_location(storage, VALIDATED_TRANSACTIONS))
+        data, read = recent_history(storage, days, self.bootstrap_skipped, loaded=self.bootstrapped_days)
+        added = 0
+        if data is not None:
+            built = self._segments(data) if not self._cards else None  # the fast path, unlocked
+            with self._lock:
+                if built is not None and not self._cards:
+                    for name, value in built.items():
+                        setattr(self, name, value)
+                    added = int(built["_count"].sum())
+                else:  # rows already held (scored traffic, earlier days): added like requests
+                    cards, times, merchants, amounts, devices, tids = history_columns(data)
+                    amount = np.asarray(amounts, dtype="float64")
+                    added = self._add(cards, times, merchants, amount, devices, tids)[3] if cards else 0
+            log.info("card state: %d rows from %d days (%d cards held)", added, len(read), len(self))
+        self.bootstrapped_rows += added
+        self.bootstrapped_days = sorted({*self.bootstrapped_days, *read})
+        return self.bootstrapped_rows
+
+    @staticmethod
+    def _segments(data) -> dict:
+        """A whole card state from stored rows at once (vectorised): the state's fields by name."""
         import pandas as pd
 
-        self.bootstrap_source = str(asset_location(storage, VALIDATED_TRANSACTIONS))
-        data, files = recent_history(storage, days, self.bootstrap_skipped)
-        if data is None:
-            return 0
         card_codes, card_ids = pd.factorize(data[c.CARD_ID].astype(str).to_numpy(object))
         order = np.lexsort((data[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64"), card_codes))
         data, card = data.iloc[order], card_codes[order].astype("int64")
@@ -344,34 +396,35 @@ class CardState:
         start = np.r_[0, np.cumsum(room)[:-1]].astype("int64")
         place = (start[card] + position - (held - counts)[card])[kept]
         size = max(1 << 16, 2 * int(room.sum()))
-        arrays = {
-            "_times": (times, "int64"),
-            "_merchant": (merchant_codes, "int64"),
-            "_amount": (data[c.AMOUNT].to_numpy("float64"), "float64"),
-            "_device": (device_codes, "int64"),  # -1: no device
-        }
+        built = {}
+        for name, values, dtype in (
+            ("_times", times, "int64"),
+            ("_merchant", merchant_codes, "int64"),
+            ("_amount", data[c.AMOUNT].to_numpy("float64"), "float64"),
+            ("_device", device_codes, "int64"),  # -1: no device
+        ):
+            column = np.zeros(size, dtype)
+            column[place] = values[kept]
+            built[name] = column
         tids = (
             data[c.TRANSACTION_ID].astype(object).where(data[c.TRANSACTION_ID].notna(), None).tolist()
             if c.TRANSACTION_ID in data
             else [None] * len(data)
         )
-        seen = {(int(cd), t): int(ts) for cd, t, ts in zip(card, tids, times, strict=True) if t is not None}
-        with self._lock:
-            for name, (values, dtype) in arrays.items():
-                column = np.zeros(size, dtype)
-                column[place] = values[kept]
-                setattr(self, name, column)
-            self._start, self._count, self._room = start, counts, room.astype("int64")
-            self._used = int(room.sum())
-            self._cards = {str(card_id): i for i, card_id in enumerate(card_ids)}
-            self._merchants = {str(m): i for i, m in enumerate(merchant_ids)}
-            self._devices = {None: -1, **{str(d): i for i, d in enumerate(device_ids)}}
-            self._seen = seen
-            self._newest = int(times.max())
-        self.bootstrapped_rows = int(counts.sum())
-        self.bootstrapped_days = files
-        log.info("card state: %d rows of %d cards from %d days", counts.sum(), len(card_ids), len(files))
-        return int(counts.sum())
+        built.update(
+            _start=start,
+            _count=counts,
+            _room=room.astype("int64"),
+            _used=int(room.sum()),
+            _cards={str(card_id): i for i, card_id in enumerate(card_ids)},
+            _merchants={str(m): i for i, m in enumerate(merchant_ids)},
+            _devices={None: -1, **{str(d): i for i, d in enumerate(device_ids)}},
+            _seen={
+                (int(cd), t): int(ts) for cd, t, ts in zip(card, tids, times, strict=True) if t is not None
+            },
+            _newest=int(times.max()),
+        )
+        return built
 
 
 class MerchantRiskStore:

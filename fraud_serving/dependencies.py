@@ -40,12 +40,23 @@ async def started(request: Request) -> float:
     return request.scope.get(STARTED) or time.perf_counter()
 
 
-async def served_model(service: ServiceDep) -> ServedModel:
-    """The model serving now (one read: a swap never changes it within a request), else 503."""
-    model = service.provider.current
+async def current_model(service: ServiceDep) -> ServedModel | None:
+    """The model serving now (one read: a swap never changes it within a request), None before
+    the first. The scoring endpoints take this one and call :func:`loaded` once the body has
+    been validated: bad input is a 422 whatever the model state, never a 503 a client retries."""
+    return service.provider.current
+
+
+def loaded(model: ServedModel | None) -> ServedModel:
+    """``model``, else 503 (no champion yet: waiting cures it)."""
     if model is None:
         raise HTTPException(status_code=503, detail=NO_MODEL_MESSAGE)
     return model
+
+
+async def served_model(model: Annotated[ServedModel | None, Depends(current_model)]) -> ServedModel:
+    """The model serving now, else 503 (for endpoints without a body)."""
+    return loaded(model)
 
 
 async def require_api_key(service: ServiceDep, key: Annotated[str | None, Security(_api_key)] = None) -> None:

@@ -20,9 +20,10 @@ store each worker reads the file itself, and two workers could answer from two d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import time
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pydantic_core
@@ -34,14 +35,18 @@ from fraud_serving.card_state import (
     MAX_ROWS_PER_CARD,
     STALE_SLACK_MS,
     MerchantRiskStore,
+    history_columns,
     recent_history,
 )
 
 log = logging.getLogger("fraud_serving.state")
 PREFIX = "fraudops:"
 _SEEN_SECONDS = (KEEP_MS + STALE_SLACK_MS) // 1000  # how long a transaction id is remembered
-BOOTSTRAP_CHUNK = 20_000
-BOOTSTRAP_WAIT_SECONDS = 300  # a worker waits this long for another one's bootstrap
+BOOTSTRAP_CHUNK = 2_000  # stored rows per script: Redis runs nothing else meanwhile (a few ms)
+BOOTSTRAP_WAIT_SECONDS = 300  # a worker waits this long for another one's loading (its lock's life)
+HISTORY_DAYS = PREFIX + "history_days"  # the validated_transactions days loaded (a set)
+HISTORY_ROWS = PREFIX + "history_rows"  # the rows loaded from them
+HISTORY_LOCK = PREFIX + "history_loading"  # held by the worker loading days
 RISK_DAY = PREFIX + "merchant_risk_day"  # the day of the merchant risk snapshot every worker reads
 RISK_HASH = PREFIX + "merchant_risk:"  # + day: that snapshot, merchant id -> its features (JSON)
 _PRIOR = "\x00prior"  # the merchant-risk field of merchants the snapshot does not know (no id has it)
@@ -87,6 +92,21 @@ return ARGV[1]
 """.replace("RISK_HASH", RISK_HASH)
 
 
+# Stored transactions, without features: each new transaction id (SET NX) adds its row; returns
+# the rows added. KEYS: the rows' seen keys, then their cards' keys; ARGV: the ids' time to live,
+# then (has an id, member, time) per row.
+_LOAD = """
+local n, added = #KEYS / 2, 0
+for i = 1, n do
+  local p = 2 + 3 * (i - 1)
+  if ARGV[p] == "0" or redis.call("SET", KEYS[i], 1, "NX", "EX", ARGV[1]) then
+    added = added + redis.call("ZADD", KEYS[n + i], ARGV[p + 2], ARGV[p + 1])
+  end
+end
+return added
+"""
+
+
 class DependencyUnavailable(Exception):
     """A service the API needs (the online state store) cannot be reached: 503, naming it."""
 
@@ -99,15 +119,25 @@ def _codes(values: list) -> np.ndarray:
     )
 
 
+def without_password(url: str) -> str:
+    """A Redis URL as it may be shown: its password left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = f"{parts.username or ''}@{parts.hostname}" if parts.username else parts.hostname
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+
+
 class RedisCardState:
     def __init__(self, url: str) -> None:
         import redis
 
-        self.url = url
+        self.url = self.store = without_password(url)  # what messages and /health name
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._request = self.redis.register_script(_REQUEST)  # one round trip per request (EVALSHA)
         self._publish = self.redis.register_script(_PUBLISH)
+        self._load_rows = self.redis.register_script(_LOAD)
         self.bootstrapped_rows = 0
         self.bootstrapped_days: list[str] = []
         self.bootstrap_source: str | None = None
@@ -195,52 +225,53 @@ class RedisCardState:
             np.asarray(amounts, dtype="float64"), merchant_codes[m:], device_codes[m:],
         )  # fmt: skip
 
-    def bootstrap(self, storage: Location, days: int = LOOKBACK_DAYS) -> int:
-        """Load the recent `validated_transactions` once per Redis database (the first worker to
-        start does it; the others, and later restarts, find the rows there)."""
-        from fraud_assets.core import columns as c
+    def bootstrap(self, storage: Location, days: int = LOOKBACK_DAYS, wait: bool = True) -> int:
+        """Load the daily files of `validated_transactions` among the last ``days`` + 1 that no
+        worker has loaded into this Redis database yet (the days loaded are kept there, so later
+        restarts and the other workers find them): at the start, and at every poll after it, so
+        days the pipeline stores later are loaded too, by the first worker to look. One worker
+        loads at a time, under a lock that expires (a worker that dies loading blocks nobody for
+        long); ``wait``: when another worker holds it, wait for its rows (at startup: serve with
+        them) rather than look again at the next poll. A transaction id already held is not
+        added again. Returns the rows loaded from the store so far, by any worker."""
+        from redis.exceptions import LockError
+
         from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, asset_location
 
         self.bootstrap_source = str(asset_location(storage, VALIDATED_TRANSACTIONS))
-        if not self.redis.set(PREFIX + "bootstrapped", 1, nx=True):  # another worker loads (or did)
-            deadline = time.monotonic() + BOOTSTRAP_WAIT_SECONDS
-            while (
-                rows := self.redis.get(PREFIX + "bootstrapped_rows")
-            ) is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            self.bootstrapped_rows = int(rows or 0)
-            return self.bootstrapped_rows
-        data, self.bootstrapped_days = recent_history(storage, days, self.bootstrap_skipped)
-        if data is None:
-            self.redis.set(PREFIX + "bootstrapped_rows", 0)
-            return 0
-        data = data.sort_values(c.TIMESTAMP, kind="stable")
-        times = data[c.TIMESTAMP].to_numpy("datetime64[ms]").astype("int64")
-        columns = [data[col].astype(object).where(data[col].notna(), None).tolist() if col in data else
-                   [None] * len(data) for col in (c.CARD_ID, c.MERCHANT_ID, c.DEVICE_FINGERPRINT, c.TRANSACTION_ID)]  # fmt: skip
-        cards, merchants, devices, tids = columns
-        amounts = data[c.AMOUNT].to_numpy("float64").tolist()
-        for start in range(0, len(data), BOOTSTRAP_CHUNK):
-            part = slice(start, start + BOOTSTRAP_CHUNK)
-            self._load(cards[part], times[part], merchants[part], amounts[part], devices[part], tids[part])
-        self.bootstrapped_rows = len(data)
-        self.redis.set(PREFIX + "bootstrapped_rows", len(data))
-        log.info("online state %s: %d rows from %d days", self.url, len(data), len(self.bootstrapped_days))
-        return len(data)
+        lock = self.redis.lock(HISTORY_LOCK, timeout=BOOTSTRAP_WAIT_SECONDS)
+        if lock.acquire(blocking=wait, blocking_timeout=BOOTSTRAP_WAIT_SECONDS):
+            try:
+                loaded = {day.decode() for day in self.redis.smembers(HISTORY_DAYS)}
+                data, read = recent_history(storage, days, self.bootstrap_skipped, loaded)
+                added = 0 if data is None else self._load(*history_columns(data))
+                if read:
+                    self.redis.pipeline().sadd(HISTORY_DAYS, *read).incrby(HISTORY_ROWS, added).execute()
+                if added:
+                    log.info("online state %s: %d rows from %d days", self.url, added, len(read))
+            finally:
+                with contextlib.suppress(LockError):  # it expired meanwhile: another may hold it now
+                    lock.release()
+        days_held, rows = self.redis.pipeline().smembers(HISTORY_DAYS).get(HISTORY_ROWS).execute()
+        self.bootstrapped_days = sorted(day.decode() for day in days_held)
+        self.bootstrapped_rows = int(rows or 0)
+        return self.bootstrapped_rows
 
-    def _load(self, cards, times, merchants, amounts, devices, tids) -> None:
-        """Add stored transactions without computing features (bootstrap)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for i, card in enumerate(cards):
-            tid = tids[i] or os.urandom(8).hex()
-            pipe.zadd(
-                PREFIX + "card:" + card,
-                {pydantic_core.to_json([tid, merchants[i], amounts[i], devices[i]]): int(times[i])},
-            )
-            if tids[i] is not None:
-                pipe.set(f"{PREFIX}seen:{card}:{tid}", 1, nx=True, ex=_SEEN_SECONDS)
-        pipe.sadd(PREFIX + "cards", *set(cards))
-        pipe.execute()
+    def _load(self, cards, times, merchants, amounts, devices, tids) -> int:
+        """Add stored transactions without computing features; the rows added."""
+        added = 0
+        for start in range(0, len(cards), BOOTSTRAP_CHUNK):
+            part = range(start, min(start + BOOTSTRAP_CHUNK, len(cards)))
+            ids = [tids[i] or os.urandom(8).hex() for i in part]
+            keys = [f"{PREFIX}seen:{cards[i]}:{tid}" for i, tid in zip(part, ids, strict=True)]
+            keys += [PREFIX + "card:" + cards[i] for i in part]
+            args: list = [_SEEN_SECONDS]
+            for i, tid in zip(part, ids, strict=True):
+                member = pydantic_core.to_json([tid, merchants[i], amounts[i], devices[i]])
+                args += [int(tids[i] is not None), member, int(times[i])]
+            added += int(self._load_rows(keys=keys, args=args))
+            self.redis.sadd(PREFIX + "cards", *{cards[i] for i in part})
+        return added
 
 
 class RedisMerchantRisk(MerchantRiskStore):

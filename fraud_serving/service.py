@@ -27,6 +27,11 @@ from fraud_serving.scoring import RISK_LEVELS, Scorer, ScoreResult
 from fraud_serving.settings import Settings
 
 log = logging.getLogger("fraud_serving")
+EMPTY_HISTORY = (
+    "no validated_transactions under {source}: every card looks new (no history features) until "
+    "the pipeline stores some (materialize the data, or check FRAUDOPS_STORAGE); the API looks "
+    "again at every poll (FRAUDOPS_MODEL_POLL_SECONDS)"
+)
 
 
 class Service:
@@ -82,10 +87,11 @@ class Service:
         # OpenBLAS's two threads against 0.1 ms on one, and their spinning slowed what came after.
         self._threads = fixed_threads(1)
         self.log.start()
-        self.poll_storage()
+        self.check_storage()
+        self.merchants.refresh()
         self.cards.warm_up()
         if self.settings.bootstrap_card_state:
-            self._bootstrap()
+            self.load_history(wait=True)
         self.provider.refresh()
         if self.provider.current is None:
             log.warning(self.provider.error or NO_MODEL_MESSAGE)
@@ -104,32 +110,48 @@ class Service:
             self.storage_error = None
 
     def poll_storage(self) -> None:
+        """At every poll of the model provider's thread: the storage, a newer merchant risk day,
+        and the days of card history stored since the last look."""
         self.check_storage()
         self.merchants.refresh()
+        if self.settings.bootstrap_card_state:
+            self.load_history(wait=False)
 
-    def _bootstrap(self) -> None:
-        """The card history from the stored `validated_transactions`; what happened is told in
-        /health (and logged), never an empty history without a word."""
+    def load_history(self, wait: bool) -> None:
+        """The card history from the stored `validated_transactions` days not loaded yet (all of
+        them at the start; then what the pipeline stores later, so an API started before the
+        data still gets it); what it holds is told in /health (and logged when it changes),
+        never an empty history without a word. ``wait``: for another worker's loading."""
+        before = (self.bootstrap, self.bootstrap_error)
         try:
-            rows = self.cards.bootstrap(self.storage)
+            rows = self.cards.bootstrap(self.storage, wait=wait)
         except Exception as err:
-            self.bootstrap, self.bootstrap_error = "failed", f"{type(err).__name__}: {err}"
-            log.error("card state bootstrap failed, card history starts empty: %s", err)
+            self.bootstrap_error = f"{type(err).__name__}: {err}"
+            if self.bootstrap != "loaded":
+                self.bootstrap = "failed"
+            if before[1] != self.bootstrap_error:
+                log.error("card history cannot be read from %s: %s", self.storage, err)
             return
-        self.bootstrap = "loaded" if rows else "empty"
-        if not rows:
-            self.bootstrap_error = (
-                f"no validated_transactions under {self.cards.bootstrap_source}: card history starts "
-                "empty (materialize the data first, or check FRAUDOPS_STORAGE)"
-            )
+        self.bootstrap, self.bootstrap_error = (
+            ("loaded", None) if rows else ("empty", EMPTY_HISTORY.format(source=self.cards.bootstrap_source))
+        )
+        if (self.bootstrap, self.bootstrap_error) != before and self.bootstrap_error:
+            log.warning(self.bootstrap_error)
+
+    @property
+    def degraded_by(self) -> list[str]:
+        """Why a serving API is not ``ok``: each part that cannot be used, in its own words."""
+        reasons = [self.provider.error, self.provider.poll_error, self.storage_error, self.merchants.error]
+        if self.bootstrap in ("empty", "failed"):
+            reasons.append(f"card history {self.bootstrap}: {self.bootstrap_error}")
+        return [reason for reason in reasons if reason]
 
     @property
     def status(self) -> str:
         """ok, degraded (serving, but something is wrong: see /health) or no_model."""
-        status = self.provider.status
-        if status == "ok" and (self.storage_error or self.bootstrap == "failed" or self.merchants.error):
-            return "degraded"
-        return status
+        if self.provider.current is None:
+            return "no_model"
+        return "degraded" if self.degraded_by else "ok"
 
     def health(self) -> dict[str, Any]:
         provider, cards = self.provider, self.cards
@@ -140,11 +162,13 @@ class Service:
             "model_loaded_at": model.loaded_at if model else None,
             "dagster_storage_id": model.materialization.storage_id if model else None,
             "error": provider.error or provider.poll_error or (None if model else NO_MODEL_MESSAGE),
+            "degraded_by": self.degraded_by if model else [],
             "last_poll": provider.last_poll,
             # where the champion is looked up: the Dagster instance (SQLite or PostgreSQL)
             "dagster_instance": {"home": self.settings.dagster_home, "error": provider.poll_error},
             "storage": {**self.storage.describe(), "error": self.storage_error},
             "card_state": {
+                "store": cards.store,
                 "cards": len(cards),
                 "bootstrap": self.bootstrap,
                 "bootstrapped_rows": cards.bootstrapped_rows,

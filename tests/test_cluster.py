@@ -17,15 +17,19 @@ import re
 import shutil
 import signal
 import socket
+import stat
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
+import redis
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, daily_partitions
@@ -157,10 +161,11 @@ class Cluster:
         with urllib.request.urlopen(f"{self.api}/health", timeout=10) as response:
             return json.loads(response.read())
 
-    def predict(self) -> dict:
+    def predict(self, body: dict = TRANSACTION, query: str = "") -> dict:
+        """One transaction scored, through a new connection (whichever uvicorn worker takes it)."""
         request = urllib.request.Request(
-            f"{self.api}/predict",
-            data=json.dumps(TRANSACTION).encode(),
+            f"{self.api}/predict{query}",
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -278,8 +283,20 @@ def test_end_to_end_on_the_cluster_profile(cluster: Cluster, trained: dict[str, 
         90,
     )
 
-    # The card history is read when the API starts (a deploy after the data exists): restarted,
-    # it bootstraps from the validated transactions in the object store.
+    # The API started before any data: its polls loaded the card history once the ingest run had
+    # stored it, into the Redis its two workers share (FRAUDOPS_ONLINE_STATE of profile.env). A
+    # card's transactions, each taken by whichever worker, see every earlier one.
+    card_state = health["card_state"]
+    assert card_state["store"] == cluster.profile.settings.online_state, card_state
+    assert card_state["bootstrap"] == "loaded" and card_state["days"][-1] == LAST, card_state
+    assert [shared_card_transaction(cluster, k)["transactions_last_1h"] for k in range(8)] == list(range(8))
+    online = redis.Redis.from_url(cluster.profile.settings.online_state)
+    assert (
+        online.sismember("fraudops:cards", SHARED_CARD) and online.scard("fraudops:cards") > POPULATION // 2
+    )
+
+    # Restarted (a deploy), the API finds the card history in Redis: the stored days and the
+    # transactions scored before.
     stop([api])
     start_in_order([api])
     health = _wait_for(cluster.health, lambda h: h["model_version"] == champion.version, 90)
@@ -288,6 +305,7 @@ def test_end_to_end_on_the_cluster_profile(cluster: Cluster, trained: dict[str, 
     assert card_state["days"][-1] == LAST, card_state
     assert health["status"] == "ok", health
     assert cluster.predict()["model_version"] == champion.version
+    assert shared_card_transaction(cluster, 8)["transactions_last_1h"] == 8
 
     # A drift report of the last day, written to the object store and read back from it.
     run_id = cluster.submit("__ASSET_JOB", tags={"dagster/partition": LAST}, assets=["drift_report"])
@@ -296,6 +314,36 @@ def test_end_to_end_on_the_cluster_profile(cluster: Cluster, trained: dict[str, 
     html = str(report.asset_materialization.metadata["html_report"].value)
     assert html == f"s3://fraudops/reports/drift/{LAST}.html"
     assert "<html" in load_settings().location(html).read_text()[:2000].lower()
+
+
+SHARED_CARD = "CARD-SCORED-BY-BOTH-WORKERS"
+
+
+def shared_card_transaction(cluster: Cluster, k: int) -> dict:
+    """The features of the ``k``-th transaction of one card, a minute after the one before."""
+    at = dt.datetime.fromisoformat(f"{LAST}T12:00:00") + dt.timedelta(minutes=k)
+    body = {"transaction_id": f"shared-{k}", "card_id": SHARED_CARD, "merchant_id": "MER-SHARED",
+            "timestamp": at.isoformat(), "amount": 20.0 + k, "merchant_category": "grocery"}  # fmt: skip
+    return cluster.predict(body, "?include_features=true")["features"]
+
+
+def test_postgresql_runs_from_a_private_folder_as_root(cluster: Cluster):
+    """The profile's state is in a folder only its owner can enter (what `mktemp -d` makes). As
+    root, PostgreSQL runs as nobody, who cannot enter it: its programs and data are in a folder of
+    their own that nobody can pass through and no one else can list, its data folder nobody's
+    alone."""
+    assert stat.S_IMODE(os.stat(cluster.profile.cwd).st_mode) == 0o700
+    server = cluster.service("postgresql")
+    data = Path(server.argv[server.argv.index("-D") + 1])
+    if os.geteuid() != 0:
+        assert str(data) == cluster.profile.postgres_dir
+        return
+    private = data.parent
+    assert private.parent.resolve() == Path(tempfile.gettempdir()).resolve()
+    assert Path(server.argv[0]).is_relative_to(private)  # pgserver's programs, copied
+    assert stat.S_IMODE(private.stat().st_mode) == 0o711 and private.owner() == "root"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700 and data.owner() == devservices.POSTGRES_USER_WHEN_ROOT
+    assert cluster.profile.postgres_dir not in " ".join(server.argv)
 
 
 def test_two_backfills_at_once_on_postgresql(cluster: Cluster):

@@ -80,7 +80,7 @@ def test_the_compose_stack_mirrors_the_seed_and_the_tested_profile():
     assert (
         f"-m {devservices.CODE_MODULE} --location-name {devservices.CODE_LOCATION}" in commands["code-server"]
     )
-    assert "celery -A fraud_assets.services.celery_worker worker -Q dagster" in commands["worker"]
+    assert f"python -m {devservices.CELERY_WORKER} --concurrency 1" in commands["worker"]
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "COPY deploy/cluster/dagster.yaml" in dockerfile, "the image uses the tested instance config"
 

@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, asset_location
 from fraud_assets.core.features import MERCHANT_FEATURES, MerchantRiskSnapshot
+from fraud_assets.core.storage import Location
 from fraud_assets.services.testing import free_port, redis_server, stop_processes, write_storage
 from fraud_serving.card_state import CardState
-from fraud_serving.online_state import RISK_DAY, RedisCardState, RedisMerchantRisk
+from fraud_serving.online_state import HISTORY_LOCK, HISTORY_ROWS, RISK_DAY, RedisCardState, RedisMerchantRisk
 from tests.test_serving import HISTORY_DAYS, body_of, make_client, shared_home, world  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +70,50 @@ def test_redis_gives_the_in_process_store_s_features(world, redis_url, tmp_path)
     assert len(shared) == len(embedded)
     again = RedisCardState(redis_url)  # another worker: finds the bootstrap done, loads nothing
     assert again.bootstrap(world["storage"]) == shared.bootstrapped_rows
+
+
+def test_history_stored_after_the_start_is_loaded_once_for_every_worker(world, redis_url, tmp_path):  # noqa: F811
+    """Two workers started before any data: the days stored later are loaded by the first worker
+    to look (one at a time: a worker that finds another loading comes back at its next poll),
+    found there by the other, and added to the traffic scored meanwhile. The features are then
+    those of the in-process store that started with every day and saw the same traffic."""
+    frame = world["frame"]
+    days = sorted(frame[c.TIMESTAMP].dt.date.unique())[:HISTORY_DAYS]
+    root = Location.of(tmp_path / "store")
+    a, b = RedisCardState(redis_url), RedisCardState(redis_url)
+    assert a.bootstrap(root) == b.bootstrap(root, wait=False) == 0
+    assert a.bootstrapped_days == [] and b.bootstrap_source == str(
+        asset_location(root, VALIDATED_TRANSACTIONS)
+    )
+    rows = world["live"].head(300)
+    _remember(a, rows.head(40))  # traffic before the data
+    write_storage(frame, root, days=days[: HISTORY_DAYS // 2])
+    with a.redis.lock(HISTORY_LOCK, timeout=60):  # another worker is loading: b looks again later
+        assert b.bootstrap(root, wait=False) == 0 and a.redis.get(HISTORY_ROWS) is None
+    first = b.bootstrap(root, wait=False)
+    assert first > 0 and a.bootstrap(root, wait=False) == first  # a finds them, loads nothing
+    write_storage(frame, root, days=days[HISTORY_DAYS // 2 :])
+    total = a.bootstrap(root, wait=False)
+    assert total > first and b.bootstrap(root, wait=False) == total
+    assert a.bootstrapped_days == b.bootstrapped_days == [day.isoformat() for day in days]
+
+    alone = CardState()
+    alone.bootstrap(world["storage"])  # the same days, there from the start
+    _remember(alone, rows.head(40))
+    expected, got = _remember(alone, rows.iloc[40:]), _remember(_Alternating(a, b), rows.iloc[40:])
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+class _Alternating:
+    """Two workers taking a client's requests in turn."""
+
+    def __init__(self, *workers) -> None:
+        self.workers, self.turn = workers, 0
+
+    def remember(self, *args):
+        self.turn += 1
+        return self.workers[self.turn % len(self.workers)].remember(*args)
 
 
 def test_workers_read_one_merchant_risk_snapshot_and_switch_together(world, redis_url, tmp_path):  # noqa: F811

@@ -304,6 +304,31 @@ def test_uncompiled_models_serve_their_own_probabilities_and_contributions(world
         assert served.predict(rows, "none")[1] is None
 
 
+def test_bad_input_is_422_whatever_the_model_state(world, tmp_path):
+    """Before any model, a malformed body is still a 422 naming the field (a 503 says "retry
+    shortly": a client would retry bad data forever); only good input waits for the model."""
+    empty_home = write_dagster_home(tmp_path / "empty")
+    with make_client(world, tmp_path, empty_home) as cl:
+        assert cl.get("/health").json()["status"] == "no_model"
+        bad = {**SEED_BODY, "amount": -5}
+        for path, body in (("/predict", bad), ("/predict/batch", {"transactions": [SEED_BODY, bad]})):
+            response = cl.post(path, json=body)
+            assert response.status_code == 422, (path, response.text)
+            assert [e["field"] for e in response.json()["detail"]] == [
+                "amount" if path == "/predict" else "transactions.1.amount"
+            ]
+        for path in ("/predict", "/predict/batch"):
+            assert (
+                cl.post(path, content=b"{not json", headers={"Content-Type": "application/json"}).status_code
+                == 422
+            )
+            assert cl.post(f"{path}?reasons=all", json=SEED_BODY).status_code == 422  # a bad query
+        assert cl.post("/predict", json={"merchant_category": "grocery"}).status_code == 422  # no amount
+        assert cl.post("/predict/batch", json={"transactions": []}).status_code == 422
+        assert cl.post("/predict", json=SEED_BODY).status_code == 503
+        assert cl.post("/predict/batch", json={"transactions": [SEED_BODY]}).status_code == 503
+
+
 def test_503_before_any_model(world, tmp_path):
     empty_home = write_dagster_home(tmp_path / "empty")
     with make_client(world, tmp_path, empty_home) as cl:

@@ -4,6 +4,8 @@ says about them, including when the storage cannot be used."""
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 import pytest
 from fastapi.testclient import TestClient
@@ -30,12 +32,12 @@ def endpoint_of(root: Location) -> str | None:
     return root.options.get("client_kwargs", {}).get("endpoint_url")
 
 
-def app_on(root: Location, instance) -> TestClient:
+def app_on(root: Location, instance, model_poll_seconds: float = 3600) -> TestClient:
     settings = Settings(
         storage=root.url,
         s3_endpoint_url=endpoint_of(root),
         prediction_log_dir=root.join("predictions").url,
-        model_poll_seconds=3600,
+        model_poll_seconds=model_poll_seconds,
     )
     return TestClient(
         create_app(settings, source=lambda: latest_champion(instance)), raise_server_exceptions=False
@@ -106,6 +108,62 @@ def test_a_champion_is_served_degraded_when_the_storage_fails(s3_endpoint, frame
         assert client.get("/health").json()["status"] == "degraded"
         response = client.post("/predict", json={"amount": 12.5, "merchant_category": "grocery"})
         assert response.status_code == 200  # scoring goes on without history
+
+
+def test_history_stored_after_the_start_is_loaded_at_the_next_polls(storage_root, frame, instance):
+    """An API started before the pipeline has stored any data (the cluster profile's `make run`
+    starts it before the first look): /health says the empty history makes it degraded, then the
+    polling thread loads the days as they appear (here in two waves, as a backfill writes its
+    days), keeping the traffic scored meanwhile. From then on every answer has the features of
+    an API that started with all the data and saw the same traffic."""
+    days = sorted(frame[c.TIMESTAMP].dt.date.unique())
+    path, sha, bundle = build_bundle(frame, storage_root / "models", n_estimators=10)
+    record_champion(instance, path, sha, bundle)
+    live = frame[frame[c.TIMESTAMP].dt.date > days[STORED_DAYS - 1]]
+    busiest = live[c.CARD_ID].value_counts().index[:3]
+    bodies = [body_of(row) for row in live[live[c.CARD_ID].isin(busiest)].head(12).itertuples()]
+    early, later = bodies[:3], bodies[3:]
+
+    def features(client, sent) -> list[dict]:
+        answers = [client.post("/predict?include_features=true", json=body) for body in sent]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        return [a.json()["features"] for a in answers]
+
+    with app_on(storage_root, instance, model_poll_seconds=0.1) as client:
+        health = client.get("/health").json()
+        cards = health["card_state"]
+        assert health["status"] == "degraded" and cards["bootstrap"] == "empty", health
+        assert health["degraded_by"] == [f"card history empty: {cards['error']}"]
+        assert "every card looks new" in cards["error"]
+        features(client, early)  # traffic before any data: it must stay in the history
+        for wave in (days[: STORED_DAYS // 2], days[STORED_DAYS // 2 : STORED_DAYS]):
+            write_storage(frame, storage_root, days=wave)
+            last = wave[-1].isoformat()  # its card history and merchant risk loaded
+            health = wait_for(
+                lambda: client.get("/health").json(),
+                lambda h, last=last: (
+                    (h["card_state"]["days"] or [None])[-1] == h["merchant_risk"]["day"] == last
+                ),
+            )
+        assert health["status"] == "ok" and health["degraded_by"] == [], health
+        assert health["card_state"]["bootstrap"] == "loaded" and health["card_state"]["error"] is None
+        assert health["card_state"]["days"] == [days[0].isoformat(), days[STORED_DAYS - 1].isoformat()]
+        assert health["merchant_risk"]["day"] == days[STORED_DAYS - 1].isoformat()
+        got = features(client, later)
+    with app_on(storage_root, instance) as started_with_data:
+        features(started_with_data, early)
+        expected = features(started_with_data, later)
+    assert got == expected
+    assert all(f["transactions_last_30d"] for f in got)  # the stored history is in them
+
+
+def wait_for(fetch, condition, timeout: float = 120.0):
+    """``fetch()`` once ``condition`` holds of it (the timeout is only a safety cap)."""
+    deadline = time.monotonic() + timeout
+    while not condition(value := fetch()):
+        assert time.monotonic() < deadline, f"not reached within {timeout:.0f} s: {value}"
+        time.sleep(0.05)
+    return value
 
 
 @pytest.fixture

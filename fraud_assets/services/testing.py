@@ -50,11 +50,6 @@ ROOT = Path(__file__).resolve().parents[2]  # the project, where uvicorn finds f
 DAGSTER_YAML = """storage:
   sqlite:
     base_dir: {base}/storage
-local_artifact_storage:
-  module: dagster._core.storage.root
-  class: LocalArtifactStorage
-  config:
-    base_dir: {base}
 telemetry:
   enabled: false
 """
@@ -102,6 +97,8 @@ def build_bundle(
 
 
 def write_dagster_home(home: str | Path) -> Path:
+    """A Dagster home at ``home``: SQLite storage under ``home/storage``, artifacts in the home
+    itself (Dagster's default for an instance opened from a folder)."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML.format(base=home.resolve()))

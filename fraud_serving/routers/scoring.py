@@ -13,8 +13,9 @@ from fraud_serving.dependencies import (
     MAX_TRANSACTION_BYTES,
     ServiceDep,
     batch_body,
+    current_model,
+    loaded,
     require_api_key,
-    served_model,
     started,
     too_many,
     transaction_body,
@@ -37,7 +38,7 @@ router = APIRouter(
     | {503: {"model": ErrorResponse, "description": "no champion model yet, or a dependency is down"}},
 )
 Options = Annotated[ScoringOptions, Query()]
-Model = Annotated[ServedModel, Depends(served_model)]
+Model = Annotated[ServedModel | None, Depends(current_model)]  # checked after the body: 422 before 503
 Started = Annotated[float, Depends(started)]
 
 
@@ -53,7 +54,7 @@ async def predict(
     at: Started,
 ) -> Response:  # fmt: skip
     # scored with the other transactions parsed in this event-loop turn (see `coalescing`)
-    answer = await service.singles.score(model, transaction, at, options)
+    answer = await service.singles.score(loaded(model), transaction, at, options)
     return Response(answer, media_type="application/json")
 
 
@@ -88,5 +89,6 @@ async def predict_batch(
         return validation_response(exc.errors(), prefix=("body",))
     if len(transactions) > limit:
         raise HTTPException(status_code=413, detail=too_many(limit))
+    model = loaded(model)
     result = service.score(model, transactions, at, options, "/predict/batch")
     return Response(responses.batch(result.rows, model.version), media_type="application/json")
