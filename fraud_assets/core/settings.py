@@ -33,7 +33,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretSt
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fraud_assets.core.generator import MAX_FRAUD_RATE, MIN_FRAUD_RATE, DriftKnobs, SimulationConfig
-from fraud_assets.core.landing_settings import LandingSettings
+from fraud_assets.core.landing_settings import LandingSettings, parse_mapping_json
 from fraud_assets.core.storage import Location, options_for
 
 PREFIX = "FRAUDOPS_"
@@ -78,10 +78,11 @@ def _absolute_state(template: str) -> Callable[[dict[str, Any]], str]:
 
 
 def _mapping(raw: Any) -> Any:
-    """The landing column mapping as JSON text; the landing code judges its content."""
-    if isinstance(raw, str):
-        return dict(LandingSettings.from_json(raw).column_mapping)
-    return raw
+    """The landing column mapping as JSON text (value rules included); the landing code judges it."""
+    mapping = parse_mapping_json(raw) if isinstance(raw, str) else raw
+    if isinstance(mapping, dict):
+        LandingSettings.from_mapping(mapping)
+    return mapping
 
 
 def _encoding(name: str) -> str:
@@ -197,8 +198,11 @@ class LandingZoneSettings(BaseModel):
     TITLE: ClassVar[str] = "Landing folder (your own files)"
 
     landing_dir: str = _var("FRAUDOPS_LANDING_DIR", "data/landing", "the folder the landing sensor watches")
-    landing_mapping: Annotated[dict[str, str], NoDecode, BeforeValidator(_mapping)] = _var(
-        "FRAUDOPS_LANDING_MAPPING", dict, "column mapping, a JSON object (ours: theirs)"
+    landing_mapping: Annotated[dict[str, Any], NoDecode, BeforeValidator(_mapping)] = _var(
+        "FRAUDOPS_LANDING_MAPPING",
+        dict,
+        'column mapping, a JSON object (ours: theirs); an entry may map values too: `"is_online": '
+        '{"column": "channel", "values": {"CP": false, "CNP": true}}`',
     )
     timestamp_format: str | None = _var(
         "FRAUDOPS_TIMESTAMP_FORMAT",

@@ -17,7 +17,7 @@ from dagster_mlflow.resources import MlFlow
 
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
 from fraud_assets.core.ingest import list_landing_files
-from fraud_assets.core.landing_settings import LandingSettings
+from fraud_assets.core.landing_settings import LandingSettings, split_mapping
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
 from fraud_assets.core.settings import FraudopsSettings, defaults, load_settings
 from fraud_assets.core.storage import Location, options_for
@@ -77,11 +77,13 @@ class LandingZoneResource(dg.ConfigurableResource):
     """The folder where users drop their own CSV or Parquet transaction files.
 
     ``column_mapping`` maps fraudops' column names to the file's, e.g.
-    ``{"transaction_id": "id", "timestamp": "ts", "is_fraud": "fraud"}``.
+    ``{"transaction_id": "id", "timestamp": "ts", "is_fraud": "fraud"}``; ``value_rules`` maps a
+    column's codes onto our values, e.g. ``{"is_online": {"CP": "false", "CNP": "true"}}``.
     """
 
     path: str
     column_mapping: dict[str, str] = {}
+    value_rules: dict[str, dict[str, str]] = {}
     timestamp_format: str | None = None
     label_delay_days: float = DEFAULTS.label_delay_days
     encoding: str = DEFAULTS.landing_encoding
@@ -90,6 +92,7 @@ class LandingZoneResource(dg.ConfigurableResource):
     def settings(self) -> LandingSettings:
         return LandingSettings(
             column_mapping=self.column_mapping,
+            value_rules=self.value_rules,
             timestamp_format=self.timestamp_format,
             label_delay_days=self.label_delay_days,
             encoding=self.encoding,
@@ -102,9 +105,11 @@ class LandingZoneResource(dg.ConfigurableResource):
 
 def landing_zone_resource(settings: FraudopsSettings) -> LandingZoneResource:
     """The landing zone as configured (see README, "Your own data")."""
+    columns, rules = split_mapping(settings.landing_mapping)
     return LandingZoneResource(
         path=settings.landing_dir,
-        column_mapping=settings.landing_mapping,
+        column_mapping=columns,
+        value_rules=rules,
         timestamp_format=settings.timestamp_format,
         label_delay_days=settings.label_delay_days,
         encoding=settings.landing_encoding,
