@@ -62,7 +62,11 @@ from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager
 from fraud_assets.defs.metadata import transaction_summary
 from fraud_assets.defs.partitions import daily_partitions, single_run
-from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource
+from fraud_assets.defs.resources import (
+    CapturedTrafficResource,
+    LandingZoneResource,
+    TransactionSimulatorResource,
+)
 from fraud_assets.defs.sensors import ingest_transactions_job, landing_files_sensor
 from fraud_assets.defs.validation import ValidatedTransactions, validate_transactions
 from fraud_assets.generator import FraudDataGenerator
@@ -150,6 +154,7 @@ def definitions(case: LandingCase, storage: Path) -> dg.Definitions:
             "io_manager": PartitionedParquetIOManager(base_path=str(storage)),
             "simulator": TransactionSimulatorResource(),
             "landing_zone": LandingZoneResource(path=str(case.path.parent), column_mapping=case.mapping),
+            "captured_traffic": CapturedTrafficResource(storage=str(storage)),
         },
     )
 

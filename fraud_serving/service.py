@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fraud_assets.core.models.classifier import fixed_threads
+from fraud_serving.capture import TrafficCapture
 from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.coalescing import Coalescer
 from fraud_serving.metrics import ServiceMetrics
@@ -49,6 +50,10 @@ class Service:
             lambda model, rows, started, options, requests: self.score(
                 model, rows, started, options, "/predict", requests
             )
+        )
+        # accepted transactions (and labels) become data: appended before the answer is sent
+        self.capture = TrafficCapture.open(
+            settings.capture, fsync=settings.capture_fsync, registry=self.metrics.registry
         )
         self.log = PredictionLogger(
             settings.location(settings.prediction_log_dir),
@@ -154,6 +159,7 @@ class Service:
                 "source": self.merchants.source,
                 "error": self.merchants.error,
             },
+            "capture": self.capture.health() if self.capture else {"feed": "off"},
             "prediction_log": {
                 "location": str(self.log.directory),
                 "written": self.log.written,
@@ -170,13 +176,19 @@ class Service:
             self._threads = None
         self.provider.stop()
         self.log.close()
+        if self.capture is not None:
+            self.capture.close()
 
     def score(
         self, model: ServedModel, rows: list[dict], started, options: ScoringOptions, endpoint: str,
         requests: int = 1,
     ) -> ScoreResult:  # fmt: skip
-        """Score, hand the result to the prediction log and count it in the metrics."""
+        """Score, capture the transactions (before anything is answered), hand the result to the
+        prediction log and count it in the metrics."""
         result = self.scorer.score(model, rows, started, options)
+        if self.capture is not None:
+            item = result.log_item
+            self.capture.transactions(item.scored_at, item.ids, rows)
         self.log.submit(result.log_item)
         m = self.metrics
         m.scores.observe_many(result.probabilities)

@@ -37,6 +37,8 @@ class Settings:
     - ``s3_endpoint_url``: the endpoint of an S3-compatible store for ``s3://`` locations.
     - ``online_state``: ``memory`` (card history in the process) or a ``redis://`` URL.
     - ``model_runtime``: ``compiled`` (the accelerator when the model compiles) or ``library``.
+    - ``capture``: where accepted transactions and labels are captured (a folder, ``redis://``, ``off``).
+    - ``capture_fsync``: a local capture waits for the disk before answering.
     """
 
     dagster_home: str | None = None
@@ -51,6 +53,8 @@ class Settings:
     bootstrap_card_state: bool = True
     model_runtime: str = DEFAULTS.model_runtime
     online_state: str = DEFAULTS.online_state
+    capture: str = "off"  # `from_env` gives the configured feed (default: the state folder's)
+    capture_fsync: bool = DEFAULTS.capture_fsync
 
     def location(self, where: str) -> Location:
         """A configured location (storage, log, a recorded bundle) with the options reaching it."""
@@ -72,4 +76,6 @@ class Settings:
             s3_endpoint_url=settings.s3_endpoint_url,
             model_runtime=settings.model_runtime,
             online_state=settings.online_state,
+            capture=settings.capture,
+            capture_fsync=settings.capture_fsync,
         )

@@ -23,7 +23,11 @@ os.environ["FRAUDOPS_START_DATE"] = settings.DEFAULT_START_DATE.isoformat()
 from fraud_assets.defs.features import merchant_risk, transaction_features  # noqa: E402
 from fraud_assets.defs.ingestion import raw_transactions  # noqa: E402
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager  # noqa: E402
-from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource  # noqa: E402
+from fraud_assets.defs.resources import (  # noqa: E402
+    CapturedTrafficResource,
+    LandingZoneResource,
+    TransactionSimulatorResource,
+)
 from fraud_assets.defs.sensors import ingest_transactions_job, landing_files_sensor  # noqa: E402
 from fraud_assets.defs.validation import validate_transactions  # noqa: E402
 
@@ -67,6 +71,9 @@ def make_data_defs(tmp_path, landing_dir, **landing) -> dg.Definitions:
             "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),
             "simulator": TransactionSimulatorResource(n_cardholders=SMALL_POPULATION, seed=7),
             "landing_zone": LandingZoneResource(path=str(landing_dir), **landing),
+            "captured_traffic": CapturedTrafficResource(
+                feed=str(tmp_path / "capture"), storage=str(tmp_path / "storage")
+            ),
         },
     )
 

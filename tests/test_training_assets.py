@@ -22,6 +22,7 @@ from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOM
 from fraud_assets.defs.monitoring import drift_reference
 from fraud_assets.defs.registry import challenger_model, champion_gate, champion_model, training_job
 from fraud_assets.defs.resources import (
+    CapturedTrafficResource,
     LandingZoneResource,
     ModelRegistryResource,
     ModelStoreResource,
@@ -61,6 +62,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
             "model_io_manager": PickleIOManager(base_path=str(tmp_path / "objects")),
             "simulator": TransactionSimulatorResource(n_cardholders=500, seed=3),
             "landing_zone": LandingZoneResource(path=str(tmp_path / "landing")),
+            "captured_traffic": CapturedTrafficResource(storage=str(tmp_path / "storage")),
             "model_store": ModelStoreResource(base_path=str(tmp_path / "models")),
             "model_registry": ModelRegistryResource(tracking_uri=tracking),
             "mlflow": mlflow_resource.configured(

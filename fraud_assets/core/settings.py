@@ -32,6 +32,7 @@ from dotenv import dotenv_values
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from fraud_assets.core.capture import capture_kind
 from fraud_assets.core.generator import MAX_FRAUD_RATE, MIN_FRAUD_RATE, DriftKnobs, SimulationConfig
 from fraud_assets.core.landing_settings import LandingSettings, parse_mapping_json
 from fraud_assets.core.storage import Location, options_for
@@ -83,6 +84,11 @@ def _mapping(raw: Any) -> Any:
     if isinstance(mapping, dict):
         LandingSettings.from_mapping(mapping)
     return mapping
+
+
+def _capture_target(where: str) -> str:
+    capture_kind(where)  # refuses an object store, which cannot append
+    return where
 
 
 def _encoding(name: str) -> str:
@@ -297,6 +303,20 @@ class ServingSettings(BaseModel):
         "the prediction log is written as one new file (object) per flush, at most this often; "
         "a crash loses at most this much of the log",
         ge=0,
+    )
+    capture: Annotated[str, AfterValidator(_capture_target)] = _var(
+        "FRAUDOPS_CAPTURE",
+        _state("capture"),
+        "where the API captures every transaction it scores and every label posted to it, before it "
+        "answers: a local folder (append-only files, one per API process), a `redis://host:port/db` URL "
+        "(a Redis Stream per feed, shared by every worker and replica), or `off`; the "
+        "`captured_traffic_sensor` files them into `raw_transactions`",
+    )
+    capture_fsync: bool = _var(
+        "FRAUDOPS_CAPTURE_FSYNC",
+        False,
+        "local capture folder only: wait for the disk before answering (a power failure then loses "
+        "nothing answered; costs milliseconds per write on most disks)",
     )
 
 

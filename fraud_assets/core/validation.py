@@ -37,9 +37,10 @@ from fraud_assets.core.value_rules import UNMAPPED, unmapped_failures
 
 # Lineage columns the ingestion step adds; carried along, never validated as data.
 PARTITION_DATE = "partition_date"
+SOURCE = "source"  # where the row came from: generator, landing or api (the scoring API's traffic)
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
-LINEAGE_COLUMNS = (PARTITION_DATE, SOURCE_FILE, SOURCE_ROW, UNMAPPED)
+LINEAGE_COLUMNS = (PARTITION_DATE, SOURCE, SOURCE_FILE, SOURCE_ROW, UNMAPPED)
 
 FAILED_CHECKS = "failed_checks"
 REJECTION_REASON = "rejection_reason"

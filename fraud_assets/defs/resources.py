@@ -12,19 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
 
+from fraud_assets.core import columns as c
+from fraud_assets.core.capture import FILED_FOLDERS, TRANSACTIONS, CaptureFeed, open_capture
+from fraud_assets.core.contract import partition_location
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
 from fraud_assets.core.ingest import list_landing_files
 from fraud_assets.core.landing_settings import LandingSettings, split_mapping
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
 from fraud_assets.core.settings import FraudopsSettings, defaults, load_settings
 from fraud_assets.core.storage import Location, options_for
+from fraud_assets.core.traffic import api_transactions, stored_rows_besides_api
+from fraud_assets.core.validation import PARTITION_DATE
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
 
 # The resources' own defaults are the settings' defaults (one declaration of each).
 DEFAULTS = defaults()
+RAW_TRANSACTIONS = "raw_transactions"
+API_TRANSACTIONS = FILED_FOLDERS[TRANSACTIONS]  # the API's traffic as filed by day (an external asset)
 
 
 class TransactionSimulatorResource(dg.ConfigurableResource):
@@ -160,6 +168,36 @@ class PredictionLogResource(dg.ConfigurableResource):
         return Location.of(self.path, self.storage_options)
 
 
+class CapturedTrafficResource(dg.ConfigurableResource):
+    """The scoring API's capture feed (``FRAUDOPS_CAPTURE``: a local folder, a ``redis://`` URL
+    or ``off``) and where its records are filed by day (the pipeline's storage)."""
+
+    storage: str
+    feed: str = "off"
+    storage_options: dict[str, Any] = {}
+
+    def open(self) -> CaptureFeed | None:
+        return open_capture(self.feed)
+
+    def location(self) -> Location:
+        return Location.of(self.storage, self.storage_options)
+
+    def api_transactions(self, days: list[str]):
+        """The filed API transactions of ``days`` as raw rows (`fraud_assets.core.traffic`)."""
+        return api_transactions(self.location(), days)
+
+    def stored_rows_besides_api(self, days: list[str]):
+        """The stored `raw_transactions` rows of ``days`` that did not come from the API."""
+        frames = []
+        for day in days:
+            stored = partition_location(self.location(), RAW_TRANSACTIONS, day)
+            if stored.exists():
+                frames.append(stored_rows_besides_api(stored.read_parquet()))
+        if not frames:
+            return pd.DataFrame(columns=[*c.REQUIRED_COLUMNS, PARTITION_DATE])
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
 class ModelRegistryResource(dg.ConfigurableResource):
     """MLflow's model registry (the `fraud-detector` model and its `champion` alias)."""
 
@@ -220,6 +258,9 @@ def resources_for(settings: FraudopsSettings) -> dict[str, object]:
         "prediction_log": PredictionLogResource(
             path=settings.prediction_log_dir,
             storage_options=dict(settings.location(settings.prediction_log_dir).options),
+        ),
+        "captured_traffic": CapturedTrafficResource(
+            feed=settings.capture, storage=storage.url, storage_options=dict(storage.options)
         ),
         "simulator": simulator_resource(settings),
         "landing_zone": landing_zone_resource(settings),
