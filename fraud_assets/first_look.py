@@ -28,7 +28,11 @@ from fraud_assets.defs.training import TrainingWindowConfig  # defines no partit
 # `record_start_date`.
 
 # (job, the asset whose partitions say what is done) in the order a first look needs them.
-DAILY_JOBS = (("ingest_transactions", "validated_transactions"), ("build_features", "transaction_features"))
+DAILY_JOBS = (
+    ("ingest_transactions", "validated_transactions"),
+    ("ingest_labels", "fraud_labels"),
+    ("build_features", "transaction_features"),
+)
 TRAINING_JOB = "train_models"
 # Daily reports of the latest days, one run per day (drift_report is not a backfill asset); a
 # week holds each weekday once and gives the UI's metadata plots a trend.

@@ -28,12 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.capture import LABELS, CapturedRecord, file_records, labels_line
 from fraud_assets.core.coercion import TEXT, RowFailure, coerce_column
 from fraud_assets.core.schemas import ID_PATTERN
+from fraud_assets.core.storage import Location
 from fraud_assets.core.text import arrow_text
 from fraud_assets.core.timestamps import day_keys, parse_timestamps
 from fraud_assets.core.validation import PARTITION_DATE, SOURCE_FILE, SOURCE_ROW, rejected_frame
-from fraud_assets.core.value_rules import UNMAPPED, unmapped_failures
+from fraud_assets.core.value_rules import UNMAPPED, VALUE_RULES_CHECK, unmapped_failures
 
 # The label record's columns (transaction_id and is_fraud are the transactions' own names).
 LABEL_ID = "label_id"
@@ -101,7 +103,9 @@ def check_labels(
     frame: pd.DataFrame, *, feed: str, default_source: str, timestamp_format: str | None = None
 ) -> LabelCheck:
     """Split ``frame`` (the record's columns as received: text or typed) into valid and rejected
-    labels. Vectorised: Python only touches the rows that fail.
+    labels. Vectorised: Python only touches the rows that fail. ``feed`` is how the labels
+    arrived (a ``feed`` column of the frame says it per row), ``default_source`` the source of a
+    label that names none.
 
     A row is rejected when a required value is missing or unreadable (``is_fraud`` must read as
     0 or 1, ``reported_at`` as a date-time), a text does not have its format (ids, source) or
@@ -141,13 +145,20 @@ def check_labels(
         failures += _failures(too_long, REASON, f"str_length(max {MAX_REASON})", frame[REASON])
         reason = pd.Series(reason_text, dtype=TEXT)
     else:
-        reason = pd.Series(pa.nulls(n, TEXT.pyarrow_dtype), dtype=TEXT)
+        reason = pd.Series([None] * n, dtype=TEXT)
 
     if LABEL_ID in frame:
         failures += _pattern_failures(frame[LABEL_ID], LABEL_ID, LABEL_ID_PATTERN, nullable=False)
+    unmapped = {(f.row, f.column) for f in failures if f.check == VALUE_RULES_CHECK}
+    failures = [f for f in failures if f.check == VALUE_RULES_CHECK or (f.row, f.column) not in unmapped]
     bad = np.zeros(n, dtype=bool)
     bad[[f.row for f in failures]] = True
     keep = np.flatnonzero(~bad)
+    feeds = (
+        pd.Series(pc.fill_null(_text(frame[FEED]), feed), dtype=TEXT)
+        if FEED in frame
+        else pd.Series([feed] * n, dtype=TEXT)
+    )
     valid = pd.DataFrame(
         {
             c.TRANSACTION_ID: pd.Series(_text(frame[c.TRANSACTION_ID]), dtype=TEXT).iloc[keep],
@@ -155,7 +166,7 @@ def check_labels(
             REPORTED_AT: reported.iloc[keep],
             SOURCE: source.iloc[keep],
             REASON: reason.iloc[keep],
-            FEED: pd.Series([feed] * len(keep), dtype=TEXT, index=keep),
+            FEED: feeds.iloc[keep],
         }
     )
     if LABEL_ID in frame:
@@ -201,7 +212,7 @@ def stored_labels(labels: pd.DataFrame) -> pd.DataFrame:
     out = labels.copy()
     for col in (SOURCE_FILE, REASON):
         if col not in out:
-            out[col] = pd.Series(pa.nulls(len(out), TEXT.pyarrow_dtype), dtype=TEXT, index=out.index)
+            out[col] = pd.Series([None] * len(out), dtype=TEXT, index=out.index)
     if SOURCE_ROW not in out:
         out[SOURCE_ROW] = pd.array([None] * len(out), dtype="Int64")
     out[PARTITION_DATE] = day_keys(out[REPORTED_AT]) if len(out) else np.array([], dtype=object)
@@ -227,16 +238,53 @@ def empty_labels() -> pd.DataFrame:
     )
 
 
-def labels_from_records(records: list[Mapping[str, object]]) -> pd.DataFrame:
-    """Label records (the API's, the generator's: `RECORD_COLUMNS`, already checked) as a typed frame."""
-    if not records:
-        return empty_labels().drop(columns=[SOURCE_FILE, SOURCE_ROW, PARTITION_DATE])
-    frame = pd.DataFrame.from_records(records, columns=list(RECORD_COLUMNS))
-    for col in (LABEL_ID, c.TRANSACTION_ID, SOURCE, REASON, FEED):
-        frame[col] = frame[col].astype(TEXT)
-    frame[c.IS_FRAUD] = frame[c.IS_FRAUD].astype("int8")
-    frame[REPORTED_AT] = parse_timestamps(frame[REPORTED_AT].astype(TEXT))
-    return frame
+CHARGEBACK = "chargeback"
+
+
+def generator_label_records(transactions: pd.DataFrame) -> list[dict[str, object]]:
+    """The chargebacks of generated transactions, as label records of the feed: one per fraud,
+    reported when its label became known (``label_known_at``), the fraud scenario as its reason.
+    Genuine transactions need no record: no chargeback within the label delay says genuine."""
+    frauds = transactions[pd.to_numeric(transactions[c.IS_FRAUD], errors="coerce").eq(1).to_numpy()]
+    ids = frauds[c.TRANSACTION_ID].astype(str).to_numpy()
+    reported = np.datetime_as_string(frauds[c.LABEL_KNOWN_AT].to_numpy("datetime64[us]"), unit="us")
+    reasons = (
+        frauds[c.FRAUD_SCENARIO].astype(str).to_numpy() if c.FRAUD_SCENARIO in frauds else [None] * len(ids)
+    )
+    return [
+        {
+            LABEL_ID: f"{FEED_GENERATOR}-{tid}",
+            c.TRANSACTION_ID: tid,
+            c.IS_FRAUD: 1,
+            REPORTED_AT: str(at),
+            SOURCE: CHARGEBACK,
+            REASON: reason,
+            FEED: FEED_GENERATOR,
+        }
+        for tid, at, reason in zip(ids, reported, reasons, strict=True)
+    ]
+
+
+def file_generator_labels(storage: Location, transactions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Send generated transactions' labels into the label feed, and return the transactions
+    without them (and how many labels were filed).
+
+    The chargebacks are filed by the day they are reported, where the capture sensor files the
+    labels posted to the API (`fraud_assets.core.capture.file_records`): the generator produces
+    them in batches inside the pipeline, so it skips the API's buffer, not the feed. One record
+    per generated day; the same days filed again make the same files (refiled, not added)."""
+    if c.IS_FRAUD not in transactions:
+        return transactions, 0
+    records, filed = [], 0
+    days = day_keys(transactions[c.TIMESTAMP]) if len(transactions) else np.array([], dtype=object)
+    for day in sorted(set(days)):
+        rows = generator_label_records(transactions[days == day])
+        filed += len(rows)
+        if rows:
+            line = labels_line(rows, received_at=f"{day}T00:00:00+00:00")
+            records.append(CapturedRecord(f"{FEED_GENERATOR}:{day}", line))
+    file_records(storage, LABELS, records)
+    return transactions.drop(columns=[c.IS_FRAUD, c.LABEL_KNOWN_AT], errors="ignore"), filed
 
 
 # --- reading labels point in time ----------------------------------------------------------------
@@ -367,7 +415,7 @@ def join_labels(
         parts_order.append(np.zeros(len(rows), dtype=np.int64))
 
     if fed is None or fed.empty:
-        fed = pd.DataFrame({col: [] for col in (LABEL_ID, c.TRANSACTION_ID, c.IS_FRAUD, REPORTED_AT, SOURCE)})
+        fed = empty_labels() if fed is None or not len(fed.columns) else fed
     order = np.argsort(_ms(fed[REPORTED_AT]), kind="stable")
     fed = fed.iloc[order]
     first = ~fed[LABEL_ID].duplicated(keep="first").to_numpy() if len(fed) else np.zeros(0, dtype=bool)
@@ -395,9 +443,12 @@ def join_labels(
     seq = np.concatenate(parts_order)
     by = np.lexsort((seq, known, row))  # per row, in the order the labels became known
     row, y, known, source, seq = row[by], y[by], known[by], source[by], seq[by]
-    same_next = np.r_[row[1:] == row[:-1], False]
-    until = np.where(same_next, np.r_[known[1:], NEVER], NEVER)
-    first_of_row = np.r_[True, row[1:] != row[:-1]] if len(row) else np.zeros(0, dtype=bool)
+    same_next = np.zeros(len(row), dtype=bool)
+    same_next[:-1] = row[1:] == row[:-1]
+    until = np.full(len(row), NEVER, dtype=np.int64)
+    until[same_next] = known[1:][same_next[:-1]]  # the next label of the same row
+    first_of_row = np.ones(len(row), dtype=bool)
+    first_of_row[1:] = ~same_next[:-1]
 
     fed_supersedes = np.zeros(len(fed), dtype=bool)
     fed_after_silence = np.zeros(len(fed), dtype=bool)

@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fraud_assets.core.capture import capture_kind
 from fraud_assets.core.generator import MAX_FRAUD_RATE, MIN_FRAUD_RATE, DriftKnobs, SimulationConfig
+from fraud_assets.core.label_files import LABEL_FILE_COLUMNS
 from fraud_assets.core.landing_settings import LandingSettings, parse_mapping_json
 from fraud_assets.core.storage import Location, options_for
 
@@ -218,10 +219,36 @@ class LandingZoneSettings(BaseModel):
     label_delay_days: Annotated[float, _judged_by(lambda v: LandingSettings(label_delay_days=v))] = _var(
         "FRAUDOPS_LABEL_DELAY_DAYS",
         7.0,
-        "when a file does not say when a label became known: that many days after the transaction",
+        "the label delay: a transaction with no label reported this many days after it counts as "
+        "genuine from then on (no chargeback came); and when a file does not say when its labels "
+        "became known, that many days after the transaction",
     )
     landing_encoding: Annotated[str, AfterValidator(_encoding)] = _var(
         "FRAUDOPS_LANDING_ENCODING", "utf-8", "text encoding of CSV files"
+    )
+
+
+def _labels_mapping(raw: Any) -> Any:
+    """The label files' column mapping as JSON text (value rules included), judged by their reader."""
+    mapping = parse_mapping_json(raw) if isinstance(raw, str) else raw
+    if isinstance(mapping, dict):
+        LandingSettings.from_mapping(mapping, known_columns=LABEL_FILE_COLUMNS)
+    return mapping
+
+
+class LabelFeedSettings(BaseModel):
+    TITLE: ClassVar[str] = "Labels (the label feed)"
+
+    labels_dir: str = _var(
+        "FRAUDOPS_LABELS_DIR",
+        "data/landing/labels",
+        "the folder of label files (chargebacks, analysts' decisions) the label sensor watches",
+    )
+    labels_mapping: Annotated[dict[str, Any], NoDecode, BeforeValidator(_labels_mapping)] = _var(
+        "FRAUDOPS_LABELS_MAPPING",
+        dict,
+        "column mapping of label files, a JSON object (ours: theirs), value rules allowed: "
+        '`"is_fraud": {"column": "status", "values": {"chargeback": 1, "reversed": 0}}`',
     )
 
 
@@ -345,6 +372,7 @@ GROUPS = (
     GeneratorSettings,
     DriftSettings,
     LandingZoneSettings,
+    LabelFeedSettings,
     MlflowSettings,
     MonitoringSettings,
     ServingSettings,
@@ -358,6 +386,7 @@ class FraudopsSettings(
     ServingSettings,
     MonitoringSettings,
     MlflowSettings,
+    LabelFeedSettings,
     LandingZoneSettings,
     DriftSettings,
     GeneratorSettings,

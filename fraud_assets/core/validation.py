@@ -281,11 +281,13 @@ def split_transactions(raw: pd.DataFrame) -> ValidationOutcome:
         raise DatasetValidationError(missing)
     raw = positional(raw)
     coerced, failures = coerce_to_contract(raw)
-    failed_cells = {(f.row, f.column) for f in failures}
+    unmapped = unmapped_failures(raw)  # a value no rule mapped is reported as that, not as unreadable
+    failed_cells = {(f.row, f.column) for f in unmapped}
+    failures = unmapped + [f for f in failures if (f.row, f.column) not in failed_cells]
+    failed_cells |= {(f.row, f.column) for f in failures}
     schema_rows, issues = _schema_failures(coerced)
     failures += [f for f in schema_rows if (f.row, f.column) not in failed_cells]
     failures += _duplicate_failures(coerced)
-    failures += unmapped_failures(raw)
 
     bad_rows = np.zeros(len(raw), dtype=bool)
     bad_rows[[f.row for f in failures]] = True

@@ -21,6 +21,7 @@ from fraud_assets.core.capture import FILED_FOLDERS, TRANSACTIONS, CaptureFeed, 
 from fraud_assets.core.contract import partition_location
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
 from fraud_assets.core.ingest import list_landing_files
+from fraud_assets.core.label_files import LABEL_FILE_COLUMNS, list_label_files
 from fraud_assets.core.landing_settings import LandingSettings, split_mapping
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
 from fraud_assets.core.settings import FraudopsSettings, defaults, load_settings
@@ -109,6 +110,50 @@ class LandingZoneResource(dg.ConfigurableResource):
 
     def files(self) -> list[Path]:
         return list_landing_files(self.path)
+
+
+class LabelFeedResource(dg.ConfigurableResource):
+    """The label feed's own configuration: the folder of label files and their column mapping
+    (value rules allowed, e.g. ``{"is_fraud": {"chargeback": "1", "reversed": "0"}}``), and the
+    label delay after which a transaction with no label counts as genuine. The labels posted to
+    the API come through the capture feed (`CapturedTrafficResource`)."""
+
+    path: str
+    column_mapping: dict[str, str] = {}
+    value_rules: dict[str, dict[str, str]] = {}
+    timestamp_format: str | None = None
+    encoding: str = DEFAULTS.landing_encoding
+    label_delay_days: float = DEFAULTS.label_delay_days
+
+    def settings(self) -> LandingSettings:
+        return LandingSettings(
+            column_mapping=self.column_mapping,
+            value_rules=self.value_rules,
+            timestamp_format=self.timestamp_format,
+            encoding=self.encoding,
+            label_delay_days=self.label_delay_days,
+            known_columns=LABEL_FILE_COLUMNS,
+        )
+
+    def files(self) -> list[Path]:
+        return list_label_files(self.path)
+
+    def genuine_after(self) -> pd.Timedelta:
+        """How long after a transaction its silence (no label) says genuine."""
+        return pd.Timedelta(days=self.label_delay_days)
+
+
+def label_feed_resource(settings: FraudopsSettings) -> LabelFeedResource:
+    """The label feed as configured (README, "The label feed")."""
+    columns, rules = split_mapping(settings.labels_mapping)
+    return LabelFeedResource(
+        path=settings.labels_dir,
+        column_mapping=columns,
+        value_rules=rules,
+        timestamp_format=settings.timestamp_format,
+        encoding=settings.landing_encoding,
+        label_delay_days=settings.label_delay_days,
+    )
 
 
 def landing_zone_resource(settings: FraudopsSettings) -> LandingZoneResource:
@@ -264,6 +309,7 @@ def resources_for(settings: FraudopsSettings) -> dict[str, object]:
         ),
         "simulator": simulator_resource(settings),
         "landing_zone": landing_zone_resource(settings),
+        "label_feed": label_feed_resource(settings),
     }
 
 
