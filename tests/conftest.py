@@ -23,7 +23,7 @@ os.environ["FRAUDOPS_START_DATE"] = settings.DEFAULT_START_DATE.isoformat()
 from fraud_assets.defs.features import merchant_risk, transaction_features  # noqa: E402
 from fraud_assets.defs.ingestion import raw_transactions  # noqa: E402
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager  # noqa: E402
-from fraud_assets.defs.labels import ingest_labels, ingest_labels_job, label_files_sensor  # noqa: E402
+from fraud_assets.defs.labels import collect_labels, ingest_labels_job, label_files_sensor  # noqa: E402
 from fraud_assets.defs.resources import (  # noqa: E402
     CapturedTrafficResource,
     LabelFeedResource,
@@ -63,7 +63,7 @@ def landing_dir(tmp_path):
 
 def make_data_defs(tmp_path, landing_dir, labels: dict | None = None, **landing) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_transactions, validate_transactions, ingest_labels, transaction_features, merchant_risk],
+        assets=[raw_transactions, validate_transactions, collect_labels, transaction_features, merchant_risk],
         jobs=[
             ingest_transactions_job,
             ingest_labels_job,

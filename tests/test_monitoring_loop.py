@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.labels import join_labels
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.defs.automation import (
     daily_monitoring_job,
@@ -101,10 +102,12 @@ def loop(tmp_path_factory):
     defs = loop_defs(tmp_path)
     with dg.instance_for_test() as instance:
         run_days(defs, instance, "ingest_transactions", TRAIN_FIRST, TRAIN_LAST)
+        run_days(defs, instance, "ingest_labels", TRAIN_FIRST, TRAIN_LAST)
         run_days(defs, instance, "build_features", TRAIN_FIRST, TRAIN_LAST)
         first = train(defs, instance)
         assert first.success
         run_days(defs, instance, "ingest_transactions", DRIFT_FIRST, DRIFT_LAST)
+        run_days(defs, instance, "ingest_labels", DRIFT_FIRST, DRIFT_LAST)
         run_days(defs, instance, "build_features", DRIFT_FIRST, DRIFT_LAST)
         yield defs, instance, tmp_path
 
@@ -326,8 +329,14 @@ def test_performance_leaves_out_the_days_the_champion_was_trained_on(loop):
     week = pd.concat(
         pd.read_parquet(tmp_path / "storage" / "transaction_features" / f"{d.date()}.parquet")
         for d in pd.date_range(day - pd.Timedelta(days=14), day - pd.Timedelta(days=8))
+    ).reset_index(drop=True)
+    fed = pd.concat(  # the labels reported by the day's end, from the label feed
+        pd.read_parquet(path)
+        for path in sorted((tmp_path / "storage" / "fraud_labels").glob("*.parquet"))
+        if path.stem <= day.date().isoformat()
     )
-    known = week[c.IS_FRAUD].notna() & (week[c.LABEL_KNOWN_AT] < day + pd.Timedelta(days=1))
+    now = join_labels(week, fed, pd.Timedelta(days=7)).events.as_of(day + pd.Timedelta(days=1))
+    known = pd.Series(now.labelled(), index=week.index)
     unseen = week[c.TIMESTAMP] >= trained_until + pd.Timedelta(days=1)
     assert straddling["labelled_rows"] == int((known & unseen).sum()) > 0
     assert straddling["left_out_training_rows"] == int((known & ~unseen).sum()) > 0

@@ -19,7 +19,7 @@ from fraud_assets.defs.evaluation import model_evaluation
 from fraud_assets.defs.features import features_job, merchant_risk, transaction_features
 from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
-from fraud_assets.defs.labels import ingest_labels, ingest_labels_job
+from fraud_assets.defs.labels import collect_labels, ingest_labels_job
 from fraud_assets.defs.monitoring import drift_reference
 from fraud_assets.defs.registry import challenger_model, champion_gate, champion_model, training_job
 from fraud_assets.defs.resources import (
@@ -49,7 +49,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
         assets=[
             raw_transactions,
             validate_transactions,
-            ingest_labels,
+            collect_labels,
             transaction_features,
             merchant_risk,
             training_data,

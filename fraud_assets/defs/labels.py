@@ -144,7 +144,7 @@ def _partition_metadata(
     partitions_def=daily_partitions,
     backfill_policy=single_run,
 )
-def ingest_labels(
+def collect_labels(
     context: dg.AssetExecutionContext,
     validated_transactions: pd.DataFrame,
     label_feed: LabelFeedResource,
@@ -161,7 +161,8 @@ def ingest_labels(
         )
     sources = read_sources(days, label_feed, captured_traffic)
     # each label id once, the earliest reported: an id already stored on an earlier day is a retry
-    labels = stored_labels(pd.concat([history, sources.valid], ignore_index=True))
+    both = [frame for frame in (history, sources.valid) if len(frame)]
+    labels = stored_labels(pd.concat(both, ignore_index=True) if both else sources.valid)
     join = join_labels(validated_transactions, labels, label_feed.genuine_after())
     joined = join.labels  # the same labels, in join order
     mine = joined[PARTITION_DATE].isin(days).to_numpy()
