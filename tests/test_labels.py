@@ -30,7 +30,10 @@ T0 = pd.Timestamp("2026-03-01 10:00")
 def transactions(n: int = 4) -> pd.DataFrame:
     """n transactions, one a day from T0, ids T0..T{n-1}."""
     return pd.DataFrame(
-        {c.TRANSACTION_ID: [f"T{i}" for i in range(n)], c.TIMESTAMP: [T0 + pd.Timedelta(days=i) for i in range(n)]}
+        {
+            c.TRANSACTION_ID: [f"T{i}" for i in range(n)],
+            c.TIMESTAMP: [T0 + pd.Timedelta(days=i) for i in range(n)],
+        }
     )
 
 
@@ -195,7 +198,10 @@ def test_a_label_for_a_transaction_not_seen_yet_waits_and_joins_when_it_arrives(
     waiting = join_labels(transactions(4), labels, DELAY)
     assert waiting.waiting.tolist() == [True]
     arrived = pd.concat(
-        [transactions(4), pd.DataFrame({c.TRANSACTION_ID: ["T9"], c.TIMESTAMP: [pd.Timestamp("2026-03-03 09:00")]})],
+        [
+            transactions(4),
+            pd.DataFrame({c.TRANSACTION_ID: ["T9"], c.TIMESTAMP: [pd.Timestamp("2026-03-03 09:00")]}),
+        ],
         ignore_index=True,
     )
     joined = join_labels(arrived, labels, DELAY)
@@ -215,7 +221,10 @@ def test_a_label_id_received_twice_counts_once_the_first():
 
 def test_labels_carried_by_transaction_rows_are_one_more_source_and_are_superseded_like_any():
     frame = transactions().assign(
-        **{c.IS_FRAUD: [0, 1, None, 0], c.LABEL_KNOWN_AT: [T0 + DELAY, T0 + pd.Timedelta(days=3), pd.NaT, pd.NaT]}
+        **{
+            c.IS_FRAUD: [0, 1, None, 0],
+            c.LABEL_KNOWN_AT: [T0 + DELAY, T0 + pd.Timedelta(days=3), pd.NaT, pd.NaT],
+        }
     )
     frame.loc[3, c.LABEL_KNOWN_AT] = frame.loc[3, c.TIMESTAMP] + DELAY
     labels = fed(("cb", "T0", 1, "2026-03-12", "chargeback"))
@@ -232,7 +241,12 @@ def test_as_of_is_each_rows_latest_label_reported_before_the_time():
     rng = np.random.default_rng(3)
     frame = transactions(30)
     rows = [
-        (f"L{i}", f"T{rng.integers(30)}", int(rng.integers(2)), T0 + pd.Timedelta(hours=int(rng.integers(24 * 60))))
+        (
+            f"L{i}",
+            f"T{rng.integers(30)}",
+            int(rng.integers(2)),
+            T0 + pd.Timedelta(hours=int(rng.integers(24 * 60))),
+        )
         for i in range(80)
     ]
     labels = fed(*rows)
@@ -249,4 +263,7 @@ def test_as_of_is_each_rows_latest_label_reported_before_the_time():
                 expected = 0.0
             else:
                 expected = np.nan
-            assert now.is_fraud[i] == expected or (np.isnan(expected) and np.isnan(now.is_fraud[i])), (tid, at)
+            assert now.is_fraud[i] == expected or (np.isnan(expected) and np.isnan(now.is_fraud[i])), (
+                tid,
+                at,
+            )

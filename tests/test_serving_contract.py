@@ -37,7 +37,14 @@ def api_schema(world, shared_home, tmp_path_factory):  # noqa: F811
 def test_no_server_errors(api_schema, mode):
     """Every operation, valid and invalid inputs (hypothesis-generated): no 5xx, ever."""
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/predict", "/predict/batch", "/labels", "/health", "/model", "/metrics"}
+    assert {op.path for op in operations} >= {
+        "/predict",
+        "/predict/batch",
+        "/labels",
+        "/health",
+        "/model",
+        "/metrics",
+    }
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
