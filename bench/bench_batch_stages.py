@@ -49,7 +49,7 @@ if ARGS.threads:
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from bench_serving import bodies_from, what_make_run_built  # noqa: E402
+from bench_serving import bodies_from, latest_full_day, what_make_run_built  # noqa: E402
 from run_all import skip  # noqa: E402
 
 from fraud_assets.core.explanations import FieldReasons  # noqa: E402
@@ -172,7 +172,7 @@ def main() -> None:
     print(
         f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'default')}, load {os.getloadavg()[0]:.1f}"
     )
-    last = days[-1][1].read_parquet().sort_values("timestamp", kind="stable").reset_index(drop=True)
+    _, last = latest_full_day(days)
     instrument(service)
     loop = asyncio.new_event_loop()
     shift = 1

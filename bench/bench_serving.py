@@ -201,7 +201,7 @@ def two_workers_with_redis(args, env: dict, singles: list[dict], tp_bodies: list
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(port), "--workers", "2",
              "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env={**env, "FRAUDOPS_ONLINE_STATE": url},
+            cwd=ROOT, env={**env, "FRAUDOPS_ONLINE_STATE": url, "FRAUDOPS_CAPTURE": url},
         )  # fmt: skip
         try:
             wait_http(f"http://127.0.0.1:{port}/health", 300, lambda r: r.json()["status"] == "ok")
@@ -241,6 +241,15 @@ def what_make_run_built() -> tuple:
     return settings, storage, days
 
 
+def latest_full_day(days: list, rows: int = 2000) -> tuple[str, pd.DataFrame]:
+    """The latest day of `validated_transactions` with at least ``rows`` transactions (today's
+    may hold only the API's first ones), else the latest: its key and rows in time order."""
+    day, where = next(
+        ((d, loc) for d, loc in reversed(days) if len(loc.read_parquet(columns=["amount"])) >= rows), days[-1]
+    )
+    return day, where.read_parquet().sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--singles", type=int, default=2000)
@@ -254,9 +263,9 @@ def main() -> None:
     PORTS[:] = [int(port) for port in args.ports.split("-")]
 
     settings, storage, days = what_make_run_built()
-    feature_days = [path for _, path in daily_partitions(storage, "transaction_features")]
-    last = days[-1][1].read_parquet().sort_values("timestamp", kind="stable").reset_index(drop=True)
-    print(f"payload rows: {len(last)} transactions of {days[-1][0]}")
+    day, last = latest_full_day(days)
+    print(f"payload rows: {len(last)} transactions of {day}")
+    feature_days = [path for key, path in daily_partitions(storage, "transaction_features") if key == day]
 
     logs = tempfile.mkdtemp(prefix="fraudops-bench-log-")
     api_port = free_port()
@@ -265,6 +274,8 @@ def main() -> None:
         "FRAUDOPS_PREDICTION_LOG_DIR": logs,
         "FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS": "0",
         "FRAUDOPS_MAX_BATCH": "1000",
+        # captured as in production, but not into the project's feed (its sensor would ingest it)
+        "FRAUDOPS_CAPTURE": tempfile.mkdtemp(prefix="fraudops-bench-capture-"),
     }
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "fraud_serving.app:app", "--port", str(api_port), "--workers", "1",

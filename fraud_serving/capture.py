@@ -20,9 +20,11 @@ from typing import Any
 from prometheus_client import Counter
 
 from fraud_assets.core.capture import (
+    LABELS,
     TRANSACTIONS,
     CaptureError,
     CaptureFeed,
+    labels_line,
     open_capture,
     transactions_line,
 )
@@ -61,8 +63,10 @@ class TrafficCapture:
         feed = open_capture(where, fsync=fsync)
         return None if feed is None else cls(feed, registry)
 
-    def append(self, stream: str, lines: Sequence[bytes], rows: int) -> None:
-        """Append records; `CaptureUnavailable` (503) when the feed refuses them."""
+    def append(self, stream: str, lines: Sequence[bytes], rows: int | None = None) -> None:
+        """Append records (``rows``: how many rows they hold, for the counts; default one a
+        record); `CaptureUnavailable` (503) when the feed refuses them."""
+        rows = len(lines) if rows is None else rows
         try:
             self.feed.append(stream, lines)
         except CaptureError as err:
@@ -80,6 +84,10 @@ class TrafficCapture:
     def transactions(self, scored_at: str, ids: Sequence[str], rows: Sequence[dict]) -> None:
         """One model call's transactions, as validated, with their ids as answered."""
         self.append(TRANSACTIONS, [transactions_line(scored_at, ids, rows)], len(rows))
+
+    def labels(self, rows: Sequence[dict]) -> None:
+        """One ``POST /labels`` call's accepted labels (plain JSON values, datetimes allowed)."""
+        self.append(LABELS, [labels_line(rows)], len(rows))
 
     def health(self) -> dict[str, Any]:
         return {

@@ -22,7 +22,7 @@ import pydantic_core
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.calendar import hour_and_weekday, is_weekend
-from fraud_assets.core.contract import LOG_CALL_FIELDS, LOG_FEATURES, LOG_INPUT, LOG_TRANSACTION_FIELDS
+from fraud_assets.core.contract import LOG_CALL_FIELDS, LOG_FEATURES, LOG_TRANSACTION_FIELDS
 from fraud_assets.core.features import MERCHANT_FEATURES
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_serving import responses
@@ -35,18 +35,17 @@ DEFAULT_OPTIONS = ScoringOptions()
 RISK_LEVELS = ("low", "medium", "high", "critical")
 _RISK_BYTES = tuple(level.encode() for level in RISK_LEVELS)
 TOP_REASONS = 3
-LOG_PIECE_ROWS = 200  # request bodies per piece of a prediction-log line (see `_LogItem.line_pieces`)
+LOG_PIECE_ROWS = 200  # from this many transactions a log line's features go a column a piece (`_LogItem`)
 NO_MERCHANT = ""  # stands for an absent merchant id in the card state (never a real id)
 _MERCHANT_DEPENDENT = frozenset((*MERCHANT_FEATURES, "is_new_merchant"))
 # The prediction log line, in the contract's order (fraud_assets/core/contract.py): the call's
 # fields and the transactions' columns up to the reason codes, then the reason codes as the
-# answer had them, the model inputs, the request bodies.
+# answer had them, the model inputs.
 _LOG_HEAD = (*LOG_CALL_FIELDS, *LOG_TRANSACTION_FIELDS[:-1])
 if LOG_TRANSACTION_FIELDS[-1] != "reason_codes":  # written as the answer had them, after the rest
     raise RuntimeError("the prediction log's reason codes must be its last transaction column")
 _LOG_REASONS = b',"' + LOG_TRANSACTION_FIELDS[-1].encode() + b'":[['
 _LOG_FEATURES = b',"' + LOG_FEATURES.encode() + b'":'
-_LOG_INPUT = b',"' + LOG_INPUT.encode() + b'":'
 
 
 def risk_index(p: np.ndarray, threshold: float) -> np.ndarray:
@@ -131,13 +130,7 @@ class _LogItem:
                 column = pydantic_core.to_json({name: values}, inf_nan_mode="null")[1:-1]
                 yield (_LOG_FEATURES + b"{" if i == 0 else b",") + column
             yield b"}"
-        # the request bodies, as sent (absent fields left out)
-        for start in range(0, len(self.txs), LOG_PIECE_ROWS):
-            part = pydantic_core.to_json(
-                self.txs[start : start + LOG_PIECE_ROWS], exclude_none=True, fallback=str
-            )
-            yield (_LOG_INPUT + b"[" if start == 0 else b",") + part[1:-1]
-        yield b"]}" if self.txs else _LOG_INPUT + b"[]}"
+        yield b"}"  # (the transactions as sent are the capture feed's, not this log's)
 
 
 class Scorer:

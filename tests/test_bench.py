@@ -55,7 +55,9 @@ def test_make_bench_runs_every_benchmark(storage, home):  # noqa: F811
     assert all(outcome.startswith("ok") for outcome in summary.values()), summary
 
 
-@pytest.mark.parametrize("benchmark", ["bench_serving.py", "bench_tree_depth.py", "bench_batch_stages.py"])
+@pytest.mark.parametrize(
+    "benchmark", ["bench_serving.py", "bench_tree_depth.py", "bench_batch_stages.py", "bench_capture.py"]
+)
 def test_benchmarks_of_what_make_run_built_say_what_is_missing(benchmark, tmp_path):
     empty_home = tmp_path / "home"
     empty_home.mkdir()

@@ -162,6 +162,7 @@ def test_two_workers_and_a_restart_give_one_worker_s_history(world, tmp_path, sh
         "DAGSTER_HOME": str(shared_home[0]),
         "FRAUDOPS_STORAGE": str(world["storage"]),
         "FRAUDOPS_PREDICTION_LOG_DIR": str(tmp_path / "predictions"),
+        "FRAUDOPS_CAPTURE": redis_url,
         "FRAUDOPS_ONLINE_STATE": redis_url,
     }
     got: list[dict] = []

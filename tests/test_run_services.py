@@ -98,6 +98,7 @@ def test_ctrl_c_stops_the_ui_the_daemon_and_the_api_within_5_seconds(tmp_path):
         "FRAUDOPS_STORAGE": str(tmp_path / "storage"),
         "FRAUDOPS_LANDING_DIR": str(tmp_path / "landing"),
         "FRAUDOPS_PREDICTION_LOG_DIR": str(tmp_path / "predictions"),
+        "FRAUDOPS_CAPTURE": str(tmp_path / "capture"),
     }
     log = tmp_path / "make.log"
     with open(log, "wb") as out:

@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.capture import TRANSACTIONS, open_capture
 from fraud_assets.core.explanations import FieldReasons, describe
 from fraud_assets.core.features import CARD_FEATURES, DEVICE_FEATURES, MERCHANT_FEATURES, history_features
 from fraud_assets.core.prediction_log import READ_COLUMNS
@@ -645,7 +646,7 @@ def test_prediction_log_and_metrics(client, world, tmp_path):
 def test_a_big_batch_is_logged_as_answered(world, tmp_path, shared_home):
     """A batch large enough to be logged in pieces reads back with the answer's values."""
     rows = list(world["live"].iloc[400:850].itertuples())
-    with make_client(world, tmp_path, shared_home[0]) as cl:
+    with make_client(world, tmp_path, shared_home[0], capture=str(tmp_path / "capture")) as cl:
         answer = cl.post(
             "/predict/batch?include_features=true", json={"transactions": [body_of(r) for r in rows]}
         )
@@ -657,9 +658,14 @@ def test_a_big_batch_is_logged_as_answered(world, tmp_path, shared_home):
     assert log["transaction_id"].tolist() == [p["transaction_id"] for p in predictions]
     assert log["fraud_probability"].tolist() == [p["fraud_probability"] for p in predictions]
     assert log["reason_codes"].tolist() == [p["reason_codes"] for p in predictions]
-    assert log["input"].map(lambda body: body["card_id"]).tolist() == [r.card_id for r in rows]
+    # the transactions as sent are the capture feed's: one record for the call, in order
+    (record,) = open_capture(str(tmp_path / "capture")).read(TRANSACTIONS, None, 10).records
+    sent = json.loads(record.line)
+    assert [body["card_id"] for body in sent["rows"]] == [r.card_id for r in rows]
+    assert sent["ids"] == log["transaction_id"].tolist()
     # every column the reader knows was written under its name (the writer and reader agree)
-    assert log.columns[:13].tolist() == list(READ_COLUMNS) and log[list(READ_COLUMNS)].notna().all().all()
+    assert log.columns[: len(READ_COLUMNS)].tolist() == list(READ_COLUMNS)
+    assert log[list(READ_COLUMNS)].notna().all().all()
     assert log["risk_level"].tolist() == [p["risk_level"] for p in predictions]
     assert log["is_fraud"].tolist() == [p["is_fraud"] for p in predictions]
     for name in ("amount", "transactions_last_24h", "merchant_category"):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraud_assets.services.devservices import free_port
-from fraud_assets.services.testing import record_champion, stop_processes
+from fraud_assets.services.testing import record_champion, start_api, stop_processes
 from tests.test_serving import SEED_BODY, home, world  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -36,42 +33,20 @@ def wait_for(predicate, timeout: float, what: str):
 
 @pytest.fixture
 def server(world, home, tmp_path):  # noqa: F811
-    port = free_port()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home[0]),
         "FRAUDOPS_STORAGE": str(world["storage"]),
         "FRAUDOPS_MODEL_POLL_SECONDS": "0.2",
         "FRAUDOPS_PREDICTION_LOG_DIR": str(tmp_path / "predictions"),
+        "FRAUDOPS_CAPTURE": str(tmp_path / "capture"),
         "FRAUDOPS_API_KEY": KEY["X-API-Key"],
     }
-    log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "fraud_serving.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_api(env, tmp_path / "uvicorn.log", timeout=90)
     try:
-        with httpx.Client(base_url=base, timeout=10) as cl:
-            wait_for(
-                lambda: proc.poll() is None and cl.get("/health").json()["status"] == "ok", 90, "startup"
-            )
         yield base, proc, tmp_path
     finally:
         stop_processes(proc)
-        log.close()
 
 
 def test_uvicorn_swap_under_load_and_tampered_bundle(server, world, home):  # noqa: F811

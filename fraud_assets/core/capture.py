@@ -250,6 +250,7 @@ class LocalFeed:
 
     def __post_init__(self) -> None:
         self.folder = Path(os.path.abspath(self.where))
+        self.where = str(self.folder)  # what /health and the sensor name: the same folder for every process
 
     def stream_folder(self, stream: str) -> Path:
         _check_stream(stream)

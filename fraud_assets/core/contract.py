@@ -227,8 +227,9 @@ LOG_TRANSACTION_FIELDS = (
     "risk_level", "reason_codes",
 )  # fmt: skip
 LOG_FEATURES = "features"  # {model input: [values]}; null = missing, imputed
-LOG_INPUT = "input"  # the request bodies as sent
-LOG_LINE_ORDER = (*LOG_CALL_FIELDS, *LOG_TRANSACTION_FIELDS, LOG_FEATURES, LOG_INPUT)
+# The transactions as the client sent them are not here: they are the capture feed's
+# (`fraud_assets.core.capture`), which keeps them durably; this log says what the model did.
+LOG_LINE_ORDER = (*LOG_CALL_FIELDS, *LOG_TRANSACTION_FIELDS, LOG_FEATURES)
 _LINE_HEAD = b'{"' + LOG_CALL_FIELDS[0].encode() + b'":"'
 
 # The reader's frame: these columns first, in this order and type, then one per model input.
@@ -245,7 +246,6 @@ LOG_READ_DTYPES = {
     "risk_level": "object",
     "latency_ms": "float64",
     "reason_codes": "object",  # list of {feature, value, contribution}
-    "input": "object",  # dict, the request body
 }
 LOG_READ_COLUMNS = tuple(LOG_READ_DTYPES)
 

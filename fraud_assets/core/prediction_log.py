@@ -19,7 +19,6 @@ import pandas as pd
 from fraud_assets.core.contract import (
     LOG_CALL_FIELDS,
     LOG_FEATURES,
-    LOG_INPUT,
     LOG_READ_COLUMNS,
     LOG_READ_DTYPES,
     LOG_TRANSACTION_FIELDS,
@@ -28,7 +27,7 @@ from fraud_assets.core.contract import (
 from fraud_assets.core.storage import Location
 
 READ_COLUMNS = LOG_READ_COLUMNS  # the frame's first columns, in order; the model inputs follow
-_COLUMNS = (*LOG_TRANSACTION_FIELDS, LOG_INPUT)
+_COLUMNS = LOG_TRANSACTION_FIELDS
 
 
 def _transactions(line: dict) -> list[dict]:
@@ -58,7 +57,7 @@ def read_prediction_log(directory: str | os.PathLike | Location, day: str | dt.d
     `contract.LOG_READ_DTYPES`): ``scored_at`` (UTC timestamp), ``timestamp`` (the transaction's,
     naive local time), ``transaction_id``, ``card_id``, ``merchant_id``, ``model_version``,
     ``threshold``, ``fraud_probability``, ``is_fraud``, ``risk_level``, ``latency_ms``,
-    ``reason_codes`` (list), ``input`` (dict as sent), then one column per model input value
+    ``reason_codes`` (list), then one column per model input value
     (``amount``, ``merchant_category``, ``transactions_last_24h``, ...; NaN where the value was
     missing and imputed). A half-written last line (a crash mid-write) is skipped.
     """

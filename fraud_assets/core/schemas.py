@@ -123,7 +123,8 @@ class _TransactionChecks(pa.DataFrameModel):
         if c.IS_WEEKEND not in df or c.DAY_OF_WEEK not in df:
             return pd.Series(True, index=df.index)
         day = pd.to_numeric(df[c.DAY_OF_WEEK], errors="coerce")
-        return df[c.IS_WEEKEND].isna() | day.isna() | (day.ge(5) == df[c.IS_WEEKEND].astype(bool))
+        weekend = df[c.IS_WEEKEND]  # an empty cell passes here (and is derived), a present one is judged
+        return weekend.isna() | day.isna() | (day.ge(5) == weekend.fillna(False).astype(bool))
 
     @pa.dataframe_check(name="hour_of_day_matches_timestamp", ignore_na=False)
     def hour_consistency(cls, df: pd.DataFrame) -> pd.Series:

@@ -85,19 +85,25 @@ def _calendar_as_scored(frame: pd.DataFrame) -> None:
 
 
 def with_api_transactions(base: pd.DataFrame, api: pd.DataFrame, base_source: str | None) -> Combined:
-    """``base`` (one source's rows; its ``source`` column kept when it has one) and the API's
-    rows, each transaction once (module docstring)."""
+    """``base`` (one source's rows, or a stored day with its ``source`` column) and the API's rows,
+    each transaction once (module docstring)."""
     if base_source is not None and SOURCE not in base:
         base = base.copy(deep=False)
         base[SOURCE] = base_source
+        if api.empty:  # (the usual generator or landing run: no counting pass over its rows)
+            return Combined(positional(base), {base_source: len(base)} if len(base) else {})
     if api.empty:
         return Combined(positional(base), _counts(base))
     if base.empty:
         return Combined(positional(api), _counts(api))
     api_ids = api[c.TRANSACTION_ID]
     in_api = base[c.TRANSACTION_ID].isin(api_ids).to_numpy() if c.TRANSACTION_ID in base else None
-    overlap = int(in_api.sum()) if in_api is not None else 0
-    if overlap:
+    overlap = 0
+    if in_api is not None and in_api.any():
+        # A stored day's API rows are the API's again (their carried outcome with them); the other
+        # source's rows of the same transactions hand over their outcome and go.
+        stored_api = base[SOURCE].astype(object).eq(API).to_numpy() if SOURCE in base else False
+        overlap = int((in_api & ~stored_api).sum())
         carried = [col for col in OUTCOME_COLUMNS if col in base]
         if carried:
             known = base.loc[in_api, [c.TRANSACTION_ID, *carried]].drop_duplicates(c.TRANSACTION_ID)
@@ -141,12 +147,3 @@ def _counts(frame: pd.DataFrame) -> dict[str, int]:
         return {}
     values, counts = np.unique(frame[SOURCE].astype(str).to_numpy(), return_counts=True)
     return {str(v): int(n) for v, n in zip(values, counts, strict=True)}
-
-
-def stored_rows_besides_api(stored: pd.DataFrame | None) -> pd.DataFrame | None:
-    """A stored day's rows that did not come from the API (what a re-run for new API traffic keeps)."""
-    if stored is None:
-        return None
-    if SOURCE in stored:
-        stored = stored.loc[stored[SOURCE].astype(object) != API]
-    return positional(stored)

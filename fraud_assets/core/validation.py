@@ -142,16 +142,22 @@ def _labels(df: pd.DataFrame) -> np.ndarray:
 
 
 def add_derived_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Compute the derived columns a source did not provide, from their inputs."""
-    if not all(col in df for col in (c.HOUR_OF_DAY, c.DAY_OF_WEEK, c.IS_WEEKEND)):
+    """Compute the derived columns a source did not provide, from their inputs: the calendar
+    columns also for the rows that left them empty (a day's rows may come from several sources)."""
+    calendar = (c.HOUR_OF_DAY, c.DAY_OF_WEEK, c.IS_WEEKEND)
+    if not all(col in df and df[col].notna().all() for col in calendar):
         hour, day, known = hour_and_weekday(df[c.TIMESTAMP].to_numpy("datetime64[ms]"))
         missing = ~known
-        if c.HOUR_OF_DAY not in df:
-            df[c.HOUR_OF_DAY] = pd.arrays.IntegerArray(hour.astype("int8"), missing)
-        if c.DAY_OF_WEEK not in df:
-            df[c.DAY_OF_WEEK] = pd.arrays.IntegerArray(day.astype("int8"), missing)
-        if c.IS_WEEKEND not in df:
-            df[c.IS_WEEKEND] = pd.arrays.BooleanArray(is_weekend(day), missing)
+        computed = {
+            c.HOUR_OF_DAY: pd.arrays.IntegerArray(hour.astype("int8"), missing),
+            c.DAY_OF_WEEK: pd.arrays.IntegerArray(day.astype("int8"), missing),
+            c.IS_WEEKEND: pd.arrays.BooleanArray(is_weekend(day), missing),
+        }
+        for col, values in computed.items():
+            if col not in df:
+                df[col] = values
+            elif df[col].isna().any():
+                df[col] = df[col].fillna(pd.Series(values, index=df.index))
     location = (c.TXN_LAT, c.TXN_LON, c.CARD_HOME_LAT, c.CARD_HOME_LON)
     if c.DISTANCE_FROM_HOME not in df and all(col in df for col in location):
         df[c.DISTANCE_FROM_HOME] = np.round(haversine_km(*(df[col] for col in location)), 3)

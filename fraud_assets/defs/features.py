@@ -41,7 +41,7 @@ CARRIED = (
     c.IS_FRAUD,
     c.LABEL_KNOWN_AT,
     c.FRAUD_SCENARIO,
-    SOURCE,
+    SOURCE,  # where the row came from (generator, landing, api): the API's traffic stays findable
 )
 
 with_lookback = dg.AssetIn(

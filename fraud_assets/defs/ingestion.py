@@ -81,8 +81,8 @@ def raw_transactions(
             "landing_path": dg.MetadataValue.path(landing_zone.path),
             "files": dg.MetadataValue.json(used),
         }
-    else:  # the API's traffic arrived: keep the rest of each day as it is stored
-        frame = captured_traffic.stored_rows_besides_api(days)
+    else:  # the API's traffic arrived: each day as it is stored, its API rows read again
+        frame = captured_traffic.stored_rows(days)
         origin = {}
     base_source = None if config.source == "api" else config.source
     combined = with_api_transactions(frame, captured_traffic.api_transactions(days), base_source)

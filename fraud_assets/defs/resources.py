@@ -26,7 +26,7 @@ from fraud_assets.core.landing_settings import LandingSettings, split_mapping
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
 from fraud_assets.core.settings import FraudopsSettings, defaults, load_settings
 from fraud_assets.core.storage import Location, options_for
-from fraud_assets.core.traffic import api_transactions, stored_rows_besides_api
+from fraud_assets.core.traffic import api_transactions
 from fraud_assets.core.validation import PARTITION_DATE
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
 
@@ -231,13 +231,13 @@ class CapturedTrafficResource(dg.ConfigurableResource):
         """The filed API transactions of ``days`` as raw rows (`fraud_assets.core.traffic`)."""
         return api_transactions(self.location(), days)
 
-    def stored_rows_besides_api(self, days: list[str]):
-        """The stored `raw_transactions` rows of ``days`` that did not come from the API."""
+    def stored_rows(self, days: list[str]):
+        """The stored `raw_transactions` rows of ``days`` (a day not stored yet has none)."""
         frames = []
         for day in days:
             stored = partition_location(self.location(), RAW_TRANSACTIONS, day)
             if stored.exists():
-                frames.append(stored_rows_besides_api(stored.read_parquet()))
+                frames.append(stored.read_parquet())
         if not frames:
             return pd.DataFrame(columns=[*c.REQUIRED_COLUMNS, PARTITION_DATE])
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

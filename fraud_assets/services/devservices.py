@@ -463,6 +463,7 @@ def local_profile_environment(ports: Mapping[str, int], state: str, **variables:
             "DAGSTER_PG_PORT": str(ports["postgres"]),
             "FRAUDOPS_S3_ENDPOINT_URL": f"http://{LOCALHOST}:{ports['s3']}",
             "FRAUDOPS_CELERY_BROKER_URL": f"redis://{LOCALHOST}:{ports['redis']}/0",
+            "FRAUDOPS_CAPTURE": f"redis://{LOCALHOST}:{ports['redis']}/1",
             "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://{LOCALHOST}:{ports['mlflow']}",
             "FRAUDOPS_STATE_DIR": os.path.join(state, "state"),
             "FRAUDOPS_LANDING_DIR": os.path.join(state, "landing"),

@@ -19,6 +19,8 @@ import contextlib
 import datetime as dt
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from fraud_assets.services.devservices import LOCALHOST, free_port
 from fraud_assets.services.devservices import redis as redis_service
 from fraud_assets.services.service import running
 
+ROOT = Path(__file__).resolve().parents[2]  # the project, where uvicorn finds fraud_serving
 DAGSTER_YAML = """storage:
   sqlite:
     base_dir: {base}/storage
@@ -143,6 +146,45 @@ def write_storage(
         snapshot = MerchantRiskSnapshot.compute(frame, pd.Timestamp(day) + pd.Timedelta(days=1))
         partition_location(root, MERCHANT_RISK, key).write_parquet(snapshot.to_frame())
     return root
+
+
+def start_api(
+    env: dict[str, str], log_path: str | os.PathLike, timeout: float = 120
+) -> tuple[subprocess.Popen, str]:
+    """The scoring API as a uvicorn process on a free port, with ``env``; returns it and its base
+    URL once ``/health`` says ok (its output goes to ``log_path``, shown if it does not start)."""
+    import httpx
+
+    port = free_port()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "fraud_serving.app:app",
+                "--host",
+                LOCALHOST,
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://{LOCALHOST}:{port}"
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base, timeout=5) as client:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if client.get("/health").json()["status"] == "ok":
+                    return proc, base
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+    stop_processes(proc)
+    raise RuntimeError(f"the API did not start: {Path(log_path).read_text(errors='replace')[-3000:]}")
 
 
 def stop_processes(*procs: subprocess.Popen, timeout: float = 20) -> None:

@@ -8,7 +8,6 @@ import pydantic_core
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
-from fraud_assets.core.capture import LABELS, labels_line
 from fraud_serving.dependencies import ServiceDep, json_body, require_api_key
 from fraud_serving.errors import json_response, validation_response
 from fraud_serving.labels import BODY_SCHEMA, LabelsAccepted, ValidationError, label_rows, parse_labels
@@ -61,7 +60,7 @@ async def post_labels(request: Request, service: ServiceDep) -> Response:
             detail="the capture feed is off (FRAUDOPS_CAPTURE=off): labels cannot be kept; turn it on",
         )
     rows = label_rows(labels, dt.datetime.now(dt.UTC))
-    service.capture.append(LABELS, [labels_line(rows)], len(rows))  # 503 (CaptureUnavailable) if refused
+    service.capture.labels(rows)  # 503 (CaptureUnavailable) if the feed refuses them
     accepted = LabelsAccepted(
         received=len(rows),
         label_ids=[row["label_id"] for row in rows],
