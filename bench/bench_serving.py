@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 from run_all import parse_args, skip
 
+from fraud_assets.core.champion_history import latest_champion
 from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, daily_partitions, prediction_log_files
 from fraud_assets.core.settings import load_settings
 from fraud_assets.core.storage import Location
 from fraud_assets.services.testing import redis_server, stop_processes
-from fraud_serving.model_provider import latest_champion
 
 ROOT = Path(__file__).resolve().parents[1]
 

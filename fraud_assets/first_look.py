@@ -17,6 +17,8 @@ import sys
 import dagster as dg
 import pandas as pd
 
+from fraud_assets.core.champion_history import latest_champion
+from fraud_assets.core.contract import VALIDATED_TRANSACTIONS
 from fraud_assets.core.models.tuning import DEFAULT_GAP, DEFAULT_MIN_TRAIN_FRACTION
 from fraud_assets.core.settings import load_settings, record_first_day
 from fraud_assets.core.splitting import minimum_days_to_train
@@ -29,7 +31,7 @@ from fraud_assets.defs.training import TrainingWindowConfig  # defines no partit
 
 # (job, the asset whose partitions say what is done) in the order a first look needs them.
 DAILY_JOBS = (
-    ("ingest_transactions", "validated_transactions"),
+    ("ingest_transactions", VALIDATED_TRANSACTIONS),
     ("ingest_labels", "fraud_labels"),
     ("build_features", "transaction_features"),
 )
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first look: {job} for {todo[0]}..{todo[-1]} ({len(todo)} of {len(days)} days)")
         if not run_job(instance, job, {RANGE_START: todo[0], RANGE_END: todo[-1]}):
             return _failed(job)
-    if instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
+    if latest_champion(instance) is not None:
         print("first look: a champion model exists")
     elif args.skip_training:
         print("first look: training skipped, so no champion and no drift or performance reports")

@@ -30,8 +30,8 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
     async def lifespan(app: FastAPI):
         service.start()
         # What is loaded so far (Dagster, the card state, the first model) lives about as long as
-        # the process: moved out of the collector's reach, a full collection no longer walks it
-        # in the middle of a request (it cost 250-350 ms on the second big batch). Frozen objects
+        # the process: out of the collector's reach, a full collection does not walk it in the
+        # middle of a request (walking it cost 250-350 ms on the second big batch). Frozen objects
         # are still freed by reference counting: a swapped-out first model goes (tested); only
         # garbage in reference cycles among them would stay.
         gc.freeze()

@@ -10,9 +10,8 @@ every scored transaction that has a card and a timestamp. `MerchantRiskStore` ho
 when one appears.
 
 The features themselves are never computed here: the core's feature function runs on the
-segments, the code batch training uses.
-
-Grew by `recent_history` (10 lines): the stored history's reading, shared with the Redis store.
+segments, the code batch training uses. The stored history is read by `recent_history`, which
+the Redis store (`online_state`) bootstraps from too, so both stores start from the same rows.
 """
 
 from __future__ import annotations

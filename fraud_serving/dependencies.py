@@ -3,8 +3,6 @@ request-size and content-type limits, as dependencies (declared once, shown in t
 
 All ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, a hop per request
 that also reorders concurrent requests.
-
-New: the checks app.py did by hand, as FastAPI dependencies.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Error answers: 422 naming each bad field, an HTTP error's detail as JSON, and the middleware
-that counts and times every request and answers any unhandled failure.
+"""Error answers: 422 naming each bad field, an HTTP error's detail as JSON, 503 when a dependency
+(Redis) is down, and the middleware that counts and times every request and answers any
+unhandled failure with a 500 carrying the id of the error's log line.
 
-New: moved out of app.py, plus the 500-with-error-id and 503-dependency answers.
+500 is for our faults, 503 for what waiting can cure (no model yet, a dependency down), 422 for
+the client's: each tells a client whether a retry can help.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Which model serves: the latest `champion_model` materialization, verified, swapped atomically.
 
-`ModelProvider` reads the latest materialization of the Dagster asset `champion_model` (its
-metadata holds the bundle's path and SHA-256), loads the bundle with `ModelBundle.load` (which
+`ModelProvider` reads the latest materialization of the Dagster asset `champion_model`
+(`fraud_assets.core.champion_history.latest_champion`, what the pipeline's gate and monitoring
+read too; its metadata hold the bundle's path and SHA-256), loads the bundle with `ModelBundle.load` (which
 verifies the SHA-256 before unpickling), warms it up, and publishes it as one immutable
 `ServedModel` with a single reference assignment. A background thread polls the instance
 every ``model_poll_seconds``; requests never touch the Dagster instance (SQLite), they read
@@ -10,7 +11,9 @@ models inside a request and never blocks one.
 
 A materialization whose bundle cannot be verified or loaded is refused: the previous model
 keeps serving, the refusal is logged and counted, and ``status`` turns ``degraded`` (with the
-error) until a newer champion loads. The refused materialization is not retried.
+error) until a newer champion loads. The refused materialization is not retried. A rollback
+is a newer materialization holding an earlier champion's record: the provider swaps to it like
+to any new champion.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import numpy as np
 import pydantic_core
 
 from fraud_assets.core.bundle import ModelBundle
+from fraud_assets.core.champion_history import ChampionMaterialization, latest_champion
 from fraud_assets.core.columns import AMOUNT
-from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord, plain_metadata
+from fraud_assets.core.contract import ChampionRecord
 from fraud_assets.core.explanations import FieldReasons
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_assets.core.preprocessor import CATEGORICAL
@@ -43,39 +47,6 @@ NO_MODEL_MESSAGE = (
     "materialize the `train_models` job in the Dagster UI; the API picks it up within "
     "FRAUDOPS_MODEL_POLL_SECONDS"
 )
-
-
-@dataclass(frozen=True)
-class ChampionMaterialization:
-    """One `champion_model` materialization as the instance stores it: its event and metadata.
-
-    The metadata are read as a `ChampionRecord` (the contract, `fraud_assets.core.contract`)
-    when the provider considers it, so a malformed one is refused like a bad bundle."""
-
-    storage_id: int
-    run_id: str
-    metadata: dict[str, Any]
-    materialized_at: float | None = None
-
-    def champion(self) -> ChampionRecord:
-        return ChampionRecord.from_metadata(self.metadata)
-
-
-def latest_champion(instance) -> ChampionMaterialization | None:
-    """The newest `champion_model` materialization of a Dagster instance (one indexed query)."""
-    import dagster as dg
-
-    result = instance.fetch_materializations(dg.AssetKey(CHAMPION_MODEL), limit=1)
-    if not result.records:
-        return None
-    record = result.records[0]
-    materialization = record.asset_materialization
-    return ChampionMaterialization(
-        storage_id=int(record.storage_id),
-        run_id=record.run_id or "",
-        metadata=plain_metadata(materialization.metadata or {}),
-        materialized_at=record.timestamp,
-    )
 
 
 def instance_source(dagster_home: str | None) -> Callable[[], ChampionMaterialization | None]:
@@ -191,6 +162,9 @@ class ServedModel:
             "mlflow_model_version": champion.mlflow_model_version,
             "mlflow_run_id": champion.mlflow_run_id,
             "promoted_at": champion.promoted_at,
+            "promotion": champion.promotion,
+            "promotion_reason": champion.reason,
+            "replaced_version": champion.replaced_version,
             "loaded_at": loaded_at,
         }
         served_by, reference = runtime_for(bundle, runtime)

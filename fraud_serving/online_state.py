@@ -16,9 +16,6 @@ writes it in one script, the others find it there), and the request's script rea
 day's features of its merchants in the same round trip. So every worker and replica scores with
 the same snapshot, and they switch to a new day together, at one script; with the in-process
 store each worker reads the file itself, and two workers could answer from two days for a poll.
-
-New (issue 14): the Redis store; the in-process one is unchanged. Grew by ~70 lines for merchant
-risk (`RedisMerchantRisk`, the publication script): one snapshot for every worker needs Redis.
 """
 
 from __future__ import annotations

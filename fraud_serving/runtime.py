@@ -11,8 +11,6 @@
 
 ``FRAUDOPS_MODEL_RUNTIME`` chooses: ``compiled`` (default) uses the accelerator when the model
 compiles and the reference otherwise (logged, never refused); ``library`` always the reference.
-
-New: moved out of model_provider.py (which shrank), plus the load-time check against the library.
 """
 
 from __future__ import annotations

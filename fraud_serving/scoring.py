@@ -3,9 +3,8 @@
 No pandas in the per-request path: input columns are NumPy arrays, the preprocessor's
 `transform_columns`, and the served model's compiled trees (margin and exact TreeSHAP). History
 features come from `fraud_assets.core.features.card_history_features`, the function batch
-training uses, run on the card state's segments (see `card_state`).
-
-Grew by 6 lines: business reasons and, on request, raw ones.
+training uses, run on the card state's segments (see `card_state`). Reasons are given in
+business terms (the transaction's fields) and, on request, as the model's raw contributions.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The scoring service's moving parts (settings, model, card state, prediction log, metrics),
-created once per app and shared by the routers through `dependencies.get_service`.
+created once per app and shared by the routers through `dependencies.get_service`, and the
+bookkeeping around each scoring call (log line, metrics).
 
-New: moved out of app.py (the create_app closure), with the scoring bookkeeping. Grew by 10
-lines: one BLAS/OpenMP thread per worker, and merchant risk in Redis with the card history.
+Card history and merchant risk live in the process (``FRAUDOPS_ONLINE_STATE=memory``) or in Redis,
+where every worker and replica shares them. While started, BLAS and OpenMP run on one thread:
+the API serves with one process per core, so extra threads only compete with the other workers.
 """
 
 from __future__ import annotations

@@ -3,8 +3,6 @@
 A thin view: the variables, their defaults and their validation (e.g. the minimum poll interval)
 are declared once, in the core settings; ``Settings.from_env()`` reads them when the app is
 created (at the API's startup), never at import.
-
-Grew by 6 lines (issue 14): the two new choices, the online state and the model runtime.
 """
 
 from __future__ import annotations

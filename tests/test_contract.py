@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from fraud_assets.core.champion_history import latest_champion
 from fraud_assets.core.contract import (
     CHAMPION_MODEL,
     MERCHANT_RISK,
@@ -15,12 +16,13 @@ from fraud_assets.core.contract import (
     partition_location,
 )
 from fraud_assets.core.storage import Location
+from fraud_assets.defs import champion as champion_defs
 from fraud_assets.defs import registry as registry_defs
+from fraud_assets.defs.champion import champion_model
 from fraud_assets.defs.io_managers import PickleIOManager
-from fraud_assets.defs.registry import champion_model
-from fraud_assets.defs.resources import ModelRegistryResource
+from fraud_assets.defs.resources import ModelRegistryResource, ModelStoreResource
 from fraud_assets.services.testing import build_bundle, simulate
-from fraud_serving.model_provider import ModelProvider, latest_champion
+from fraud_serving.model_provider import ModelProvider
 
 SHA = "ab" * 32
 
@@ -108,15 +110,21 @@ class _Promotions:
     def __init__(self) -> None:
         self.promoted: list[str] = []
 
-    def promote(self, version: str) -> None:
-        self.promoted.append(version)
+    def gate_verdict(self, version: str) -> str:
+        return "promoted: a test challenger"
+
+    def mirror(self, latest) -> str:
+        """What the alias would follow: the latest champion_model materialization."""
+        self.promoted.append(latest.metadata.get("mlflow_model_version"))
+        return "mirrored"
 
 
 PROMOTIONS = _Promotions()
 
 
 class RecordingRegistry(ModelRegistryResource):
-    """MLflow's registry stands aside: only the promotion is recorded (the metadata are the test)."""
+    """MLflow's registry stands aside: only what the alias is asked to follow is recorded (the
+    metadata are the test)."""
 
     def registry(self):
         return PROMOTIONS
@@ -142,6 +150,7 @@ def materialize_champion(instance, tmp_path, saved_bundle) -> None:
         resources={
             "model_io_manager": PickleIOManager(base_path=str(tmp_path / "objects")),
             "model_registry": RecordingRegistry(tracking_uri="unused"),
+            "model_store": ModelStoreResource(base_path=str(tmp_path / "models")),
         },
         instance=instance,
     )
@@ -165,14 +174,14 @@ def test_renaming_a_key_in_the_registry_asset_breaks_serving(
 ):
     """Were the registry asset to write a key under another name, the API would refuse its
     champion, saying which key is missing: the two sides are coupled through the contract."""
-    original = registry_defs.record_metadata
+    original = champion_defs.record_metadata
 
     def renaming(record):
         metadata = original(record)
         metadata[f"{renamed}_renamed"] = metadata.pop(renamed)
         return metadata
 
-    monkeypatch.setattr(registry_defs, "record_metadata", renaming)
+    monkeypatch.setattr(champion_defs, "record_metadata", renaming)
     materialize_champion(instance, tmp_path, saved_bundle)
     provider = ModelProvider(lambda: latest_champion(instance))
     assert not provider.refresh() and provider.current is None

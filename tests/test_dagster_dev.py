@@ -116,6 +116,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         assert sensors.get("landing_files_sensor") == "RUNNING"
         assert sensors.get("label_files_sensor") == "RUNNING"
         assert sensors.get("drift_retraining_sensor") == "RUNNING"
+        assert sensors.get("champion_alias_sensor") == "RUNNING"
         schedules = {
             s["name"]: s["scheduleState"]["status"]
             for repo in data["repositoriesOrError"]["nodes"]

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.champion_history import latest_champion
 from fraud_assets.core.labels import join_labels
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.defs.automation import (
@@ -23,7 +24,7 @@ from fraud_assets.defs.automation import (
 from fraud_assets.defs.monitoring import daily_drift_report, live_drift_report, model_performance
 from fraud_assets.defs.resources import PredictionLogResource, TransactionSimulatorResource
 from fraud_assets.defs.sensors import RANGE_END, RANGE_START
-from fraud_serving.model_provider import ModelProvider, latest_champion
+from fraud_serving.model_provider import ModelProvider
 from fraud_serving.prediction_log import PredictionLogger
 from tests.test_training_assets import CANDIDATES, QUICK, platform_defs
 

@@ -64,7 +64,7 @@ def test_the_first_look_records_its_first_day_or_an_earlier_one_already_built(en
     assert record_start_date(instance, dt.date(2026, 9, 17)) is None
     assert load_settings().partition_start().day == dt.date(2026, 9, 17)
 
-    # A deployment that already holds earlier days (e.g. from the old fixed start): they stay.
+    # A deployment that already holds earlier days (e.g. backfilled from an earlier start): they stay.
     (tmp_path / ".fraudops" / "start_date").unlink()
     _built(instance, "2026-08-02")
     assert record_start_date(instance, dt.date(2026, 9, 17)) is None

@@ -178,5 +178,6 @@ def test_usage_examples_and_validator_cli(tmp_path):
 def test_classifier_errors_say_what_to_do(kwargs, message):
     from fraud_assets.fraud_classifier import FraudClassifier
 
-    with pytest.raises(ValueError, match=message):
-        FraudClassifier(**kwargs)
+    X = pd.DataFrame({"amount": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    with pytest.raises(ValueError, match=message):  # judged by fit, as in scikit-learn
+        FraudClassifier(**kwargs).fit(X, [0, 1, 0, 1, 0])

@@ -9,12 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.champion_history import latest_champion
 from fraud_assets.core.contract import VALIDATED_TRANSACTIONS, asset_location
 from fraud_assets.core.prediction_log import read_prediction_log
 from fraud_assets.core.storage import Location
 from fraud_assets.services.testing import build_bundle, record_champion, simulate, write_storage
 from fraud_serving.app import create_app
-from fraud_serving.model_provider import latest_champion
 from fraud_serving.settings import Settings
 from tests.test_serving import body_of
 

@@ -201,7 +201,10 @@ def test_smote_touches_training_rows_only(problem, monkeypatch):
 def test_handle_imbalance_false_means_none(problem):
     X_tr, y_tr, *_ = problem
     clf = FraudClassifier("xgboost", handle_imbalance=False, imbalance_method="smote", **FAST).fit(X_tr, y_tr)
-    assert clf.imbalance_method == "none" and clf.fit_info_["pos_weight"] is None
+    # The parameter stays as given (scikit-learn's convention); the method applied is "none".
+    assert clf.imbalance_method_ == "none" and clf.fit_info_["pos_weight"] is None
+    assert clf.fit_info_["n_train_rows_after_resampling"] == clf.fit_info_["n_train_rows"]  # no SMOTE
+    assert clf.get_params()["imbalance_method"] == "smote"
 
 
 def _brier(y, p):
@@ -281,10 +284,11 @@ def test_save_load_round_trip(fitted, problem, tmp_path):
 
 def test_errors(problem):
     X_tr, y_tr, X_te, *_ = problem
+    # Constructor arguments are judged by fit (scikit-learn's convention), before any work.
     with pytest.raises(ValueError, match="logistic_regression, random_forest, xgboost, lightgbm"):
-        FraudClassifier("catboost")
+        FraudClassifier("catboost").fit(X_tr, y_tr)
     with pytest.raises(ValueError, match="imbalance_method"):
-        FraudClassifier(imbalance_method="adasyn")
+        FraudClassifier(imbalance_method="adasyn").fit(X_tr, y_tr)
     with pytest.raises(NotFittedError, match="call fit first"):
         FraudClassifier().predict_proba(X_te)
     with pytest.raises(NotFittedError, match="call fit first"):

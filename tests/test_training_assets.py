@@ -15,13 +15,14 @@ from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import ModelBundle
 from fraud_assets.core.contract import ChampionRecord
 from fraud_assets.core.registry import ModelRegistry
+from fraud_assets.defs.champion import champion_model
 from fraud_assets.defs.evaluation import model_evaluation
 from fraud_assets.defs.features import features_job, merchant_risk, transaction_features
 from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
 from fraud_assets.defs.labels import collect_labels, ingest_labels_job
 from fraud_assets.defs.monitoring import drift_reference
-from fraud_assets.defs.registry import challenger_model, champion_gate, champion_model, training_job
+from fraud_assets.defs.registry import challenger_model, champion_gate, training_job
 from fraud_assets.defs.resources import (
     CapturedTrafficResource,
     LabelFeedResource,
@@ -120,6 +121,9 @@ def test_training_registers_a_champion_with_its_report(trained):
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db")
     assert registry.champion().version == champion.metadata["mlflow_model_version"].value == "1"
     assert registry.champion().bundle_sha256 == sha
+    # Why, in the UI: the gate's verdict.
+    assert champion.metadata["promotion"].value == "promotion"
+    assert champion.metadata["promotion_reason"].value.startswith("champion_gate promoted: first model")
     run = registry.client.get_run(champion.metadata["mlflow_run_id"].value)
     assert run.info.status == "FINISHED"
     assert any(k.startswith("test.") for k in run.data.metrics)
@@ -152,9 +156,9 @@ def test_the_champion_is_refit_up_to_the_label_delay(trained):
     bundle = ModelBundle.load(record.bundle_uri, expected_sha256=record.bundle_sha256)
     assert bundle.classifier.fit_info_["refit_on_latest_labels"]
     assert bundle.classifier.fit_info_["n_train_rows"] == len(known)
-    assert bundle.classifier.threshold == evaluated["classifier"].threshold
+    assert bundle.classifier.threshold == evaluated.classifier.threshold
     assert bundle.classifier.calibrator_ is not None
-    assert bundle.classifier.calibration == evaluated["classifier"].calibration
+    assert bundle.classifier.calibration == evaluated.classifier.calibration
 
 
 def test_the_api_serves_the_trained_champion_from_the_pipeline_s_storage(trained):
@@ -162,8 +166,8 @@ def test_the_api_serves_the_trained_champion_from_the_pipeline_s_storage(trained
     record), its bundle, the stored card history and merchant risk."""
     from fastapi.testclient import TestClient
 
+    from fraud_assets.core.champion_history import latest_champion
     from fraud_serving.app import create_app
-    from fraud_serving.model_provider import latest_champion
     from fraud_serving.settings import Settings
     from tests.test_serving import SEED_BODY
 
@@ -220,6 +224,7 @@ def test_a_tuning_cut_short_by_its_safety_cap_is_reported_up_to_the_evaluation(t
 def test_a_worse_challenger_is_recorded_but_not_promoted(trained):
     defs, instance, tmp_path, _ = trained
     # Candidates trained on shuffled labels: real models, deliberately worse.
+    from fraud_assets.core.candidates import Candidate
     from fraud_assets.core.preprocessor import FraudPreprocessor
     from fraud_assets.core.training import FraudClassifier
 
@@ -231,12 +236,7 @@ def test_a_worse_challenger_is_recorded_but_not_promoted(trained):
     for name in CANDIDATES:
         algorithm = name.removesuffix("_model")
         clf = FraudClassifier(algorithm, n_estimators=20, calibration="none").fit(X, shuffled)
-        obj = {
-            "algorithm": algorithm,
-            "preprocessor": pre,
-            "classifier": clf,
-            "report": {"imbalance_method": "none"},
-        }
+        obj = Candidate(algorithm, pre, clf, {"imbalance_method": "none"})
         pd.to_pickle(obj, tmp_path / "objects" / f"{name}.pkl")
     result = train(
         defs,

@@ -59,14 +59,14 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     ),
     "card amount vs own history (all)": ("avg_amount_last_", "amount_to_avg_"),
     "card velocity (counts, totals)": ("transactions_last_", "total_amount_last_", "velocity_"),
-    "everything issue 15 added (the old feature set)": (
+    "the 1-day merchant window, merchant fraud counts and run, card amount vs 24h/7d (all at once)": (
         "merchant_fraud_rate_1d", "merchant_labelled_1d", "merchant_frauds_", "merchant_days_since_known_fraud",
         "merchant_known_fraud_streak", "merchant_days_since_fraud_run_began", "avg_amount_last_24h",
         "avg_amount_last_7d", "amount_to_avg_24h", "amount_to_avg_7d",
     ),
     "time since card's last transaction": ("seconds_since_last_txn",),
 }  # fmt: skip
-EXTRA = "time since terminal's last transaction (added)"
+EXTRA = "time since terminal's last transaction (not a platform feature)"
 
 
 def _in_family(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -203,7 +203,7 @@ CONFIGS: list[tuple[str, tuple[str, ...], bool, int]] = [
     ("all features (default)", (), False, 0),
     *[(f"without {family}", prefixes, False, 0) for family, prefixes in FAMILIES.items()],
     (f"with {EXTRA}", (), True, 0),
-    ("all features, training ending 19 days earlier (the old window)", (), False, 19),
+    ("all features, training ending 19 days earlier", (), False, 19),
 ]
 
 

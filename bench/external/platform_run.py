@@ -12,10 +12,10 @@ zone's configuration (``FRAUDOPS_LANDING_MAPPING``, label delay 7 days), in a fr
 5. the champion bundle (preprocessor + classifier, loaded with its SHA-256) scores the test days'
    ``transaction_features`` through ``fraud_assets.core.evaluation.fraud_scores``.
 
-The platform reads its configuration from the environment when its modules are imported, so
-`score_with_platform` runs steps 1-5 in a child process (``python -m
-bench.external.platform_run``) with that environment, and reads back the scores (Parquet) and
-what the run learned about the platform (JSON).
+The platform takes its configuration from the environment (its definitions read it when they
+load, the Dagster instance comes from ``DAGSTER_HOME``), so `score_with_platform` runs steps 1-5
+in a child process (``python -m bench.external.platform_run``) with that environment, and reads
+back the scores (Parquet) and what the run learned about the platform (JSON).
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ class _Platform:
 def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: bool) -> None:
     """Steps 1-5 of the module docstring; writes the scores and the report into ``workdir``."""
     from fraud_assets.core.bundle import ModelBundle
-    from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
+    from fraud_assets.core.champion_history import current_champion
     from fraud_assets.core.evaluation import fraud_scores
     from fraud_assets.core.settings import load_settings
     from fraud_assets.defs.sensors import RANGE_END, RANGE_START
@@ -245,7 +245,7 @@ def run(workdir: Path, first_test_day: dt.date, last_test_day: dt.date, quick: b
         "features_test_days", "build_features", tags={RANGE_START: test_days[0], RANGE_END: test_days[-1]}
     )
 
-    champion = ChampionRecord.from_metadata(platform.latest_metadata(CHAMPION_MODEL))
+    champion = current_champion(platform.instance)
     bundle = ModelBundle.load(champion.bundle_uri, expected_sha256=champion.bundle_sha256)
     t0 = time.perf_counter()
     with platform.defs.get_asset_value_loader(instance=platform.instance) as loader:

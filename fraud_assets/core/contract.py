@@ -9,8 +9,9 @@ is made once and both sides follow (or a test fails):
   (:func:`partition_location`, :func:`daily_partitions`), written by the Parquet IO manager and
   read by the API's card history and merchant risk;
 - the champion record (:class:`ChampionRecord`): what `champion_model`'s materialization stores
-  (:meth:`ChampionRecord.to_metadata`) and what the API's model provider reads back
-  (:meth:`ChampionRecord.from_metadata`);
+  (:meth:`ChampionRecord.to_metadata`) and what every reader of the champion gets back
+  (:meth:`ChampionRecord.from_metadata`, through `fraud_assets.core.champion_history`), with how
+  and why it became champion (a promotion through the gate, or a rollback);
 - the prediction log: its line schema (the ``LOG_*`` names) and its layout, one object per flush
   under ``<log dir>/<YYYY-MM-DD>/`` (:func:`prediction_log_part`), written by the API and read by
   `fraud_assets.core.prediction_log` for the live drift report.
@@ -78,6 +79,11 @@ class ContractError(ValueError):
     """Metadata that do not hold a valid champion record; the message names what is wrong."""
 
 
+# How a record became champion (`ChampionRecord.promotion`).
+PROMOTION = "promotion"  # a challenger that passed `champion_gate`
+ROLLBACK = "rollback"  # an earlier champion put back by hand (the `rollback_champion` job)
+
+
 HEADLINE_METRICS = ("auc_roc", "average_precision", "precision_at_90_recall")
 WINDOW_SEPARATOR = " .. "
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -87,7 +93,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 class ChampionRecord:
     """A registered model as the pipeline hands it to serving: the bundle and how to trust it.
 
-    A challenger's record is the same, with ``promoted_at`` unset; `champion_model` sets it.
+    A challenger's record is the same, with ``promoted_at`` unset; `champion_model` sets it,
+    with how (``promotion``: :data:`PROMOTION` or :data:`ROLLBACK`), why (``reason``: the gate's
+    verdict, or the words of whoever rolled back) and which champion it replaced.
     ``bundle_uri`` is a location (local path or URL) readable through `core.storage`.
     """
 
@@ -104,6 +112,9 @@ class ChampionRecord:
     # SHA-256 of the model without its save time (`ModelBundle.content_sha256`): equal across
     # runs that trained the same model, which is how two machines' champions are compared.
     content_sha256: str | None = None
+    promotion: str | None = None  # PROMOTION or ROLLBACK
+    reason: str | None = None  # why it became champion
+    replaced_version: str | None = None  # the bundle version of the champion it replaced
 
     # The metadata key of each field (the bundle's version is `bundle_version` in the UI).
     KEYS = {
@@ -118,6 +129,9 @@ class ChampionRecord:
         "mlflow_run_id": "mlflow_run_id",
         "promoted_at": "promoted_at",
         "content_sha256": "content_sha256",
+        "promotion": "promotion",
+        "reason": "promotion_reason",
+        "replaced_version": "replaced_version",
     }
     REQUIRED = ("version", "bundle_uri", "bundle_sha256", "algorithm", "threshold")
     LOCATION_KEYS = ("bundle_uri",)  # metadata values that are locations (shown as paths)
@@ -130,10 +144,32 @@ class ChampionRecord:
         if not self.bundle_uri or not self.version:
             raise ContractError("a champion record needs a bundle_uri and a version")
 
-    def promoted(self, at: dt.datetime | None = None) -> ChampionRecord:
-        """The record as champion, promoted now (or ``at``)."""
+    @property
+    def name(self) -> str:
+        """How people name the model: its MLflow version and its bundle version."""
+        if self.mlflow_model_version:
+            return f"v{self.mlflow_model_version} ({self.version})"
+        return self.version
+
+    def promoted(
+        self,
+        at: dt.datetime | None = None,
+        *,
+        promotion: str = PROMOTION,
+        reason: str | None = None,
+        replaced: ChampionRecord | None = None,
+    ) -> ChampionRecord:
+        """The record as champion from now (or ``at``): how, why, and in place of which champion."""
+        if promotion not in (PROMOTION, ROLLBACK):
+            raise ContractError(f"promotion must be {PROMOTION!r} or {ROLLBACK!r}, got {promotion!r}")
         moment = at or dt.datetime.now(dt.UTC)
-        return replace(self, promoted_at=moment.isoformat())
+        return replace(
+            self,
+            promoted_at=moment.isoformat(),
+            promotion=promotion,
+            reason=reason or None,
+            replaced_version=replaced.version if replaced is not None else None,
+        )
 
     def to_metadata(self) -> dict[str, Any]:
         """The materialization metadata: plain values (text, numbers, a JSON object), plus the
@@ -178,6 +214,9 @@ class ChampionRecord:
                 mlflow_run_id=_text(values["mlflow_run_id"]),
                 promoted_at=_text(values["promoted_at"]),
                 content_sha256=_text(values["content_sha256"]),
+                promotion=_text(values["promotion"]),
+                reason=_text(values["reason"]),
+                replaced_version=_text(values["replaced_version"]),
             )
         except (TypeError, ValueError) as err:
             if isinstance(err, ContractError):

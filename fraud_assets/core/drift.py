@@ -38,7 +38,7 @@ from fraud_assets.core.metrics import evaluate_scores
 NUMERICAL = "numerical"
 CATEGORICAL = "categorical"
 CALENDAR = "calendar"
-# Evidently stattest names (evidently.legacy.calculations.stattests).
+# Evidently drift methods (the `method` of its ValueDrift metric).
 NUMERICAL_METHOD = "wasserstein"  # Wasserstein distance / reference std
 CATEGORICAL_METHOD = "jensenshannon"  # Jensen-Shannon distance of the category shares
 DEFAULT_THRESHOLD = 0.1
@@ -290,14 +290,6 @@ def reference_profile(
 # --- per-column statistics ----------------------------------------------------------------------
 
 
-def _stattest(method: str, kind: str):
-    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
-    from evidently.legacy.core import ColumnType
-
-    column_type = ColumnType.Numerical if kind == NUMERICAL else ColumnType.Categorical
-    return get_registered_stattest(method, column_type), column_type
-
-
 def _measure(kind: str, ref: pd.Series, cur: pd.Series) -> tuple[str, float, float]:
     """What the reference/current columns of the table show: a mean, or the share of a category."""
     if kind == NUMERICAL:
@@ -344,15 +336,8 @@ def _column_row(
         side = "reference" if not len(r) else "current data"
         row.update(drifted=True, tested=True, method="all missing", note=f"all values missing in the {side}")
         return row
-    method = methods[kind]
-    test, column_type = _stattest(method, kind)
-    result = test(r, k, column_type, threshold)
-    row.update(
-        method=_METHOD_NAMES.get(method, method),
-        statistic=float(result.drift_score),
-        drifted=bool(result.drifted),
-        tested=True,
-    )
+    method = methods[kind]  # the statistic and the verdict come from the Evidently report
+    row.update(method=_METHOD_NAMES.get(method, method), tested=True)
     return row
 
 
@@ -381,8 +366,9 @@ def drift_report(
     labels (`NOT_FEATURES`). Each side is cut
     to a seeded sample of ``max_rows`` rows; same inputs and seed, same result. ``column_thresholds``
     overrides per column (default `COLUMN_THRESHOLDS`, others ``default_threshold``). Columns in
-    ``calendar_columns`` are reported but not counted. ``html=False`` skips the Evidently HTML
-    (the statistics are the same Evidently stattests either way).
+    ``calendar_columns`` are reported but not counted. The statistics and verdicts are those
+    of the Evidently report (its ValueDrift metrics); ``html=False`` skips its summary metric
+    and the rendering of its HTML.
     """
     reference = _check_reference(reference)
     if not isinstance(current, pd.DataFrame):
@@ -415,6 +401,14 @@ def drift_report(
     table = pd.DataFrame(rows, columns=PER_FEATURE_COLUMNS)
     table["drifted"] = table["drifted"].astype(bool)
     table["tested"] = table["tested"].astype(bool)
+    table["statistic"] = table["statistic"].astype("float64")
+    measured = _measured(table)
+    snapshot = None
+    if measured.any() or html:
+        snapshot = _evidently_report(ref, cur, table, thresholds, summary=html)
+        verdicts = _value_drift_results(snapshot)
+        for i in np.flatnonzero(measured.to_numpy()):
+            table.loc[i, "statistic"], table.loc[i, "drifted"] = verdicts[table.loc[i, "column"]]
 
     n_tested = int(table["tested"].sum())
     if n_tested == 0:
@@ -425,7 +419,7 @@ def drift_report(
     n_drifted = int((table["drifted"] & table["tested"]).sum())
     share = n_drifted / n_tested
     level = thresholds.level(share)
-    report_html = _evidently_html(ref, cur, table, thresholds) if html else None
+    report_html = snapshot.get_html_str(as_iframe=False) if html else None
     return DriftResult(
         per_feature=table,
         drift_share=share,
@@ -446,26 +440,39 @@ def _method_key(display: str) -> str:
     return {v: k for k, v in _METHOD_NAMES.items()}.get(display, display)
 
 
-def _evidently_report(ref: pd.DataFrame, cur: pd.DataFrame, table: pd.DataFrame, thresholds: DriftThresholds):
+def _measured(table: pd.DataFrame) -> pd.Series:
+    """The rows whose statistic the Evidently report computes (tested, values on both sides)."""
+    return table["tested"] & (table["method"] != "all missing")
+
+
+def _evidently_report(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    table: pd.DataFrame,
+    thresholds: DriftThresholds,
+    summary: bool = True,
+):
     """The Evidently report of the tested columns, configured exactly as the table: one
-    ValueDrift per column with its method and threshold, and the drifted-columns count."""
+    ValueDrift per column with its method and threshold, and (``summary``, for the HTML) the
+    drifted-columns count. Its results are the table's statistics and verdicts."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
 
-    tested = table[table["tested"] & (table["method"] != "all missing")]
+    tested = table[_measured(table)]
     names = tested["column"].tolist()
     numerical = tested.loc[tested["kind"] == NUMERICAL, "column"].tolist()
     categorical = tested.loc[tested["kind"] == CATEGORICAL, "column"].tolist()
     methods = {row.column: _method_key(row.method) for row in tested.itertuples()}
     limits = {row.column: float(row.threshold) for row in tested.itertuples()}
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    count = DriftedColumnsCount(
+        columns=names,
+        drift_share=thresholds.critical,
+        per_column_method=methods,
+        per_column_threshold=limits,
+    )
     metrics = [
-        DriftedColumnsCount(
-            columns=names,
-            drift_share=thresholds.critical,
-            per_column_method=methods,
-            per_column_threshold=limits,
-        ),
+        *([count] if summary else []),
         *(ValueDrift(column=col, method=methods[col], threshold=limits[col]) for col in names),
     ]
     with warnings.catch_warnings():
@@ -477,9 +484,25 @@ def _evidently_report(ref: pd.DataFrame, cur: pd.DataFrame, table: pd.DataFrame,
     return snapshot
 
 
-def _evidently_html(ref: pd.DataFrame, cur: pd.DataFrame, table: pd.DataFrame, thresholds: DriftThresholds):
-    snapshot = _evidently_report(ref, cur, table, thresholds)
-    return snapshot.get_html_str(as_iframe=False)
+def _value_drift_results(snapshot) -> dict[str, tuple[float, bool]]:
+    """Column -> (drift score, drifted) of each ValueDrift in the report, read from its public
+    ``dict()`` output: a metric's value, and its test's status (FAIL when the column drifted)."""
+    out = snapshot.dict()
+    columns = {
+        metric["id"]: (metric["config"]["column"], float(metric["value"]))
+        for metric in out["metrics"]
+        if metric["config"]["type"].endswith("ValueDrift")
+    }
+    results = {}
+    for test in out["tests"]:
+        found = columns.get(test["metric_config"]["metric_id"])
+        if found is not None:
+            status = getattr(test["status"], "value", test["status"])
+            results[found[0]] = (found[1], str(status) == "FAIL")
+    missing = {column for column, _ in columns.values()} - results.keys()
+    if missing:
+        raise RuntimeError(f"the Evidently report has no drift test for {sorted(missing)}")
+    return results
 
 
 # --- performance on delayed labels --------------------------------------------------------------

@@ -1,12 +1,12 @@
 """One landing file as an Arrow table, exactly as received, or a `LandingFileError` that names
 the file, what is wrong and where (the byte, the row), and the fix.
 
-Why pyarrow: its CSV reader parses a million rows of 28 columns in about a second (pandas' took
+Why pyarrow: its CSV reader parses a million rows of 28 columns in about a second (pandas' takes
 ~8 s), in parallel, and keeps the text as Arrow strings (``pd.ArrowDtype``), which the checks and
 the Parquet IO manager use without turning each value into a Python object. CSV values are all
 read as text, so ``"007"`` stays ``"007"`` and an unreadable amount is there to be reported.
-Where pyarrow's reader is more lenient than pandas' was (a quote never closed), `check_text`
-refuses the file as pandas did.
+A file is accepted by the rules of pandas' CSV reader, the reading users know: where pyarrow's
+reader is more lenient (a quote never closed), `check_text` refuses the file as pandas does.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def _read_csv(path: Path, settings: LandingSettings, columns: list[str] | None) 
             read_options=pacsv.ReadOptions(
                 column_names=names, skip_rows=1, encoding=settings.encoding, use_threads=use_threads
             ),
-            # newlines_in_values: a quoted value may span lines, as pandas' reader allowed.
+            # newlines_in_values: a quoted value may span lines, as pandas' reader allows.
             parse_options=pacsv.ParseOptions(delimiter=settings.csv_separator, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, TEXT.pyarrow_dtype),  # text as received, typed later

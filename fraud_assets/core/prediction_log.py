@@ -3,9 +3,9 @@
 The schema and the layout are part of the contract between the API and the pipeline
 (`fraud_assets.core.contract`, the ``LOG_*`` names and `prediction_log_files`): one JSON line
 per model call, its transactions as columns, in one object per flush under
-``<dir>/<YYYY-MM-DD>/`` (or, written before parts, in ``<dir>/<YYYY-MM-DD>.jsonl``). A line
-holding one transaction as plain values (the earliest format) reads the same. The directory may
-be any storage location (a local folder, ``s3://...``).
+``<dir>/<YYYY-MM-DD>/``. Two other forms read the same, so that logs already written stay
+readable: a whole day in one ``<dir>/<YYYY-MM-DD>.jsonl``, and a line holding one transaction as
+plain values. The directory may be any storage location (a local folder, ``s3://...``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,19 @@
 """The MLflow model registry: candidates become versions of `fraud-detector`; one is `champion`.
 
+The `champion` alias is a mirror: the champion is the latest `champion_model` materialization
+(`fraud_assets.core.champion_history`), and :meth:`ModelRegistry.mirror` moves the alias to it
+(called at the end of `champion_model` and on every tick of `champion_alias_sensor`, which
+repairs a crash between the two writes or an alias moved by hand). Nothing decides anything
+from the alias.
+
 Format, chosen deliberately: the model is logged with MLflow's **pyfunc** flavour wrapping our
 own model bundle (`fraud_assets.core.bundle`) as an artifact. MLflow 3's scikit-learn flavour
 serializes with skops and refuses XGBoost/LightGBM objects unless declared trusted, and it would
 lose the preprocessor, threshold and SHA-256 that travel in the bundle. The pyfunc model
 verifies the bundle's SHA-256 when it loads, and `mlflow models serve` can serve it.
 
-Every version carries tags (`bundle_uri`, `bundle_sha256`, `algorithm`, the headline metrics),
-so the champion gate and the API can find and verify the champion's bundle without MLflow's
-artifact store in the request path.
+Every version carries tags describing it (`bundle_uri`, `bundle_sha256`, `algorithm`, the
+headline metrics, and the gate's verdict `champion_gate`), for people browsing MLflow.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from fraud_assets.core.champion_history import ChampionMaterialization
+from fraud_assets.core.contract import PROMOTION, ContractError
 from fraud_assets.core.storage import Location
 
 MODEL_NAME = "fraud-detector"
 CHAMPION = "champion"
+GATE_TAG = "champion_gate"  # the version tag holding the gate's verdict
 # Given, so MLflow does not spend ~45 s inferring requirements at every log_model; our own
 # package travels with the model through code_paths.
 PIP_REQUIREMENTS = ["pandas", "numpy", "scikit-learn", "xgboost-cpu", "lightgbm", "fsspec"]
@@ -143,17 +151,51 @@ class ModelRegistry:
             dict(mv.tags),
         )
 
-    def champion(self) -> RegisteredVersion | None:
-        """The version holding the `champion` alias, or None before the first promotion."""
+    def alias_version(self) -> str | None:
+        """The version the `champion` alias names, or None when it names none."""
         try:
             mv = self.client.get_model_version_by_alias(self.model_name, CHAMPION)
         except MlflowException:
             return None
-        return self.get(str(mv.version))
+        return str(mv.version)
 
-    def promote(self, version: str) -> None:
+    def champion(self) -> RegisteredVersion | None:
+        """The version the `champion` alias names (the mirror), or None when it names none."""
+        version = self.alias_version()
+        return None if version is None else self.get(version)
+
+    def mirror(self, latest: ChampionMaterialization | None) -> str:
+        """Make the `champion` alias name the champion of ``latest`` (the latest `champion_model`
+        materialization), tagging the version with that materialization and why it became
+        champion; says what it found or did. The tags are written before the alias moves, so an
+        alias that names the champion has its tags."""
+        if latest is None:
+            return "no champion_model materialization yet: the alias waits for the first champion"
+        try:
+            champion = latest.champion()
+        except ContractError as err:
+            return f"the latest champion_model materialization is unreadable, the alias stays: {err}"
+        version = champion.mlflow_model_version
+        if version is None:
+            return f"champion {champion.name} has no MLflow version: no alias to move"
+        before = self.alias_version()
+        if before == version:
+            return f"the `{CHAMPION}` alias names the champion, {champion.name}"
+        tags = {
+            "champion_materialization": str(latest.storage_id),
+            "champion_promotion": f"{champion.promotion or PROMOTION} at {champion.promoted_at}: "
+            f"{champion.reason or 'no reason recorded'}",
+        }
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.model_name, version, key, value)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        was = f"v{before}" if before else "no version"
+        return f"moved the `{CHAMPION}` alias from {was} to the champion, {champion.name}"
 
     def record_challenger(self, version: str, outcome: str) -> None:
         """Note on a version why it was or was not promoted (visible in the MLflow UI)."""
-        self.client.set_model_version_tag(self.model_name, version, "champion_gate", outcome)
+        self.client.set_model_version_tag(self.model_name, version, GATE_TAG, outcome)
+
+    def gate_verdict(self, version: str) -> str | None:
+        """What `champion_gate` noted on a version (:meth:`record_challenger`), if anything."""
+        return self.get(version).tags.get(GATE_TAG)

@@ -17,7 +17,11 @@ def arrow_text(series: pd.Series) -> pa.ChunkedArray | None:
     not all text. Arrow's kernels take either."""
     dtype = series.dtype
     if isinstance(series.array, pd.arrays.ArrowExtensionArray):  # ArrowDtype, string[pyarrow]
-        arrow = series.array._pa_array
+        # The Arrow interchange protocol (``__arrow_array__``): pandas hands over its own
+        # chunked array, no copy.
+        arrow = pa.array(series.array)
+        if isinstance(arrow, pa.Array):
+            arrow = pa.chunked_array([arrow])
         return arrow if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type) else None
     if isinstance(dtype, pd.StringDtype) or (
         pd.api.types.is_object_dtype(dtype)

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.candidates import ModelEvaluation, candidates_of
 from fraud_assets.core.evaluation import (
     TARGETS,
     best_candidate,
@@ -19,9 +20,6 @@ from fraud_assets.core.evaluation import (
 from fraud_assets.core.plots import feature_importance_png, png_markdown, pr_curve_png, roc_curve_png
 from fraud_assets.core.splitting import TEST
 from fraud_assets.defs.training import CANDIDATE_KEYS, split_xy
-
-# model_evaluation's output key for the best candidate's scores of the held-out rows.
-BEST_TEST_SCORES = "best_test_scores"
 
 
 class EvaluationConfig(dg.Config):
@@ -63,22 +61,22 @@ def model_evaluation(
 ):
     test, y = split_xy(training_data, TEST)
     test = test.reset_index(drop=True)
+    models = {model.algorithm: model for model in candidates_of(candidates)}
     evaluations = {
-        model["algorithm"]: evaluate_candidate(
-            model["algorithm"],
-            model["preprocessor"],
-            model["classifier"],
+        name: evaluate_candidate(
+            name,
+            model.preprocessor,
+            model.classifier,
             test,
             cost_fn=config.cost_missed_fraud,
             cost_fp=config.cost_false_alarm,
         )
-        for model in candidates.values()
+        for name, model in models.items()
     }
     best = best_candidate(evaluations, config.select_by)
     chosen = evaluations[best]
     table = comparison_table(evaluations)
-    best_model = next(m for m in candidates.values() if m["algorithm"] == best)
-    importance = best_model["classifier"].get_feature_importance(top_n=20)
+    importance = models[best].classifier.get_feature_importance(top_n=20)
     m = chosen.metrics
     confusion = pd.DataFrame(
         {"predicted legit": [m["tn"], m["fn"]], "predicted fraud": [m["fp"], m["tp"]]},
@@ -90,23 +88,24 @@ def model_evaluation(
         "pr.png": pr_curve_png(y, scores),
         "importance.png": feature_importance_png(importance, top_n=20),
     }
-    budgets = tuning_budgets({m["algorithm"]: m["report"] for m in candidates.values()})
-    capped = [m["report"]["tuning_cap_note"] for m in candidates.values() if m["report"].get("tuning_capped")]
+    budgets = tuning_budgets({name: model.report for name, model in models.items()})
+    capped = [model.tuning_cap_note for model in models.values() if model.tuning_capped]
     for note in capped:
         context.log.warning(note)
-    report = {
-        "best": best,
-        "selected_by": config.select_by,
-        "metrics": {name: e.metrics for name, e in evaluations.items()},
-        "segments": chosen.segments.to_dict(orient="records"),
-        "test_window": [str(test[c.TIMESTAMP].min()), str(test[c.TIMESTAMP].max())],
-        "imbalance_methods": {m["algorithm"]: m["report"]["imbalance_method"] for m in candidates.values()},
-        "tuning": budgets.to_dict(orient="index"),
+    evaluation = ModelEvaluation(
+        best=best,
+        selected_by=config.select_by,
+        metrics={name: e.metrics for name, e in evaluations.items()},
+        segments=chosen.segments.to_dict(orient="records"),
+        test_window=(str(test[c.TIMESTAMP].min()), str(test[c.TIMESTAMP].max())),
+        imbalance_methods={name: model.imbalance_method for name, model in models.items()},
+        tuning=budgets.to_dict(orient="index"),
         # False when a safety cap cut a candidate's tuning short: another machine may choose otherwise.
-        "reproducible": not capped,
-        "warnings": capped,
-    }
-    _log_to_mlflow(context.resources.mlflow, report, table, charts)
+        reproducible=not capped,
+        warnings=capped,
+        best_test_scores=chosen.scores,
+    )
+    _log_to_mlflow(context.resources.mlflow, evaluation.report(), table, charts)
     metadata = {
         "best_model": best,
         **{k: dg.MetadataValue.float(round(float(m[k]), 4)) for k in ("auc_roc", "average_precision")},
@@ -115,9 +114,9 @@ def model_evaluation(
         "comparison": dg.MetadataValue.md(table.round(4).to_markdown()),
         "confusion_matrix": dg.MetadataValue.md(confusion.to_markdown()),
         "segments": dg.MetadataValue.md(chosen.segments.round(4).to_markdown(index=False)),
-        "imbalance_method_by_model": dg.MetadataValue.json(report["imbalance_methods"]),
+        "imbalance_method_by_model": dg.MetadataValue.json(evaluation.imbalance_methods),
         "tuning_budget": dg.MetadataValue.md(budgets.to_markdown()),
-        "reproducible": dg.MetadataValue.bool(report["reproducible"]),
+        "reproducible": dg.MetadataValue.bool(evaluation.reproducible),
         **({"warnings": dg.MetadataValue.md("\n".join(f"- {note}" for note in capped))} if capped else {}),
         "roc_curves": dg.MetadataValue.md(png_markdown(charts["roc.png"], "ROC curves")),
         "precision_recall_curves": dg.MetadataValue.md(png_markdown(charts["pr.png"], "PR curves")),
@@ -125,9 +124,7 @@ def model_evaluation(
         "test_rows": len(test),
         "test_frauds": int(y.sum()),
     }
-    # The best candidate's held-out scores: champion_gate compares them (the model before any
-    # refit on these days) with the champion's. Not in the MLflow report (a long array).
-    yield dg.Output({**report, BEST_TEST_SCORES: chosen.scores}, metadata=metadata)
+    yield dg.Output(evaluation, metadata=metadata)
     for metric, target in TARGETS.items():
         value = float(m[metric])
         yield dg.AssetCheckResult(

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_assets.core import columns as c
-from fraud_assets.core.contract import MERCHANT_RISK
+from fraud_assets.core.contract import MERCHANT_RISK, VALIDATED_TRANSACTIONS
 from fraud_assets.core.features import (
     EVENT_FEATURE_COLUMNS,
     HISTORY_FEATURES,
@@ -45,7 +45,7 @@ CARRIED = (
 )
 
 with_lookback = dg.AssetIn(
-    "validated_transactions",
+    VALIDATED_TRANSACTIONS,
     partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS, end_offset=0),
     metadata={"allow_missing_partitions": True},
 )
@@ -61,7 +61,7 @@ def _in_window(frame: pd.DataFrame, context: dg.AssetExecutionContext) -> np.nda
 @dg.asset(
     # the labels reported before the day: those of its lookback's transactions, and a day's more
     # for a label reported before its transaction's time (it counts from the transaction's)
-    ins={"validated_transactions": with_lookback, "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), -1)},
+    ins={VALIDATED_TRANSACTIONS: with_lookback, "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), -1)},
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="features",
@@ -112,7 +112,7 @@ def transaction_features(
 
 @dg.asset(
     name=MERCHANT_RISK,  # the API reads its files (fraud_assets/core/contract.py)
-    ins={"validated_transactions": with_lookback, "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), 0)},
+    ins={VALIDATED_TRANSACTIONS: with_lookback, "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), 0)},
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="features",

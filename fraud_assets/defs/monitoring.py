@@ -4,6 +4,10 @@ model's performance once the chargebacks are in.
 `drift_reference` is a fixed sample of the champion's training rows with the champion's scores,
 materialized with every training run, so each drift report compares against the data the
 served model learned from.
+
+The champion is the latest `champion_model` materialization, read through
+`fraud_assets.core.champion_history` as the gate and the API read it; `champion_model` stays an
+upstream dependency of the assets that score with it, for lineage.
 """
 
 import dagster as dg
@@ -12,7 +16,8 @@ import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import ModelBundle
-from fraud_assets.core.contract import ChampionRecord
+from fraud_assets.core.champion_history import current_champion
+from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
 from fraud_assets.core.drift import DriftThresholds, drift_report, performance_report, reference_profile
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.features import FEATURE_COLUMNS
@@ -22,7 +27,7 @@ from fraud_assets.core.settings import load_settings
 from fraud_assets.core.splitting import TRAIN
 from fraud_assets.defs.label_feed import fed_labels, labels_input
 from fraud_assets.defs.partitions import daily_partitions, single_run
-from fraud_assets.defs.resources import LabelFeedResource, PredictionLogResource
+from fraud_assets.defs.resources import LabelFeedResource, ModelStoreResource, PredictionLogResource
 
 SCORE = "fraud_score"
 REFERENCE_ROWS = 20_000
@@ -42,9 +47,16 @@ def monitored_columns(frame: pd.DataFrame) -> list[str]:
     return [col for col in MONITORED if col in frame]
 
 
-def _champion_bundle(champion_model: ChampionRecord) -> ModelBundle:
-    location = load_settings().location(champion_model.bundle_uri)
-    return ModelBundle.load(location, champion_model.bundle_sha256)
+def _champion(
+    context: dg.AssetExecutionContext, model_store: ModelStoreResource
+) -> tuple[ChampionRecord, ModelBundle]:
+    """The champion's record and its bundle, verified against its SHA-256."""
+    champion = current_champion(context.instance)
+    if champion is None:
+        raise ValueError(
+            f"there is no champion yet (no {CHAMPION_MODEL} materialization): run the train_models job first"
+        )
+    return champion, ModelBundle.load(model_store.location(champion.bundle_uri), champion.bundle_sha256)
 
 
 def _scored(frame: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
@@ -52,10 +64,8 @@ def _scored(frame: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
 
 
 @dg.asset(
-    ins={
-        "training_data": dg.AssetIn(),
-        "champion_model": dg.AssetIn(input_manager_key="model_io_manager"),
-    },
+    ins={"training_data": dg.AssetIn()},
+    deps=[CHAMPION_MODEL],
     group_name="monitoring",
     kinds={"pandas", "parquet"},
     description=(
@@ -66,16 +76,17 @@ def _scored(frame: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
     ),
 )
 def drift_reference(
-    context: dg.AssetExecutionContext, training_data: pd.DataFrame, champion_model: ChampionRecord
+    context: dg.AssetExecutionContext, training_data: pd.DataFrame, model_store: ModelStoreResource
 ):
+    champion, bundle = _champion(context, model_store)
     train = training_data[training_data["split"] == TRAIN]
-    scored = _scored(train, _champion_bundle(champion_model))
+    scored = _scored(train, bundle)
     reference = reference_profile(scored, monitored_columns(scored), max_rows=REFERENCE_ROWS)
     context.add_output_metadata(
         {
             "dagster/row_count": len(reference),
             "sampled_from": f"{len(train):,} training rows, {train[c.TIMESTAMP].min()} .. {train[c.TIMESTAMP].max()}",
-            "champion_version": champion_model.mlflow_model_version,
+            "champion_version": champion.mlflow_model_version or champion.version,
             "columns": dg.MetadataValue.json(list(reference.columns)),
         }
     )
@@ -120,11 +131,8 @@ DRIFT_CHECK = dg.AssetCheckSpec(
 
 @dg.asset(
     name="drift_report",
-    ins={
-        "transaction_features": dg.AssetIn(),
-        "drift_reference": dg.AssetIn(),
-        "champion_model": dg.AssetIn(input_manager_key="model_io_manager"),
-    },
+    ins={"transaction_features": dg.AssetIn(), "drift_reference": dg.AssetIn()},
+    deps=[CHAMPION_MODEL],
     partitions_def=daily_partitions,
     group_name="monitoring",
     kinds={"evidently"},
@@ -141,9 +149,9 @@ def daily_drift_report(
     config: DriftConfig,
     transaction_features: pd.DataFrame,
     drift_reference: pd.DataFrame,
-    champion_model: ChampionRecord,
+    model_store: ModelStoreResource,
 ):
-    current = _scored(transaction_features, _champion_bundle(champion_model))
+    current = _scored(transaction_features, _champion(context, model_store)[1])
     result = _drift(drift_reference, current, config)
     html_path = _save_html(result.html, "drift", context.partition_key)
     yield dg.Output(_summary(result, html_path), metadata=_report_metadata(result, html_path, config))
@@ -240,10 +248,10 @@ def live_drift_report(
             ),
             metadata={"allow_missing_partitions": True},
         ),
-        "champion_model": dg.AssetIn(input_manager_key="model_io_manager"),
         # the labels of that week reported by the partition's end (a day more: see features)
         "fraud_labels": labels_input(PERFORMANCE_WINDOW[0] - 1, 0),
     },
+    deps=[CHAMPION_MODEL],
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="monitoring",
@@ -267,12 +275,12 @@ def live_drift_report(
 def model_performance(
     context: dg.AssetExecutionContext,
     transaction_features: pd.DataFrame,
-    champion_model: ChampionRecord,
     fraud_labels: pd.DataFrame,
+    model_store: ModelStoreResource,
     label_feed: LabelFeedResource,
 ):
     as_of = pd.Timestamp(context.partition_time_window.end).tz_localize(None)
-    bundle = _champion_bundle(champion_model)
+    champion, bundle = _champion(context, model_store)
     trained_until = bundle.training_window[1]  # the last day of its training rows
     labels = join_labels(transaction_features, fed_labels(fraud_labels), label_feed.genuine_after())
     now = labels.events.as_of(as_of)  # each transaction's latest label reported by the day's end
@@ -302,7 +310,7 @@ def model_performance(
             "labelled_rows": len(labelled),
             "left_out_training_rows": left_out,
             "trained_until": trained_until,
-            "champion_version": champion_model.mlflow_model_version,
+            "champion_version": champion.mlflow_model_version or champion.version,
             **{
                 k: dg.MetadataValue.float(round(float(v), 4))
                 for k, v in report.items()

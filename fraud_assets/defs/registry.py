@@ -3,24 +3,27 @@
 `challenger_model` refits the best candidate's recipe on every label known now (its training
 window then ends a label delay before the present, as fraud teams retrain), bundles it
 (versioned file with a SHA-256), logs it to MLflow and registers it as a new version of
-`fraud-detector`. The blocking `champion_gate` check compares challenger and current champion on
-the held-out days neither has trained on; `champion_model`, downstream
-of the gate, moves the `champion` alias and is what the scoring API serves. A challenger that
-fails the gate stays recorded in MLflow (tagged with why) and the champion stays.
+`fraud-detector`. The blocking `champion_gate` check compares challenger and the champion (the
+latest `champion_model` materialization, `fraud_assets.core.champion_history`) on the held-out
+days neither has trained on, and notes its verdict on the MLflow version. Only a challenger that
+passes reaches `champion_model` (`fraud_assets.defs.champion`); one that fails stays recorded in
+MLflow, tagged with why, and the champion stays.
 """
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import BundleLoadError, ModelBundle, frame_fingerprint
-from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
+from fraud_assets.core.candidates import ModelEvaluation, candidates_of
+from fraud_assets.core.champion_history import current_champion
+from fraud_assets.core.contract import ChampionRecord, ContractError
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.metrics import evaluate_scores
 from fraud_assets.core.splitting import TEST, TRAIN
 from fraud_assets.core.training import refit_on_latest_labels
-from fraud_assets.defs.evaluation import BEST_TEST_SCORES
 from fraud_assets.defs.resources import ModelStoreResource
 from fraud_assets.defs.training import CANDIDATE_KEYS, KNOWN_NOW, split_xy
 
@@ -57,24 +60,24 @@ def challenger_model(
     context: dg.AssetExecutionContext,
     config: ChallengerConfig,
     training_data: pd.DataFrame,
-    model_evaluation: dict,
+    model_evaluation: ModelEvaluation,
     **candidates,
 ):
-    best = model_evaluation["best"]
-    chosen = next(m for m in candidates.values() if m["algorithm"] == best)
+    best = model_evaluation.best
+    chosen = next(m for m in candidates_of(candidates) if m.algorithm == best)
     train = training_data[training_data["split"] == TRAIN]
-    classifier = chosen["classifier"]
+    classifier = chosen.classifier
     if config.refit_on_latest_labels and KNOWN_NOW in training_data:
         train = training_data[training_data[KNOWN_NOW]].sort_values(c.TIMESTAMP, kind="stable")
         y = train[c.IS_FRAUD].astype("int64").to_numpy()
-        classifier = refit_on_latest_labels(classifier, chosen["preprocessor"].transform(train), y)
+        classifier = refit_on_latest_labels(classifier, chosen.preprocessor.transform(train), y)
         context.log.info(
             f"{best} refit on {len(train)} rows with labels known now "
             f"({train[c.TIMESTAMP].min()} .. {train[c.TIMESTAMP].max()})"
         )
-    metrics = {k: float(v) for k, v in model_evaluation["metrics"][best].items()}
+    metrics = model_evaluation.best_metrics
     bundle = ModelBundle(
-        preprocessor=chosen["preprocessor"],
+        preprocessor=chosen.preprocessor,
         classifier=classifier,
         threshold=float(classifier.threshold),
         feature_names=list(classifier.feature_names_),
@@ -108,7 +111,8 @@ def challenger_model(
 
 def record_metadata(record: ChampionRecord) -> dict[str, dg.MetadataValue]:
     """A record's materialization metadata: `ChampionRecord.to_metadata`, typed for the UI
-    (locations as paths, numbers as floats). What the scoring API reads back."""
+    (locations as paths, numbers as floats). What every reader of the champion reads back
+    (`fraud_assets.core.champion_history`)."""
     typed = {}
     for key, value in record.to_metadata().items():
         if key in ChampionRecord.LOCATION_KEYS:
@@ -131,92 +135,93 @@ def record_metadata(record: ChampionRecord) -> dict[str, dg.MetadataValue]:
     blocking=True,
     required_resource_keys={"model_registry", "model_store"},
     description=(
-        "The challenger must score at least as well as the current champion (average precision) on "
-        "the held-out days neither has trained on (the challenger as evaluated, before its refit); "
-        "otherwise the champion stays and nothing downstream runs."
+        "The challenger must score at least as well as the champion (the latest `champion_model` "
+        "materialization; average precision) on the held-out days neither has trained on (the "
+        "challenger as evaluated, before its refit); otherwise the champion stays and nothing "
+        "downstream runs. The verdict is also noted on the challenger's MLflow version."
     ),
 )
 def champion_gate(
     context: dg.AssetCheckExecutionContext,
     challenger_model: ChampionRecord,
     training_data: pd.DataFrame,
-    model_evaluation: dict,
+    model_evaluation: ModelEvaluation,
 ):
     test, y = split_xy(training_data, TEST)
-    registry = context.resources.model_registry.registry()
     store: ModelStoreResource = context.resources.model_store
     # Verified as serving will load it; its scores on the held-out days are those of the recipe
     # before the refit (which trained on those days), kept by model_evaluation.
     challenger = ModelBundle.load(store.location(challenger_model.bundle_uri), challenger_model.bundle_sha256)
-    challenger_scores = model_evaluation.get(BEST_TEST_SCORES)
-    if challenger_scores is None:  # an evaluation from before the scores were kept
-        challenger_scores = fraud_scores(challenger.preprocessor, challenger.classifier, test)
-    challenger_score = _average_precision(y, challenger_scores, challenger.threshold)
-    champion = registry.champion()
-    if champion is None:
-        outcome = f"first model: no champion yet; challenger {GATE_METRIC} {challenger_score:.4f}"
-        return dg.AssetCheckResult(
-            passed=True, description=outcome, metadata={"challenger": challenger_score}
-        )
+    passed, outcome, metadata = _verdict(
+        context, store, challenger_model, challenger, model_evaluation.best_test_scores, test, y
+    )
+    context.resources.model_registry.registry().record_challenger(
+        challenger_model.mlflow_model_version, ("promoted: " if passed else "rejected: ") + outcome
+    )
+    return dg.AssetCheckResult(
+        passed=passed, description=outcome + ("" if passed else "; the champion stays"), metadata=metadata
+    )
+
+
+def _verdict(
+    context: dg.AssetCheckExecutionContext,
+    store: ModelStoreResource,
+    record: ChampionRecord,
+    challenger: ModelBundle,
+    scores: np.ndarray,
+    test: pd.DataFrame,
+    y: np.ndarray,
+) -> tuple[bool, str, dict]:
+    """Whether the challenger may replace the champion, why, and the figures compared."""
+    first = {"challenger": _average_precision(y, scores, challenger.threshold)}
     try:
+        champion = current_champion(context.instance)
+        if champion is None:
+            outcome = f"first model: no champion yet; challenger {GATE_METRIC} {first['challenger']:.4f}"
+            return True, outcome, first
         incumbent = ModelBundle.load(store.location(champion.bundle_uri), champion.bundle_sha256)
-    except BundleLoadError as err:  # a champion we cannot verify is no reason to keep it
-        context.log.warning(f"champion version {champion.version} cannot be loaded ({err}); replacing it")
-        return dg.AssetCheckResult(
-            passed=True, description=f"champion unusable: {err}", metadata={"challenger": challenger_score}
-        )
-    # Only days after the champion's training window are out of sample for both.
+    except (ContractError, BundleLoadError) as err:  # a champion we cannot verify is no reason to keep it
+        context.log.warning(f"the champion cannot be loaded ({err}); replacing it")
+        return True, f"champion unusable: {err}", first
+    challenger_score, champion_score, where = _compare(scores, challenger.threshold, incumbent, test, y)
+    passed = challenger_score >= champion_score
+    outcome = (
+        f"challenger {record.name} {GATE_METRIC} {challenger_score:.4f} "
+        f"{'>=' if passed else '<'} champion {champion.name} {champion_score:.4f} {where}"
+    )
+    figures = {
+        "challenger": challenger_score,
+        "champion": champion_score,
+        "champion_version": champion.mlflow_model_version or champion.version,
+    }
+    return passed, outcome, figures
+
+
+def _compare(
+    challenger_scores: np.ndarray, challenger_threshold: float, incumbent: ModelBundle, test: pd.DataFrame, y
+) -> tuple[float, float, str]:
+    """``(challenger's figure, champion's figure, where they were measured)``: only the held-out
+    days after the champion's training window are out of sample for both; when they do not hold
+    both classes (the champion trained on them), each model's own held-out evaluation."""
     unseen = (
         test[c.TIMESTAMP] >= pd.Timestamp(incumbent.training_window[1]) + pd.Timedelta(days=1)
     ).to_numpy()
     if unseen.any() and 0 < y[unseen].sum() < unseen.sum():
-        challenger_score = _average_precision(y[unseen], challenger_scores[unseen], challenger.threshold)
         champion_scores = fraud_scores(incumbent.preprocessor, incumbent.classifier, test[unseen])
-        champion_score = _average_precision(y[unseen], champion_scores, incumbent.threshold)
-        where = f"on {int(unseen.sum())} held-out rows neither model trained on"
-    else:  # the champion trained on every held-out day: compare each one's held-out evaluation
-        champion_score = float(incumbent.metrics[GATE_METRIC])
-        where = "each on its own held-out days (the champion trained on all of these)"
-    passed = challenger_score >= champion_score
-    outcome = (
-        f"challenger v{challenger_model.mlflow_model_version} {GATE_METRIC} {challenger_score:.4f} "
-        f"{'>=' if passed else '<'} champion v{champion.version} {champion_score:.4f} {where}"
-    )
-    registry.record_challenger(
-        challenger_model.mlflow_model_version, ("promoted: " if passed else "rejected: ") + outcome
-    )
-    return dg.AssetCheckResult(
-        passed=passed,
-        description=outcome + ("" if passed else "; the champion stays"),
-        metadata={
-            "challenger": challenger_score,
-            "champion": champion_score,
-            "champion_version": champion.version,
-        },
+        return (
+            _average_precision(y[unseen], challenger_scores[unseen], challenger_threshold),
+            _average_precision(y[unseen], champion_scores, incumbent.threshold),
+            f"on {int(unseen.sum())} held-out rows neither model trained on",
+        )
+    return (
+        _average_precision(y, challenger_scores, challenger_threshold),
+        float(incumbent.metrics[GATE_METRIC]),
+        "each on its own held-out days (the champion trained on all of these)",
     )
 
 
 def _average_precision(y, scores, threshold: float) -> float:
     return float(evaluate_scores(y, scores, threshold)[GATE_METRIC])
-
-
-@dg.asset(
-    name=CHAMPION_MODEL,
-    group_name="registry",
-    kinds={"mlflow"},
-    io_manager_key="model_io_manager",
-    required_resource_keys={"model_registry"},
-    description=(
-        "The served model: the challenger that passed `champion_gate`, holding MLflow's `champion` "
-        "alias. The scoring API loads the latest materialization of this asset: its metadata are a "
-        "`ChampionRecord` (fraud_assets/core/contract.py) with the bundle's location and SHA-256."
-    ),
-)
-def champion_model(context: dg.AssetExecutionContext, challenger_model: ChampionRecord) -> ChampionRecord:
-    context.resources.model_registry.registry().promote(challenger_model.mlflow_model_version)
-    record = challenger_model.promoted()
-    context.add_output_metadata(record_metadata(record))
-    return record
 
 
 training_job = dg.define_asset_job(

@@ -8,8 +8,10 @@ from pathlib import Path
 import dagster as dg
 
 from fraud_assets.core.ingest import LandingFileError, covered_days, file_signature
+from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.partitions import START, daily_partitions
 from fraud_assets.defs.resources import LandingZoneResource
+from fraud_assets.defs.validation import validate_transactions
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -17,7 +19,7 @@ LANDING_FILE_TAG = "fraudops/landing_file"
 
 ingest_transactions_job = dg.define_asset_job(
     "ingest_transactions",
-    selection=dg.AssetSelection.assets("raw_transactions", "validated_transactions", "rejected_transactions"),
+    selection=dg.AssetSelection.assets(raw_transactions, validate_transactions),
     description="Ingests a range of days (generator or landing folder) and validates them, in one run.",
 )
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import frame_fingerprint
+from fraud_assets.core.candidates import Candidate
 from fraud_assets.core.features import LOOKBACK_DAYS
 from fraud_assets.core.labels import LABEL_SOURCE, join_labels
 from fraud_assets.core.models.tuning import SERVING_MAX_DEPTH
@@ -188,7 +189,7 @@ def _candidate(algorithm: str) -> dg.AssetsDefinition:
     )
     def candidate(
         context: dg.AssetExecutionContext, config: CandidateConfig, training_data: pd.DataFrame
-    ) -> dict:
+    ) -> Candidate:
         train, y_train = split_xy(training_data, TRAIN)
         preprocessor = FraudPreprocessor().fit(train, y_train)
         classifier, report = train_candidate(
@@ -230,12 +231,7 @@ def _candidate(algorithm: str) -> dg.AssetsDefinition:
                 "trials_table": dg.MetadataValue.md(_trials_markdown(report["trials"])),
             }
         )
-        return {
-            "algorithm": algorithm,
-            "preprocessor": preprocessor,
-            "classifier": classifier,
-            "report": report,
-        }
+        return Candidate(algorithm, preprocessor, classifier, report)
 
     return candidate
 

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.contract import VALIDATED_TRANSACTIONS
 from fraud_assets.core.schemas import FRAUD_RATE_MAX, FRAUD_RATE_MIN, ValidatedTransactionSchema
 from fraud_assets.core.validation import (
     FAILED_CHECKS,
@@ -22,8 +23,9 @@ from fraud_assets.defs.partitions import daily_partitions, single_run
 
 ValidatedTransactions = contract_type(ValidatedTransactionSchema)
 
-VALIDATED = dg.AssetKey("validated_transactions")
-REJECTED = dg.AssetKey("rejected_transactions")
+REJECTED_TRANSACTIONS = "rejected_transactions"
+VALIDATED = dg.AssetKey(VALIDATED_TRANSACTIONS)
+REJECTED = dg.AssetKey(REJECTED_TRANSACTIONS)
 
 
 class ValidationConfig(dg.Config):
@@ -36,7 +38,7 @@ class ValidationConfig(dg.Config):
 
 @dg.multi_asset(
     outs={
-        "validated_transactions": dg.AssetOut(
+        VALIDATED_TRANSACTIONS: dg.AssetOut(
             dagster_type=ValidatedTransactions,
             group_name="validation",
             kinds={"pandas", "parquet"},
@@ -49,7 +51,7 @@ class ValidationConfig(dg.Config):
                 "with derived columns (hour, weekday, weekend, distance, foreign) filled in."
             ),
         ),
-        "rejected_transactions": dg.AssetOut(
+        REJECTED_TRANSACTIONS: dg.AssetOut(
             group_name="validation",
             kinds={"pandas", "parquet"},
             metadata={"partition_expr": PARTITION_DATE},
@@ -90,10 +92,10 @@ def validate_transactions(
     validated, rejected = outcome.validated, outcome.rejected
 
     counts = outcome.rejection_counts()
-    yield dg.Output(validated, "validated_transactions", metadata=transaction_summary(validated))
+    yield dg.Output(validated, VALIDATED_TRANSACTIONS, metadata=transaction_summary(validated))
     yield dg.Output(
         rejected,
-        "rejected_transactions",
+        REJECTED_TRANSACTIONS,
         metadata={
             "dagster/row_count": len(rejected),
             "rejected_share": dg.MetadataValue.float(round(outcome.rejected_share, 6)),

@@ -6,8 +6,8 @@ day and asset: what lets the UI show each day as planned, in progress, failed or
 Dagster hands such events over in batches when ``DAGSTER_EVENT_BATCH_SIZE`` is set (its
 ``DagsterEventBatchMetadata``), but `SqliteEventLogStorage` stores a batch one event at a time:
 for each, a new engine, a connection and a commit (an fsync) in the run's database, then the
-same again in the index database. On the 2-core VM that was 9-11 s of a 26 s landing run at load
-2-3, and 60-90 s under heavy disk load.
+same again in the index database. On the 2-core VM that costs 9-11 s of a 26 s landing run at
+load 2-3, and 60-90 s under heavy disk load.
 
 `BatchedSqliteEventLogStorage` writes a batch with the statements Dagster's own ``store_event``
 runs, in the same databases and tables, with one transaction in the run's database and one in

@@ -6,7 +6,7 @@
 Ctrl-C (SIGINT), SIGTERM or SIGHUP every group gets SIGINT, the graceful path of both services;
 whatever is still alive after ``GRACE_SECONDS`` is killed. Why not wait for `dagster dev`'s own
 shutdown: it stops its children one after another, and on a busy 2-core machine its gRPC code
-server was still alive 14-16 s after Ctrl-C.
+server stays alive 14-16 s after Ctrl-C.
 
 `dagster dev` gets a private temporary folder (``TMPDIR``) for its sockets and workspace file,
 removed on exit, so that a killed code server leaves nothing behind in the system's /tmp.

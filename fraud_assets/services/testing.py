@@ -7,10 +7,10 @@ own code: bundles through `ModelBundle.save` and their records through `ModelBun
 `champion_model` calls), the daily files through the contract's layout
 (`fraud_assets.core.contract.partition_location`, as the Parquet IO manager writes them).
 
-`redis_server` starts the cluster profile's Redis (`fraud_assets.services.devservices`) for tests and bench.
+Why through the pipeline's code: a hand-made copy of the champion's record would let the
+tests pass while the pipeline and the API disagree.
 
-Grew by ~30 lines (issue 14): building the test champion through the pipeline's contract
-(`ModelBundle.record`, `record_metadata`) instead of a hand-made copy of it, and `redis_server`.
+`redis_server` starts the cluster profile's Redis (`fraud_assets.services.devservices`) for tests and bench.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import ModelBundle, frame_fingerprint
+from fraud_assets.core.champion_history import latest_champion
 from fraud_assets.core.contract import (
     CHAMPION_MODEL,
     MERCHANT_RISK,
@@ -129,8 +130,7 @@ def record_champion(
     instance.report_runless_asset_event(
         dg.AssetMaterialization(CHAMPION_MODEL, metadata=record_metadata(record))
     )
-    result = instance.fetch_materializations(dg.AssetKey(CHAMPION_MODEL), limit=1)
-    return int(result.records[0].storage_id)
+    return latest_champion(instance).storage_id
 
 
 def write_storage(

@@ -1,7 +1,4 @@
-"""`GET /model`: which champion serves, with its Dagster, MLflow and bundle facts.
-
-New: moved out of app.py.
-"""
+"""`GET /model`: which champion serves, with its Dagster, MLflow and bundle facts."""
 
 from __future__ import annotations
 

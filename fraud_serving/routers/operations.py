@@ -1,7 +1,4 @@
-"""`GET /`, `GET /health` and `GET /metrics`: what the service is, how it is, what it counted.
-
-New: moved out of app.py.
-"""
+"""`GET /`, `GET /health` and `GET /metrics`: what the service is, how it is, what it counted."""
 
 from __future__ import annotations
 

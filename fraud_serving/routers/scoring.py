@@ -1,7 +1,4 @@
-"""`POST /predict` and `POST /predict/batch`: score transactions, explain each decision.
-
-New: moved out of app.py (which went from 544 to 75 lines).
-"""
+"""`POST /predict` and `POST /predict/batch`: score transactions, explain each decision."""
 
 from __future__ import annotations
 

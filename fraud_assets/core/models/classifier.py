@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn.exceptions
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import column_or_1d, validate_data
 from threadpoolctl import ThreadpoolController
 
 from fraud_assets.core import metrics
@@ -47,8 +52,9 @@ def fixed_threads(n_threads: int):
     return _thread_pools().limit(limits=n_threads)
 
 
-class NotFittedError(RuntimeError):
-    """The classifier was used before ``fit``."""
+class NotFittedError(sklearn.exceptions.NotFittedError, RuntimeError):
+    """The classifier was used before ``fit`` (scikit-learn's ``NotFittedError``, so its tools
+    recognise it)."""
 
 
 def smote_resample(
@@ -69,35 +75,64 @@ def smote_resample(
 
 
 def _check_labels(y: Any, n_rows: int, what: str) -> np.ndarray:
-    y = np.asarray(y).ravel()
+    if y is None:
+        raise ValueError(f"{what}: FraudClassifier requires y to be passed, but the target y is None")
+    y = column_or_1d(y, warn=True)
     if len(y) != n_rows:
         raise ValueError(f"{what}: X has {n_rows} rows but y has {len(y)}")
+    check_classification_targets(y)  # "Unknown label type: continuous" for amounts or scores
     if not np.isin(y, (0, 1)).all():
-        raise ValueError(f"{what}: y must be 0/1 labels, found {np.unique(y)[:5].tolist()}")
+        kind = type_of_target(y)
+        binary = "" if kind == "binary" else f"Only binary classification is supported (y is {kind}): "
+        raise ValueError(
+            f"{what}: {binary}y must be 0/1 labels (1 = fraud), found {np.unique(y)[:5].tolist()}"
+        )
     y = y.astype(np.int64)
     n_pos = int(y.sum())
     if n_pos == 0:
-        raise ValueError(f"{what}: no fraud among the {len(y)} rows (no fraud in the training window?)")
+        raise ValueError(
+            f"{what}: no fraud among the {len(y)} rows, one class only (no fraud in the training window?)"
+        )
     if n_pos == len(y):
-        raise ValueError(f"{what}: all {len(y)} rows are fraud; there is nothing legitimate to learn from")
+        raise ValueError(
+            f"{what}: all {len(y)} rows are fraud, one class only; there is nothing legitimate to learn from"
+        )
     return y
 
 
-class FraudClassifier:
+def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+
+
+class FraudClassifier(ClassifierMixin, BaseEstimator):
     """A fraud model: one of ``ALGORITHMS``, imbalance handling, a calibrator and a threshold.
+
+    A scikit-learn estimator: the constructor only stores its arguments, ``fit`` checks them
+    (an unknown algorithm is refused there, before any work), so ``clone``, ``Pipeline`` and
+    ``GridSearchCV`` work on it. Labels are 0/1 with 1 = fraud (``classes_`` is ``[0, 1]``).
 
     Args:
         algorithm: "logistic_regression", "random_forest", "xgboost" or "lightgbm".
-        handle_imbalance: False forces ``imbalance_method="none"``.
+        handle_imbalance: False means no imbalance handling, whatever ``imbalance_method`` says.
         n_estimators, max_depth, learning_rate: tree ensembles' size (ignored by logistic regression).
         imbalance_method: "class_weight" (balanced weights / ``scale_pos_weight = neg/pos``),
             "smote" (imbalanced-learn, training rows only) or "none".
         calibration: "isotonic", "sigmoid" or "none".
-        random_state: seeds everything; training uses a fixed thread count (``n_jobs``, default
-            ``TRAIN_THREADS`` = 1) so results are reproducible.
-        **params: passed to the underlying estimator (e.g. ``subsample``, ``num_leaves``, ``C``),
-            except ``smote_ratio`` (fraud/legit after SMOTE, default 0.1) and
-            ``calibration_fraction`` (share of the latest rows held out to calibrate, default 0.2).
+        random_state: seeds everything; training uses a fixed thread count (``n_jobs``) so
+            results are reproducible.
+        smote_ratio: fraud/legit after SMOTE.
+        calibration_fraction: share of the latest rows held out to calibrate (without ``X_val``).
+        threshold: the calibrated fraud probability from which ``predict`` says fraud;
+            ``optimize_threshold`` sets it from held-out rows.
+        n_jobs: threads for training and batch scoring; None means ``TRAIN_THREADS`` (1).
+        **params: passed to the underlying estimator (e.g. ``subsample``, ``num_leaves``, ``C``);
+            ``get_params``/``set_params`` list and set them like the named ones.
+
+    Fitted attributes: ``classes_``, ``n_features_in_``, ``feature_names_in_`` (fitted on a
+    DataFrame with string column names), ``feature_names_`` (the columns, ``x0``... for an
+    array), ``imbalance_method_`` (the method applied), ``backend_``, ``calibrator_``,
+    ``fit_info_``.
     """
 
     ALGORITHMS = ALGORITHMS
@@ -112,75 +147,104 @@ class FraudClassifier:
         imbalance_method: str = "class_weight",
         calibration: str = "isotonic",
         random_state: int = 42,
+        *,
+        smote_ratio: float = 0.1,
+        calibration_fraction: float = 0.2,
+        threshold: float = 0.5,
+        n_jobs: int | None = None,
         **params: Any,
     ) -> None:
-        if algorithm not in BACKENDS:
-            raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
-        if imbalance_method not in IMBALANCE_METHODS:
-            raise ValueError(
-                f"unknown imbalance_method {imbalance_method!r}; valid: {', '.join(IMBALANCE_METHODS)}"
-            )
-        if calibration not in CALIBRATION_METHODS:
-            raise ValueError(f"unknown calibration {calibration!r}; valid: {', '.join(CALIBRATION_METHODS)}")
         self.algorithm = algorithm
         self.handle_imbalance = handle_imbalance
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
-        self.imbalance_method = imbalance_method if handle_imbalance else "none"
+        self.imbalance_method = imbalance_method
         self.calibration = calibration
         self.random_state = random_state
-        self.smote_ratio = float(params.pop("smote_ratio", 0.1))
-        self.calibration_fraction = float(params.pop("calibration_fraction", 0.2))
-        if not 0 < self.calibration_fraction < 1:
-            raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
-        self.params = params
-        self.threshold = 0.5
-        self.feature_names_: list[str] | None = None
-        self.backend_: Backend | None = None
-        self.calibrator_: Calibrator | None = None
-        self.fit_info_: dict[str, Any] = {}
+        self.smote_ratio = smote_ratio
+        self.calibration_fraction = calibration_fraction
+        self.threshold = threshold
+        self.n_jobs = n_jobs
+        self._backend_params = params
 
-    def __repr__(self) -> str:
-        state = "fitted" if self.is_fitted else "not fitted"
-        return (
-            f"FraudClassifier(algorithm={self.algorithm!r}, imbalance_method={self.imbalance_method!r}, "
-            f"calibration={self.calibration!r}, threshold={self.threshold:.4g}, {state})"
-        )
+    # ------------------------------------------------------- scikit-learn protocol
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor arguments, enough to build an unfitted twin."""
-        return {
-            "algorithm": self.algorithm,
-            "handle_imbalance": self.handle_imbalance,
-            "n_estimators": self.n_estimators,
-            "max_depth": self.max_depth,
-            "learning_rate": self.learning_rate,
-            "imbalance_method": self.imbalance_method,
-            "calibration": self.calibration,
-            "random_state": self.random_state,
-            "smote_ratio": self.smote_ratio,
-            "calibration_fraction": self.calibration_fraction,
-            **self.params,
-        }
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, the underlying estimator's (``**params``) included."""
+        return {**super().get_params(deep=deep), **self._backend_params}
+
+    def set_params(self, **params: Any) -> FraudClassifier:
+        """Set constructor arguments; a name that is not one is passed to the underlying estimator."""
+        named = set(self._get_param_names())
+        extra = {k: params.pop(k) for k in list(params) if k not in named and "__" not in k}
+        super().set_params(**params)
+        self._backend_params = {**self._backend_params, **extra}
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # fraud or not: 0/1 labels
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.is_fitted
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also reads the layout that keeps the estimator's arguments and ``n_jobs`` in one
+        ``params`` dict, the applied imbalance method in ``imbalance_method`` and no
+        ``classes_``: champions saved that way stay servable and comparable by the gate."""
+        if "params" in state and "_backend_params" not in state:
+            extra = dict(state.pop("params"))
+            state["n_jobs"] = extra.pop("n_jobs", None)
+            state["_backend_params"] = extra
+            if state.get("backend_") is None:
+                for name in ("backend_", "calibrator_", "feature_names_", "fit_info_"):
+                    state.pop(name, None)
+            else:
+                state["imbalance_method_"] = state["imbalance_method"]
+                state["classes_"] = np.array([0, 1])
+                state["n_features_in_"] = len(state["feature_names_"])
+                state["feature_names_in_"] = np.asarray(state["feature_names_"], dtype=object)
+        super().__setstate__(state)
 
     @property
     def is_fitted(self) -> bool:
-        return self.backend_ is not None
+        return hasattr(self, "backend_")
 
     @property
     def n_threads(self) -> int:
         """Threads for training and batch scoring: ``n_jobs`` if given, else ``TRAIN_THREADS``."""
-        return int(self.params.get("n_jobs", TRAIN_THREADS))
+        return TRAIN_THREADS if self.n_jobs is None else int(self.n_jobs)
 
     # ------------------------------------------------------------------ fitting
 
-    @staticmethod
-    def _check_frame(X: Any, what: str) -> pd.DataFrame:
-        if not isinstance(X, pd.DataFrame):
-            raise TypeError(
-                f"{what}: X must be a pandas DataFrame of numeric features, got {type(X).__name__}"
+    def _check_params(self) -> str:
+        """Judge the constructor arguments; the imbalance method that applies."""
+        _check_choice("algorithm", self.algorithm, ALGORITHMS)
+        _check_choice("imbalance_method", self.imbalance_method, IMBALANCE_METHODS)
+        _check_choice("calibration", self.calibration, CALIBRATION_METHODS)
+        if not 0 < float(self.calibration_fraction) < 1:
+            raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        if not float(self.smote_ratio) > 0:
+            raise ValueError(
+                f"smote_ratio must be positive (fraud/legit after SMOTE), got {self.smote_ratio}"
             )
+        if not 0 <= float(self.threshold) <= 1:
+            raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold}")
+        return self.imbalance_method if self.handle_imbalance else "none"
+
+    @staticmethod
+    def _check_frame(X: Any, what: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """``X`` as a DataFrame of finite numbers: a DataFrame as given, an array (validated by
+        ``check_array``) with ``columns`` (``x0``, ``x1``... when None)."""
+        if not isinstance(X, pd.DataFrame):
+            values = check_array(X, dtype=np.float64, ensure_all_finite=False, input_name="X")
+            names = columns if columns is not None else [f"x{j}" for j in range(values.shape[1])]
+            if values.shape[1] != len(names):
+                raise ValueError(f"{what}: X has {values.shape[1]} columns, expected {len(names)}")
+            X = pd.DataFrame(values, columns=names)
         if X.shape[0] == 0:
             raise ValueError(f"{what}: X has no rows")
         if X.shape[1] == 0:
@@ -191,11 +255,14 @@ class FraudClassifier:
             raise ValueError(f"{what}: X has NaN or infinite values in column(s) {bad}")
         return X
 
-    def fit(
-        self, X: pd.DataFrame, y: Any, X_val: pd.DataFrame | None = None, y_val: Any = None
-    ) -> FraudClassifier:
-        """Train on time-ordered rows; see the module docstring for which rows calibrate."""
-        X = self._check_frame(X, "fit")
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> FraudClassifier:
+        """Train on time-ordered rows; see the module docstring for which rows calibrate.
+
+        ``X``: a DataFrame of numeric features (or a 2-D array); ``y``: 0/1 labels, 1 = fraud.
+        """
+        imbalance_method = self._check_params()
+        X_given = X if isinstance(X, pd.DataFrame) else check_array(X, dtype=None, ensure_all_finite=False)
+        X = self._check_frame(X_given, "fit")
         y = _check_labels(y, len(X), "fit")
         if (X_val is None) != (y_val is None):
             raise ValueError("fit: give both X_val and y_val, or neither")
@@ -203,7 +270,7 @@ class FraudClassifier:
             raise ValueError(f"fit: duplicated column names {X.columns[X.columns.duplicated()].tolist()}")
         X_cal = y_cal = None
         if X_val is not None:
-            X_cal = self._check_frame(X_val, "fit (X_val)")
+            X_cal = self._check_frame(X_val, "fit (X_val)", columns=list(X.columns))
             if list(X_cal.columns) != list(X.columns):
                 raise ValueError("fit: X_val must have the same columns, in the same order, as X")
             y_cal = _check_labels(y_val, len(X_cal), "fit (calibration rows X_val/y_val)")
@@ -227,11 +294,11 @@ class FraudClassifier:
         n_train_rows = len(y_train)
         pos_weight = None
         with fixed_threads(self.n_threads):
-            if self.imbalance_method == "class_weight":
+            if imbalance_method == "class_weight":
                 pos_weight = n_neg / n_pos
-            elif self.imbalance_method == "smote":
+            elif imbalance_method == "smote":
                 X_train, y_train = smote_resample(
-                    X_train, y_train, ratio=self.smote_ratio, random_state=self.random_state
+                    X_train, y_train, ratio=float(self.smote_ratio), random_state=self.random_state
                 )
             backend = BACKENDS[self.algorithm](
                 n_estimators=self.n_estimators,
@@ -239,16 +306,20 @@ class FraudClassifier:
                 learning_rate=self.learning_rate,
                 random_state=self.random_state,
                 n_jobs=self.n_threads,
-                params={k: v for k, v in self.params.items() if k != "n_jobs"},
+                params=self._backend_params,
             )
             backend.fit(X_train.astype(np.float64), y_train, pos_weight=pos_weight)
-            self.backend_ = backend
-            self.feature_names_ = [str(c) for c in X.columns]
             if self.calibration != "none" and X_cal is not None:
                 raw_cal = backend.raw_proba(X_cal.astype(np.float64))
-                self.calibrator_ = Calibrator.fit(self.calibration, raw_cal, y_cal)
+                calibrator = Calibrator.fit(self.calibration, raw_cal, y_cal)
             else:
-                self.calibrator_ = Calibrator()
+                calibrator = Calibrator()
+        validate_data(self, X_given, reset=True, skip_check_array=True)  # n_features_in_, feature_names_in_
+        self.backend_ = backend
+        self.calibrator_ = calibrator
+        self.feature_names_ = [str(c) for c in X.columns]
+        self.imbalance_method_ = imbalance_method
+        self.classes_ = np.array([0, 1])
         self.fit_info_ = {
             "n_train_rows": n_train_rows,
             "n_train_rows_after_resampling": len(y_train),
@@ -261,26 +332,45 @@ class FraudClassifier:
     # --------------------------------------------------------------- prediction
 
     def _require_fitted(self) -> Backend:
-        if self.backend_ is None:
+        if not self.is_fitted:
             raise NotFittedError(f"this FraudClassifier ({self.algorithm}) is not fitted yet: call fit first")
         return self.backend_
 
     def _check_columns(self, X: Any) -> pd.DataFrame:
+        """``X`` as the DataFrame the model scores: the fit columns, in their order.
+
+        A model fitted on named columns wants them by name: an array (whose columns could be in
+        any order) is refused. A model fitted on an array takes an array of as many columns.
+        """
         self._require_fitted()
         if not isinstance(X, pd.DataFrame):
-            raise TypeError(
-                f"X must be a pandas DataFrame with the fit columns, got {type(X).__name__} "
-                "(use predict_proba_fast for a plain NumPy array)"
-            )
+            if hasattr(self, "feature_names_in_"):
+                raise TypeError(
+                    f"X must be a pandas DataFrame with the fit columns, got {type(X).__name__} "
+                    "(use predict_proba_fast for a plain NumPy array)"
+                )
+            x = check_array(X, dtype=np.float64, ensure_all_finite=False, input_name="X")
+            validate_data(self, x, reset=False, skip_check_array=True)  # the column count
+            return self._check_frame(x, "predict", columns=self.feature_names_)
         got = [str(c) for c in X.columns]
-        if got != self.feature_names_:
+        try:
+            validate_data(self, X, reset=False, skip_check_array=True)  # scikit-learn's own words
+        except ValueError as err:
+            if got == self.feature_names_:
+                raise
             missing = [c for c in self.feature_names_ if c not in got]
             extra = [c for c in got if c not in self.feature_names_]
             detail = (
                 f"missing {missing}, extra {extra}" if missing or extra else "same columns, different order"
             )
-            raise ValueError(f"X columns do not match the columns the model was fitted on: {detail}")
-        return X
+            raise ValueError(
+                f"{err}\nX columns do not match the columns the model was fitted on: {detail}"
+            ) from None
+        if got != self.feature_names_:  # a DataFrame on a model fitted on an array: x0, x1...
+            raise ValueError(
+                f"X columns {got} do not match the columns the model was fitted on: {self.feature_names_}"
+            )
+        return self._check_frame(X, "predict")
 
     def _check_array(self, x: Any) -> np.ndarray:
         self._require_fitted()
@@ -293,7 +383,7 @@ class FraudClassifier:
             raise ValueError(f"x must have shape (n, {len(self.feature_names_)}), got {x.shape}")
         return x
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, X: Any) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2): column 1 is fraud (like sklearn)."""
         X = self._check_columns(X)
         with fixed_threads(self.n_threads):  # the scores that pick the champion: the same everywhere

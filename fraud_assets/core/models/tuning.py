@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from sklearn.base import clone
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_assets.core.metrics import card_precision_at_k
@@ -394,7 +395,7 @@ def train_candidate(
     report: dict[str, Any] = {
         "algorithm": algorithm,
         "params": clf.get_params(),
-        "imbalance_method": clf.imbalance_method,
+        "imbalance_method": clf.imbalance_method_,
         "tuning_metric": plan.metric,
         "tuning_score": tuning.best_score if tuning else None,
         "n_trials": len(tuning.trials) if tuning else 0,
@@ -429,10 +430,8 @@ def refit_on_latest_labels(fitted: FraudClassifier, X: pd.DataFrame, y: Any) -> 
     on the same scale: same parameters and class weights; the calibrated map is strictly
     increasing, so ranking is the refit model's own).
     """
-    params = {**fitted.get_params(), "calibration": "none"}
-    refit = FraudClassifier(**params).fit(X, y)
-    refit.calibration = fitted.calibration
+    refit = clone(fitted).set_params(calibration="none").fit(X, y)
+    refit.set_params(calibration=fitted.calibration, threshold=fitted.threshold)
     refit.calibrator_ = fitted.calibrator_
-    refit.threshold = fitted.threshold
     refit.fit_info_ = {**refit.fit_info_, "refit_on_latest_labels": True}
     return refit

@@ -16,10 +16,10 @@ The mix (``SCENARIOS``, shares of fraud *rows*) is set by two constraints at onc
   ordinary" stays true and measurable, small enough that catching ~95% of the
   rest reaches 90% recall. (At 18% it capped precision at 90% recall near 0.15.)
 * The seed guide's aggregates: ~70% of fraud at night, ~60% foreign, amounts
-  ~5x legit, velocity ~10x. The visible scenarios used to be 80-90% nocturnal
-  and mostly foreign, diluted by ordinary-looking ``lost_stolen`` rows; with
-  that dilution gone the visible scenarios themselves vary: a quarter of card
-  testers and a fifth of account takeovers come through proxies in the victim's
+  ~5x legit, velocity ~10x. With ``lost_stolen`` this small, its ordinary-looking
+  rows cannot bring those shares down from the 80-90% nocturnal, mostly foreign
+  fraud the visible scenarios would give on their own, so the visible scenarios
+  themselves vary: a quarter of card testers and a fifth of account takeovers come through proxies in the victim's
   own country, and a third of takeovers happen in the evening. Those rows stay
   detectable through history (a fraudster device new to the card, bursts of
   probes, new merchants, amounts far above the card's own average, merchant
@@ -256,7 +256,7 @@ def new_pattern(pop: Population, rng: np.random.Generator, day0: int, n: int) ->
     """Drift-only: domestic daytime mid-amount online entertainment fraud (a clean category).
 
     Residential proxies in the card's own country and a fresh device with a
-    mainstream browser: none of the old fraud cues fire.
+    mainstream browser: none of the other scenarios' cues fire.
     """
     card = rng.integers(0, pop.n_cards, n)
     cnt = rng.integers(1, 4, n)
