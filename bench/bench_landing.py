@@ -275,7 +275,7 @@ def stages(case: LandingCase) -> list[tuple[str, float, float]]:
         timed("duplicate IDs", lambda: validation._duplicate_failures(coerced))
         outcome = timed("split_transactions (all of the split)", lambda: validation.split_transactions(raw))
         validated, rejected = outcome.validated, outcome.rejected
-        timed("rejected frame", lambda: validation._rejected_frame(raw, outcome.failures))
+        timed("rejected frame", lambda: validation.rejected_frame(raw, outcome.failures))
         timed(
             "Pandera, validated contract (the output's Dagster type check)",
             lambda: dg.check_dagster_type(ValidatedTransactions, validated),

@@ -30,7 +30,11 @@ from fraud_assets.defs.training import TrainingWindowConfig
 # comes after `record_start_date`.
 
 # (job, the asset whose partitions say what is done) in the order a first look needs them.
-DAILY_JOBS = (("ingest_transactions", VALIDATED_TRANSACTIONS), ("build_features", "transaction_features"))
+DAILY_JOBS = (
+    ("ingest_transactions", VALIDATED_TRANSACTIONS),
+    ("ingest_labels", "fraud_labels"),
+    ("build_features", "transaction_features"),
+)
 TRAINING_JOB = "train_models"
 # Daily reports of the latest days, one run per day (drift_report is not a backfill asset); a
 # week holds each weekday once and gives the UI's metadata plots a trend.
@@ -41,7 +45,8 @@ TAGS = {"fraudops/trigger": "first_look"}
 
 def minimum_days() -> int:
     """The fewest days a first look can train on, from the defaults a training run uses: the
-    training window's (warm-up, test share, gap) and the tuning folds' (gap, first cut)."""
+    training window's (warm-up, test share, gap), the tuning folds' (gap, first cut) and the
+    label delay (the latest days, whose labels are not all in, are not held out)."""
     window = TrainingWindowConfig()
     return minimum_days_to_train(
         warmup_days=window.warmup_days,
@@ -49,6 +54,7 @@ def minimum_days() -> int:
         gap_days=window.gap_days,
         fold_gap_days=DEFAULT_GAP / pd.Timedelta(days=1),
         min_train_fraction=DEFAULT_MIN_TRAIN_FRACTION,
+        label_delay_days=load_settings().label_delay_days,
     )
 
 
@@ -129,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--days {args.days} is too few to train a model: at least {least} days are needed "
             f"({window.warmup_days} warm up the history windows, then a training span with tuning folds, "
-            f"a {window.gap_days:g}-day label-delay gap and the latest {window.test_fraction:.0%} of "
-            "days held out as the test window); use --days "
+            f"a {window.gap_days:g}-day label-delay gap, the latest {window.test_fraction:.0%} of "
+            "the days whose labels are in held out as the test window, and the last "
+            f"{load_settings().label_delay_days:g} days, whose labels are not all in yet); use --days "
             f"{least} or more, or --skip-training for data and features only"
         )
     days = [(args.end - dt.timedelta(days=n)).isoformat() for n in range(args.days - 1, -1, -1)]

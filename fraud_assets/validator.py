@@ -13,6 +13,7 @@ import sys
 
 from fraud_assets.core.ingest import LandingFileError, LandingSettings, read_landing_file
 from fraud_assets.core.validation import LINEAGE_COLUMNS, check_report
+from fraud_assets.core.value_rules import UNMAPPED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     except (LandingFileError, ValueError, OSError) as err:
         print(f"cannot read {args.file}: {err}", file=sys.stderr)
         return 2
-    frame = frame.drop(columns=[col for col in LINEAGE_COLUMNS if col in frame])
+    # lineage is not data; values no value rule mapped stay, to be reported with their rows
+    frame = frame.drop(columns=[col for col in LINEAGE_COLUMNS if col in frame and col != UNMAPPED])
     report = check_report(frame, args.schema)
     if not report:
         print(f"{args.file}: valid ({len(frame)} rows, schema {args.schema})")

@@ -25,7 +25,17 @@ from fraud_serving.online_state import DependencyUnavailable
 from fraud_serving.prediction_log import PredictionLogger
 
 log = logging.getLogger("fraud_serving")
-ENDPOINTS = ("/", "/health", "/model", "/predict", "/predict/batch", "/metrics", "/docs", "/openapi.json")
+ENDPOINTS = (
+    "/",
+    "/health",
+    "/model",
+    "/predict",
+    "/predict/batch",
+    "/labels",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+)
 
 
 def internal_error(error_id: str) -> dict[str, str]:

@@ -23,9 +23,11 @@ os.environ["FRAUDOPS_START_DATE"] = settings.DEFAULT_START_DATE.isoformat()
 from fraud_assets.defs.features import merchant_risk, transaction_features  # noqa: E402
 from fraud_assets.defs.ingestion import raw_transactions  # noqa: E402
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager  # noqa: E402
+from fraud_assets.defs.labels import collect_labels, ingest_labels_job, label_files_sensor  # noqa: E402
 from fraud_assets.defs.partitions import PartitionStartResource  # noqa: E402
 from fraud_assets.defs.resources import (  # noqa: E402
     CapturedTrafficResource,
+    LabelFeedResource,
     LandingZoneResource,
     TransactionSimulatorResource,
 )
@@ -60,18 +62,20 @@ def landing_dir(tmp_path):
     return path
 
 
-def make_data_defs(tmp_path, landing_dir, **landing) -> dg.Definitions:
+def make_data_defs(tmp_path, landing_dir, labels: dict | None = None, **landing) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_transactions, validate_transactions, transaction_features, merchant_risk],
+        assets=[raw_transactions, validate_transactions, collect_labels, transaction_features, merchant_risk],
         jobs=[
             ingest_transactions_job,
+            ingest_labels_job,
             dg.define_asset_job("features_job", selection=["transaction_features", "merchant_risk"]),
         ],
-        sensors=[landing_files_sensor],
+        sensors=[landing_files_sensor, label_files_sensor],
         resources={
             "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),
             "simulator": TransactionSimulatorResource(cardholders=SMALL_POPULATION, seed=7),
             "landing_zone": LandingZoneResource(path=str(landing_dir), **landing),
+            "label_feed": LabelFeedResource(path=str(tmp_path / "labels"), **(labels or {})),
             "captured_traffic": CapturedTrafficResource(
                 feed=str(tmp_path / "capture"), storage=str(tmp_path / "storage")
             ),

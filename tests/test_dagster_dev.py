@@ -50,6 +50,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         "DAGSTER_HOME": str(home),
         "FRAUDOPS_STORAGE": str(tmp_path / "storage"),
         "FRAUDOPS_LANDING_DIR": str(tmp_path / "landing"),
+        "FRAUDOPS_LABELS_DIR": str(tmp_path / "labels"),
     }
     proc = subprocess.Popen(
         [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
@@ -78,6 +79,8 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
             "raw_transactions": "ingestion",
             "validated_transactions": "validation",
             "rejected_transactions": "validation",
+            "fraud_labels": "labels",
+            "rejected_labels": "labels",
             "transaction_features": "features",
             "merchant_risk": "features",
             "training_data": "training",
@@ -111,6 +114,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
             for s in repo["sensors"]
         }
         assert sensors.get("landing_files_sensor") == "RUNNING"
+        assert sensors.get("label_files_sensor") == "RUNNING"
         assert sensors.get("drift_retraining_sensor") == "RUNNING"
         assert sensors.get("champion_alias_sensor") == "RUNNING"
         schedules = {

@@ -52,8 +52,10 @@ def test_generator_backfill_is_one_run_and_loses_nothing(data_defs, instance, tm
     day = read_partition(tmp_path, VALIDATED, "2026-03-02")
     assert len(day) > 500 and day[c.TIMESTAMP].dt.date.astype(str).eq("2026-03-02").all()
     meta = latest_metadata(instance, VALIDATED)
-    assert meta["dagster/row_count"].value > 1500 and 0.001 < meta["fraud_rate"].value < 0.05
+    assert meta["dagster/row_count"].value > 1500 and "fraud_rate" not in meta  # labels: their own feed
     assert "preview" in meta and "first_transaction" in meta
+    raw = latest_metadata(instance, RAW)  # the generator's fraud went to the label feed as chargebacks
+    assert 0.001 < raw["chargebacks_filed"].value / raw["dagster/row_count"].value < 0.05
 
 
 def landing_frame(n=60, day="2026-03-02"):
@@ -166,6 +168,10 @@ def test_landing_sensor_requests_each_file_once(tmp_path, landing_dir, instance)
 
 def test_features_read_their_lookback_across_partitions(data_defs, instance, tmp_path):
     assert run_range(data_defs, instance, "2026-03-01", "2026-03-12").success
+    labels = data_defs.resolve_job_def("ingest_labels")  # the generator's chargebacks, by reported day
+    assert labels.execute_in_process(
+        instance=instance, tags={RANGE_START: "2026-03-01", RANGE_END: "2026-03-12"}
+    ).success
     job = data_defs.resolve_job_def("features_job")
     result = job.execute_in_process(
         instance=instance, tags={RANGE_START: "2026-03-10", RANGE_END: "2026-03-12"}
@@ -176,11 +182,20 @@ def test_features_read_their_lookback_across_partitions(data_defs, instance, tmp
     assert features[c.TRANSACTION_ID].tolist() == validated[c.TRANSACTION_ID].tolist()
     # the same features as computed over the whole stream at once
     from fraud_assets.core.features import HISTORY_FEATURES, history_features
+    from fraud_assets.core.labels import join_labels
 
     everything = pd.concat(
         [read_partition(tmp_path, VALIDATED, f"2026-03-{d:02d}") for d in range(1, 13)], ignore_index=True
     )
-    full = pd.DataFrame(history_features(everything))[everything[c.TIMESTAMP].dt.day.eq(11).to_numpy()]
+    fed = pd.concat(
+        [read_partition(tmp_path, dg.AssetKey("fraud_labels"), f"2026-03-{d:02d}") for d in range(1, 13)],
+        ignore_index=True,
+    )
+    assert len(fed) > 0  # the merchant features read the feed's labels
+    events = join_labels(everything, fed, pd.Timedelta(days=7)).events
+    full = pd.DataFrame(history_features(everything, labels=events))[
+        everything[c.TIMESTAMP].dt.day.eq(11).to_numpy()
+    ]
     # Equal, not close: each row's windows hold the same earlier rows either way, summed by the
     # same kernel in the same order (newest first).
     pd.testing.assert_frame_equal(

@@ -16,6 +16,7 @@ from fraud_assets import first_look
 from fraud_assets.core import columns as c
 from fraud_assets.core.splitting import TRAIN
 from fraud_assets.core.training import TuningPlan, train_candidate
+from fraud_assets.defs.resources import LabelFeedResource
 from fraud_assets.defs.training import SPLIT, TrainingWindowConfig, training_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,13 @@ def minute_by_minute(days: int, last_day: str = "2026-03-31") -> pd.DataFrame:
 
 def train_on(frame: pd.DataFrame):
     """What `train_models` does with the defaults: the `training_data` asset, then a candidate."""
-    data = training_data(dg.build_asset_context(), TrainingWindowConfig(), frame)
+    data = training_data(
+        dg.build_asset_context(),
+        TrainingWindowConfig(),
+        frame,
+        fraud_labels=pd.DataFrame(),  # the rows carry their labels
+        label_feed=LabelFeedResource(path="labels"),
+    )
     train = data[data[SPLIT] == TRAIN]
     return train_candidate(
         "logistic_regression",

@@ -16,11 +16,13 @@ from tests.test_serving import shared_home, world  # noqa: F401  (fixtures)
 
 @pytest.fixture(scope="module")
 def api_schema(world, shared_home, tmp_path_factory):  # noqa: F811
+    folder = tmp_path_factory.mktemp("contract")
     app = create_app(
         Settings(
             dagster_home=str(shared_home[0]),
             storage=str(world["storage"]),
-            prediction_log_dir=str(tmp_path_factory.mktemp("contract") / "predictions"),
+            prediction_log_dir=str(folder / "predictions"),
+            capture=str(folder / "capture"),  # POST /labels keeps labels there (off: 503)
             model_poll_seconds=3600,
             max_batch=50,
         )
@@ -35,7 +37,14 @@ def api_schema(world, shared_home, tmp_path_factory):  # noqa: F811
 def test_no_server_errors(api_schema, mode):
     """Every operation, valid and invalid inputs (hypothesis-generated): no 5xx, ever."""
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/predict", "/predict/batch", "/health", "/model", "/metrics"}
+    assert {op.path for op in operations} >= {
+        "/predict",
+        "/predict/batch",
+        "/labels",
+        "/health",
+        "/model",
+        "/metrics",
+    }
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))

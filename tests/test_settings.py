@@ -18,7 +18,7 @@ from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.settings import FraudopsSettings, SettingsError, load_settings
 from fraud_assets.definitions import defs
 from fraud_assets.defs.automation import drift_retraining_sensor
-from fraud_assets.defs.resources import LandingZoneResource, TransactionSimulatorResource
+from fraud_assets.defs.resources import LabelFeedResource, LandingZoneResource, TransactionSimulatorResource
 from fraud_serving.settings import Settings as ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,6 +210,7 @@ def test_every_resource_is_built_from_its_settings_group(env, tmp_path):
         "FRAUDOPS_DRIFT_START": "2026-05-01",
         "FRAUDOPS_DRIFT_AMOUNT_MULTIPLIER": "3",
         "FRAUDOPS_LANDING_MAPPING": '{"amount": "value"}',
+        "FRAUDOPS_LABELS_MAPPING": '{"is_fraud": {"column": "status", "values": {"chargeback": 1, "reversed": 0}}}',
         "FRAUDOPS_TIMESTAMP_FORMAT": "%d/%m/%Y %H:%M",
         "FRAUDOPS_MLFLOW_MODEL_NAME": "card-fraud",
         "FRAUDOPS_RETRAIN_COOLDOWN_HOURS": "6",
@@ -223,10 +224,10 @@ def test_every_resource_is_built_from_its_settings_group(env, tmp_path):
         *settings.GeneratorSettings.model_fields,
         *settings.DriftSettings.model_fields,
     }
-    assert set(LandingZoneResource.model_fields) == {
-        "path",
-        *(f.name for f in dataclasses.fields(LandingSettings)),
-    }
+    # the columns a mapping may target are the reader's own, not configuration
+    reading = {f.name for f in dataclasses.fields(LandingSettings)} - {"known_columns"}
+    assert set(LandingZoneResource.model_fields) == {"path", *reading}
+    assert set(LabelFeedResource.model_fields) == {"path", *reading}
     simulation = built["simulator"].simulation_config()
     assert (simulation.n_cardholders, simulation.transactions_per_card_per_day) == (500, 4.0)
     assert simulation.legit_label_delay_days == 3.0
@@ -234,6 +235,9 @@ def test_every_resource_is_built_from_its_settings_group(env, tmp_path):
     assert built["landing_zone"].landing == loaded.landing
     assert loaded.landing.column_mapping == {"amount": "value"}
     assert loaded.landing.timestamp_format == "%d/%m/%Y %H:%M"
+    assert built["label_feed"].reading == loaded.label_files
+    assert loaded.label_files.value_rules == {"is_fraud": {"chargeback": "1", "reversed": "0"}}
+    assert loaded.label_files.timestamp_format == "%d/%m/%Y %H:%M"
     assert built["model_registry"].model_name == "card-fraud"
     assert built["retraining"].cooldown == dt.timedelta(hours=6)
     assert built["report_store"].location().url == Path(tmp_path / "html").as_posix()

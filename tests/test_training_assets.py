@@ -20,10 +20,12 @@ from fraud_assets.defs.evaluation import model_evaluation
 from fraud_assets.defs.features import features_job, merchant_risk, transaction_features
 from fraud_assets.defs.ingestion import raw_transactions
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
+from fraud_assets.defs.labels import collect_labels, ingest_labels_job
 from fraud_assets.defs.monitoring import drift_reference
 from fraud_assets.defs.registry import challenger_model, champion_gate, training_job
 from fraud_assets.defs.resources import (
     CapturedTrafficResource,
+    LabelFeedResource,
     LandingZoneResource,
     ModelRegistryResource,
     ModelStoreResource,
@@ -34,7 +36,8 @@ from fraud_assets.defs.sensors import RANGE_END, RANGE_START, ingest_transaction
 from fraud_assets.defs.training import CANDIDATE_ASSETS, training_data
 from fraud_assets.defs.validation import validate_transactions
 
-FIRST, LAST = "2026-03-01", "2026-03-28"
+# 35 days: the held-out days must be days whose labels are all in (a label delay before the end)
+FIRST, LAST = "2026-02-22", "2026-03-28"
 QUICK = {"n_trials": 1, "imbalance_methods": ["class_weight"]}
 # One candidate whose safety cap is shorter than a trial: it must say so, up to the evaluation.
 CAPPED = "logistic_regression_model"
@@ -47,6 +50,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
         assets=[
             raw_transactions,
             validate_transactions,
+            collect_labels,
             transaction_features,
             merchant_risk,
             training_data,
@@ -57,12 +61,13 @@ def platform_defs(tmp_path) -> dg.Definitions:
             drift_reference,
         ],
         asset_checks=[champion_gate],
-        jobs=[ingest_transactions_job, features_job, training_job],
+        jobs=[ingest_transactions_job, ingest_labels_job, features_job, training_job],
         resources={
             "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),
             "model_io_manager": PickleIOManager(base_path=str(tmp_path / "objects")),
             "simulator": TransactionSimulatorResource(cardholders=500, seed=3),
             "landing_zone": LandingZoneResource(path=str(tmp_path / "landing")),
+            "label_feed": LabelFeedResource(path=str(tmp_path / "labels")),
             "captured_traffic": CapturedTrafficResource(storage=str(tmp_path / "storage")),
             "model_store": ModelStoreResource(base_path=str(tmp_path / "models")),
             "model_registry": ModelRegistryResource(tracking_uri=tracking),
@@ -80,7 +85,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
 def train(defs, instance, selection=None):
     run_config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}
     run_config["ops"][CAPPED] = {"config": {**QUICK, "n_trials": 2, "tuning_cap_seconds": 1e-9}}
-    run_config["ops"]["training_data"] = {"config": {"warmup_days": 0}}  # 28 days: no room to warm up
+    run_config["ops"]["training_data"] = {"config": {"warmup_days": 0}}  # 35 days: no room to warm up
     if selection:
         run_config = {"ops": {}}
     return defs.resolve_job_def("train_models").execute_in_process(
@@ -94,7 +99,7 @@ def trained(tmp_path_factory):
     defs = platform_defs(tmp_path)
     with dg.instance_for_test() as instance:
         tags = {RANGE_START: FIRST, RANGE_END: LAST}
-        for job in ("ingest_transactions", "build_features"):
+        for job in ("ingest_transactions", "ingest_labels", "build_features"):
             assert defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags).success
         result = train(defs, instance)
         yield defs, instance, tmp_path, result
@@ -133,7 +138,9 @@ def test_the_champion_is_refit_up_to_the_label_delay(trained):
     _, instance, tmp_path, _ = trained
     training = pd.read_parquet(tmp_path / "storage" / "training_data.parquet")
     test_start = training.loc[training["split"] == "test", c.TIMESTAMP].min()
-    now = training[c.TIMESTAMP].max().normalize() + pd.Timedelta(days=1)
+    meta = instance.get_latest_materialization_event(dg.AssetKey("training_data")).asset_materialization
+    now = pd.Timestamp(meta.metadata["labels_as_of"].value)  # the last day's end: when training ran
+    assert now == pd.Timestamp(LAST) + pd.Timedelta(days=1)
     known = training[training["label_known_now"]]
     assert (known[c.LABEL_KNOWN_AT] < now).all()
     assert known[c.TIMESTAMP].max() >= test_start  # held-out days whose labels are in: refit on

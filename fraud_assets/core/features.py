@@ -24,6 +24,7 @@ import pandas as pd
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.calendar import MS_PER_DAY
+from fraud_assets.core.labels import LabelEvents, carried_label_events
 
 MS_PER_SECOND = 1_000
 # Card windows of the seed (1h, 24h) and the Handbook (7d, 30d).
@@ -94,13 +95,14 @@ EVENT_FEATURE_COLUMNS: tuple[str, ...] = (
 FEATURE_COLUMNS: tuple[str, ...] = (*EVENT_FEATURE_COLUMNS, *HISTORY_FEATURES)
 
 
-def available_history_features(columns: set[str] | list[str]) -> tuple[str, ...]:
-    """The history features a source with these columns supports, and so which ones it lacks."""
+def available_history_features(columns: set[str] | list[str], labels: bool = False) -> tuple[str, ...]:
+    """The history features a source with these columns supports, and so which ones it lacks;
+    ``labels``: a label feed is read beside the transactions (the merchant features need labels)."""
     cols = set(columns)
     out = list(CARD_FEATURES)
     if c.DEVICE_FINGERPRINT in cols:
         out += DEVICE_FEATURES
-    if c.IS_FRAUD in cols and c.LABEL_KNOWN_AT in cols:
+    if labels or (c.IS_FRAUD in cols and c.LABEL_KNOWN_AT in cols):
         out += MERCHANT_FEATURES
     return tuple(out)
 
@@ -262,15 +264,13 @@ NO_RECENT_FRAUD = {
 }
 
 
-def _recent_fraud(
-    merchant_codes, n_merchants, times_ms, known_ms, is_fraud, as_of_ms
-) -> dict[str, np.ndarray]:
+def _recent_fraud(merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_ms) -> dict[str, np.ndarray]:
     """Per merchant code, as of a time: days since its latest transaction with a known fraud
     label, the number of its known frauds after its latest known legit transaction (the run of
     fraud its newest labels end with), and days since the first of that run; over the last
-    MERCHANT_RECENCY_DAYS days."""
+    MERCHANT_RECENCY_DAYS days. Arrays are per label event; ``held``: the labels that hold then."""
     window = (times_ms >= as_of_ms - MERCHANT_RECENCY_DAYS * MS_PER_DAY) & (times_ms < as_of_ms)
-    known = window & ~np.isnan(is_fraud) & (known_ms < as_of_ms)
+    known = window & held
     fraud_rows = known & (is_fraud == 1)
     legit_rows = known & (is_fraud == 0)
     never = np.iinfo(np.int64).min
@@ -301,26 +301,41 @@ def _label_counts(
     merchant_codes: np.ndarray,
     n_merchants: int,
     times_ms: np.ndarray,
-    known_ms: np.ndarray,
+    held: np.ndarray,
     is_fraud: np.ndarray,
     as_of_ms: int,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Known frauds and known labels per merchant code over each trailing window, as of a time,
     and the recency statistics of `_recent_fraud`.
 
-    Counts transactions of ``[as_of - offset - days, as_of - offset)`` whose label became
-    known before ``as_of``.
+    Arrays are per label event (its transaction's merchant code and time, its label);
+    ``held`` marks the labels that hold at ``as_of`` (the latest of each transaction reported
+    before then). Counts transactions of ``[as_of - offset - days, as_of - offset)``.
     """
     end = as_of_ms - MERCHANT_WINDOW_OFFSET_DAYS * MS_PER_DAY
-    known = ~np.isnan(is_fraud) & (known_ms < as_of_ms) & (times_ms < end)
+    known = held & (times_ms < end)
     frauds, labelled = {}, {}
     for window, days in MERCHANT_WINDOWS_DAYS.items():
         rows = known & (times_ms >= end - days * MS_PER_DAY)
         codes = merchant_codes[rows]
         labelled[window] = np.bincount(codes, minlength=n_merchants).astype("float64")
         frauds[window] = np.bincount(codes, weights=is_fraud[rows], minlength=n_merchants)
-    recent = _recent_fraud(merchant_codes, n_merchants, times_ms, known_ms, is_fraud, as_of_ms)
+    recent = _recent_fraud(merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_ms)
     return frauds, labelled, recent
+
+
+def _event_columns(events: LabelEvents, merchant: np.ndarray, times: np.ndarray):
+    """Each label event's merchant code and transaction time (ms)."""
+    return merchant[events.row], times[events.row]
+
+
+def _require_labels(frame, labels: LabelEvents | None) -> LabelEvents:
+    events = labels if labels is not None else carried_label_events(frame)
+    if events is None:
+        raise ValueError(
+            "merchant risk needs labels: a label feed (fraud_labels) or is_fraud with label_known_at"
+        )
+    return events
 
 
 @dataclass(frozen=True, eq=False)
@@ -337,15 +352,18 @@ class MerchantRiskSnapshot:
     recent: dict[str, np.ndarray]  # MERCHANT_RECENT name -> value, aligned with merchants
 
     @classmethod
-    def compute(cls, frame: pd.DataFrame, as_of: pd.Timestamp) -> MerchantRiskSnapshot:
+    def compute(
+        cls, frame: pd.DataFrame, as_of: pd.Timestamp, labels: LabelEvents | None = None
+    ) -> MerchantRiskSnapshot:
+        """The snapshot of ``frame``'s merchants from the labels known before ``as_of``: the
+        ``labels`` read for ``frame`` (`fraud_assets.core.labels.join_labels`), or the labels
+        its rows carry."""
+        events = _require_labels(frame, labels)
         merchant_codes, uniques = pd.factorize(frame[c.MERCHANT_ID].to_numpy(dtype=object))
+        at = int(to_ms(np.array([as_of], dtype="datetime64[ns]"))[0])
+        codes, times = _event_columns(events, merchant_codes, to_ms(frame[c.TIMESTAMP]))
         frauds, labelled, recent = _label_counts(
-            merchant_codes,
-            len(uniques),
-            to_ms(frame[c.TIMESTAMP]),
-            to_ms(frame[c.LABEL_KNOWN_AT]),
-            _labels(frame),
-            int(to_ms(np.array([as_of], dtype="datetime64[ns]"))[0]),
+            codes, len(uniques), times, events.holding(at), events.is_fraud, at
         )
         order = np.argsort(uniques.astype(str), kind="stable")
         return cls(
@@ -416,22 +434,21 @@ def _column(frame: pd.DataFrame | Mapping[str, np.ndarray], name: str) -> np.nda
     return values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
 
 
-def _labels(frame) -> np.ndarray:
-    return pd.to_numeric(pd.Series(_column(frame, c.IS_FRAUD)), errors="coerce").to_numpy("float64")
-
-
 def history_features(
     frame: pd.DataFrame | Mapping[str, np.ndarray],
     merchant_risk: MerchantRiskSnapshot | None = None,
     targets: np.ndarray | None = None,
+    labels: LabelEvents | None = None,
 ) -> dict[str, np.ndarray]:
     """History features of every row of ``frame`` (rows in any order), as float64 arrays.
 
     ``frame`` needs timestamp, card_id, merchant_id and amount; device_fingerprint adds the
-    new-device feature, and is_fraud with label_known_at the merchant-risk features, computed
-    per day from the labels known before that day began. Serving passes its cards' recent rows
-    plus the new transactions as ``targets`` (row positions: only their features are computed,
-    in that order, the other rows being their history) and the latest ``merchant_risk`` snapshot.
+    new-device feature, and labels the merchant-risk features, computed per day from the labels
+    known before that day began: ``labels`` (the label feed read for ``frame``'s rows,
+    `fraud_assets.core.labels.join_labels`), or else the labels the rows carry (is_fraud with
+    label_known_at). Serving passes its cards' recent rows plus the new transactions as
+    ``targets`` (row positions: only their features are computed, in that order, the other rows
+    being their history) and the latest ``merchant_risk`` snapshot.
     """
     columns = set(frame.columns if isinstance(frame, pd.DataFrame) else frame.keys())
     times = to_ms(_column(frame, c.TIMESTAMP))
@@ -474,24 +491,25 @@ def history_features(
     if merchant_risk is not None:
         ids = _column(frame, c.MERCHANT_ID)
         out.update(merchant_risk.lookup(ids if targets is None else ids[targets]))
-    elif c.IS_FRAUD in columns and c.LABEL_KNOWN_AT in columns:
+    elif labels is not None or (c.IS_FRAUD in columns and c.LABEL_KNOWN_AT in columns):
         if targets is not None:
             raise ValueError("daily merchant features are computed for every row (targets must be None)")
-        out.update(_daily_merchant_features(frame, merchant, n_merchants, times))
+        events = _require_labels(frame, labels)
+        out.update(_daily_merchant_features(events, merchant, n_merchants, times))
     return out
 
 
-def _daily_merchant_features(frame, merchant: np.ndarray, n_merchants: int, times: np.ndarray):
+def _daily_merchant_features(events: LabelEvents, merchant: np.ndarray, n_merchants: int, times: np.ndarray):
     """Merchant features of each row from the labels known at the start of the row's day."""
-    known = to_ms(_column(frame, c.LABEL_KNOWN_AT))
-    labels = _labels(frame)
+    codes_of_event, times_of_event = _event_columns(events, merchant, times)
     out = {name: np.zeros(len(times)) for name in MERCHANT_FEATURES}
     day_of = times // MS_PER_DAY
     by_day = np.argsort(day_of, kind="stable")
     days, starts = np.unique(day_of[by_day], return_index=True)
     for day, rows in zip(days, np.split(by_day, starts[1:]), strict=True):
+        at = int(day) * MS_PER_DAY
         frauds, labelled, recent = _label_counts(
-            merchant, n_merchants, times, known, labels, int(day) * MS_PER_DAY
+            codes_of_event, n_merchants, times_of_event, events.holding(at), events.is_fraud, at
         )
         codes = merchant[rows]
         for name, values in merchant_features_from_counts(
@@ -524,7 +542,7 @@ def terminal_recency(frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarr
 
 
 def add_history_features(
-    frame: pd.DataFrame, merchant_risk: MerchantRiskSnapshot | None = None
+    frame: pd.DataFrame, merchant_risk: MerchantRiskSnapshot | None = None, labels: LabelEvents | None = None
 ) -> pd.DataFrame:
     """``frame`` with the history features as extra columns (same row order)."""
-    return frame.assign(**history_features(frame, merchant_risk))
+    return frame.assign(**history_features(frame, merchant_risk, labels=labels))

@@ -32,6 +32,7 @@ from fraud_assets.core.landing_files import (
 from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.timestamps import day_keys, parse_timestamps
 from fraud_assets.core.validation import PARTITION_DATE, SOURCE_FILE, SOURCE_ROW, positional
+from fraud_assets.core.value_rules import apply_value_rules
 
 __all__ = [  # LandingFileError, read_table and LandingSettings live in their modules; callers may import them from here
     "LandingFileError",
@@ -64,8 +65,12 @@ def file_signature(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def map_columns(names: list[str], settings: LandingSettings, source: str) -> dict[str, str]:
-    """How to rename a file's columns onto ours; unmapped columns keep their own names."""
+def map_columns(
+    names: list[str], settings: LandingSettings, source: str, required: str = c.TIMESTAMP
+) -> dict[str, str]:
+    """How to rename a file's columns onto ours; unmapped columns keep their own names.
+
+    ``required`` is the column a file cannot be read without (its rows' days come from it)."""
     missing = sorted(
         f"{ours} <- {theirs!r}" for ours, theirs in settings.column_mapping.items() if theirs not in names
     )
@@ -81,10 +86,10 @@ def map_columns(names: list[str], settings: LandingSettings, source: str) -> dic
             f"{source}: the file already has column(s) {clash} and column_mapping maps another "
             "column onto them; remove one of the two"
         )
-    if settings.file_column(c.TIMESTAMP) not in names:
+    if settings.file_column(required) not in names:
         raise LandingFileError(
-            f"{source}: required column 'timestamp' is missing (columns: {names}); "
-            'map it with column_mapping, e.g. {"timestamp": "<your timestamp column>"}'
+            f"{source}: required column {required!r} is missing (columns: {names}); "
+            f'map it with the column mapping, e.g. {{"{required}": "<your column>"}}'
         )
     return renames
 
@@ -112,12 +117,14 @@ def read_landing_file(path: str | Path, settings: LandingSettings) -> pd.DataFra
     """One landing file as raw transactions: mapped, lineage added, each row's partition day.
 
     Rows whose timestamp cannot be read are kept and filed under the file's first day, where
-    validation rejects them with the value that failed.
+    validation rejects them with the value that failed; so are rows with a value that no value
+    rule of the mapping maps (`fraud_assets.core.value_rules`).
     """
     path = Path(path)
     names = file_columns(path, settings)
     renames = map_columns(names, settings, str(path))
     frame = to_pandas(read_table(path, settings)).rename(columns=renames)
+    frame = apply_value_rules(frame, settings.value_rules)
     parsed = _timestamps(frame, path, settings)
     if settings.timestamp_format and not pd.api.types.is_datetime64_any_dtype(frame[c.TIMESTAMP].dtype):
         # Rewrite what the configured format read as ISO text, which validation reads without

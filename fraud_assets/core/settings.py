@@ -40,7 +40,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fraud_assets.core.capture import capture_kind
 from fraud_assets.core.generator import MAX_FRAUD_RATE, MIN_FRAUD_RATE, DriftKnobs, SimulationConfig
-from fraud_assets.core.landing_settings import LandingSettings
+from fraud_assets.core.label_files import LABEL_FILE_COLUMNS
+from fraud_assets.core.landing_settings import LandingSettings, parse_mapping_json
 from fraud_assets.core.storage import Location, options_for
 
 PREFIX = "FRAUDOPS_"
@@ -87,10 +88,11 @@ def _absolute_state(template: str) -> Callable[[dict[str, Any]], str]:
 
 
 def _mapping(raw: Any) -> Any:
-    """The landing column mapping as JSON text; the landing code judges its content."""
-    if isinstance(raw, str):
-        return dict(LandingSettings.from_json(raw).column_mapping)
-    return raw
+    """The landing column mapping as JSON text (value rules included); the landing code judges it."""
+    mapping = parse_mapping_json(raw) if isinstance(raw, str) else raw
+    if isinstance(mapping, dict):
+        LandingSettings.from_mapping(mapping)
+    return mapping
 
 
 def _capture_target(where: str) -> str:
@@ -226,8 +228,11 @@ class LandingZoneSettings(BaseModel):
     TITLE: ClassVar[str] = "Landing folder (your own files)"
 
     landing_dir: str = _var("FRAUDOPS_LANDING_DIR", "data/landing", "the folder the landing sensor watches")
-    landing_mapping: Annotated[dict[str, str], NoDecode, BeforeValidator(_mapping)] = _var(
-        "FRAUDOPS_LANDING_MAPPING", dict, "column mapping, a JSON object (ours: theirs)"
+    landing_mapping: Annotated[dict[str, Any], NoDecode, BeforeValidator(_mapping)] = _var(
+        "FRAUDOPS_LANDING_MAPPING",
+        dict,
+        'column mapping, a JSON object (ours: theirs); an entry may map values too: `"is_online": '
+        '{"column": "channel", "values": {"CP": false, "CNP": true}}`',
     )
     timestamp_format: str | None = _var(
         "FRAUDOPS_TIMESTAMP_FORMAT",
@@ -237,7 +242,9 @@ class LandingZoneSettings(BaseModel):
     label_delay_days: Annotated[float, _judged_by(lambda v: LandingSettings(label_delay_days=v))] = _var(
         "FRAUDOPS_LABEL_DELAY_DAYS",
         LandingSettings.label_delay_days,
-        "when a file does not say when a label became known: that many days after the transaction",
+        "the label delay: a transaction with no label reported this many days after it counts as "
+        "genuine from then on (no chargeback came); and when a file does not say when its labels "
+        "became known, that many days after the transaction",
     )
     landing_encoding: Annotated[str, AfterValidator(_encoding)] = _var(
         "FRAUDOPS_LANDING_ENCODING", "utf-8", "text encoding of CSV files"
@@ -246,12 +253,36 @@ class LandingZoneSettings(BaseModel):
     @cached_property
     def landing(self) -> LandingSettings:
         """How to read the landing files: the variables above, the mapping parsed once."""
-        return LandingSettings(
-            column_mapping=self.landing_mapping,
+        return LandingSettings.from_mapping(
+            self.landing_mapping,
             timestamp_format=self.timestamp_format,
             label_delay_days=self.label_delay_days,
             encoding=self.landing_encoding,
         )
+
+
+def _labels_mapping(raw: Any) -> Any:
+    """The label files' column mapping as JSON text (value rules included), judged by their reader."""
+    mapping = parse_mapping_json(raw) if isinstance(raw, str) else raw
+    if isinstance(mapping, dict):
+        LandingSettings.from_mapping(mapping, known_columns=LABEL_FILE_COLUMNS)
+    return mapping
+
+
+class LabelFeedSettings(BaseModel):
+    TITLE: ClassVar[str] = "Labels (the label feed)"
+
+    labels_dir: str = _var(
+        "FRAUDOPS_LABELS_DIR",
+        "data/landing/labels",
+        "the folder of label files (chargebacks, analysts' decisions) the label sensor watches",
+    )
+    labels_mapping: Annotated[dict[str, Any], NoDecode, BeforeValidator(_labels_mapping)] = _var(
+        "FRAUDOPS_LABELS_MAPPING",
+        dict,
+        "column mapping of label files, a JSON object (ours: theirs), value rules allowed: "
+        '`"is_fraud": {"column": "status", "values": {"chargeback": 1, "reversed": 0}}`',
+    )
 
 
 class MlflowSettings(BaseModel):
@@ -379,6 +410,7 @@ GROUPS = (
     GeneratorSettings,
     DriftSettings,
     LandingZoneSettings,
+    LabelFeedSettings,
     MlflowSettings,
     MonitoringSettings,
     ServingSettings,
@@ -391,6 +423,7 @@ class FraudopsSettings(
     ServingSettings,
     MonitoringSettings,
     MlflowSettings,
+    LabelFeedSettings,
     LandingZoneSettings,
     DriftSettings,
     GeneratorSettings,
@@ -401,6 +434,18 @@ class FraudopsSettings(
     and reads neither (tests, tools that configure in code)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True)
+
+    @cached_property
+    def label_files(self) -> LandingSettings:
+        """How to read the label files: their mapping parsed once, the landing zone's timestamp
+        format, encoding and label delay."""
+        return LandingSettings.from_mapping(
+            self.labels_mapping,
+            timestamp_format=self.timestamp_format,
+            label_delay_days=self.label_delay_days,
+            encoding=self.landing_encoding,
+            known_columns=LABEL_FILE_COLUMNS,
+        )
 
     def location(self, where: str) -> Location:
         """A configured location (``storage``, ``models``, ...) with the options that reach it."""

@@ -51,20 +51,24 @@ def minimum_days_to_train(
     gap_days: float,
     fold_gap_days: float,
     min_train_fraction: float,
+    label_delay_days: float = 0.0,
 ) -> int:
     """The fewest whole days of data that a training run accepts: warm-up, split, then tuning folds.
 
-    After the ``warmup_days`` the labelled rows span W days. `time_split` puts the test window at
+    The latest ``label_delay_days`` hold only the labels that came early (chargebacks), so the
+    split leaves them out: after the ``warmup_days``, and before them, the labelled rows span W
+    days. `time_split` puts the test window at
     the latest ``test_fraction`` of W and ends training ``gap_days`` before it, leaving a training
     span T = (1 - test_fraction) * W - gap_days. `time_ordered_folds` cuts T at
     ``min_train_fraction`` and needs the rest to exceed the folds' gap:
     (1 - min_train_fraction) * T > fold_gap_days (the split itself only needs T > 0, which this
     implies). So W > (fold_gap_days / (1 - min_train_fraction) + gap_days) / (1 - test_fraction).
-    N days of data span a little less than N - warmup_days (the first transaction comes after
-    midnight, the last before the next one), hence the next whole number above the bound.
+    N days of data span a little less than N - warmup_days - label_delay_days (the first
+    transaction comes after midnight, the last before the next one), hence the next whole number
+    above the bound.
     """
     span = (fold_gap_days / (1 - min_train_fraction) + gap_days) / (1 - test_fraction)
-    return warmup_days + math.floor(span) + 1
+    return warmup_days + math.floor(span + label_delay_days) + 1
 
 
 TRAIN, TEST, EXCLUDED = "train", "test", "excluded"

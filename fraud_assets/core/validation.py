@@ -33,13 +33,14 @@ from fraud_assets.core.schemas import (
     ValidatedTransactionSchema,
 )
 from fraud_assets.core.text import arrow_text
+from fraud_assets.core.value_rules import UNMAPPED, unmapped_failures
 
 # Lineage columns the ingestion step adds; carried along, never validated as data.
 PARTITION_DATE = "partition_date"
 SOURCE = "source"  # where the row came from: generator, landing or api (the scoring API's traffic)
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
-LINEAGE_COLUMNS = (PARTITION_DATE, SOURCE, SOURCE_FILE, SOURCE_ROW)
+LINEAGE_COLUMNS = (PARTITION_DATE, SOURCE, SOURCE_FILE, SOURCE_ROW, UNMAPPED)
 
 FAILED_CHECKS = "failed_checks"
 REJECTION_REASON = "rejection_reason"
@@ -231,15 +232,18 @@ def _short(check: str) -> str:
     return check.split("(", 1)[0]
 
 
-def _rejected_frame(raw: pd.DataFrame, failures: Iterable[RowFailure]) -> pd.DataFrame:
-    """Rejected rows exactly as received (as text), with every failed check and a reason."""
+def rejected_frame(
+    raw: pd.DataFrame, failures: Iterable[RowFailure], lineage: tuple[str, ...] = LINEAGE_COLUMNS
+) -> pd.DataFrame:
+    """Rejected rows exactly as received (as text), with every failed check and a reason; the
+    ``lineage`` columns are kept as they are (and `UNMAPPED`, said again by the reason, dropped)."""
     by_row: dict[int, dict[tuple[str, str], object]] = {}
     for failure in failures:
         by_row.setdefault(failure.row, {}).setdefault((failure.column, failure.check), failure.value)
     rows = sorted(by_row)
-    rejected = raw.iloc[rows].copy()
+    rejected = raw.iloc[rows].drop(columns=[UNMAPPED], errors="ignore")
     for col in rejected.columns:
-        if col not in LINEAGE_COLUMNS:
+        if col not in lineage:
             rejected[col] = rejected[col].astype(object).map(_as_text)
     rejected[FAILED_CHECKS] = ["; ".join(f"{col}:{_short(check)}" for col, check in by_row[r]) for r in rows]
     rejected[REJECTION_REASON] = [
@@ -283,7 +287,10 @@ def split_transactions(raw: pd.DataFrame) -> ValidationOutcome:
         raise DatasetValidationError(missing)
     raw = positional(raw)
     coerced, failures = coerce_to_contract(raw)
-    failed_cells = {(f.row, f.column) for f in failures}
+    unmapped = unmapped_failures(raw)  # a value no rule mapped is reported as that, not as unreadable
+    failed_cells = {(f.row, f.column) for f in unmapped}
+    failures = unmapped + [f for f in failures if (f.row, f.column) not in failed_cells]
+    failed_cells |= {(f.row, f.column) for f in failures}
     schema_rows, issues = _schema_failures(coerced)
     failures += [f for f in schema_rows if (f.row, f.column) not in failed_cells]
     failures += _duplicate_failures(coerced)
@@ -291,6 +298,7 @@ def split_transactions(raw: pd.DataFrame) -> ValidationOutcome:
     bad_rows = np.zeros(len(raw), dtype=bool)
     bad_rows[[f.row for f in failures]] = True
     validated = coerced.loc[~bad_rows] if bad_rows.any() else coerced
+    validated = validated.drop(columns=[UNMAPPED], errors="ignore")
     validated = add_derived_columns(validated.copy(deep=False))
     if not in_time_order(validated):
         validated = validated.sort_values([c.TIMESTAMP, c.TRANSACTION_ID], kind="stable")
@@ -298,7 +306,7 @@ def split_transactions(raw: pd.DataFrame) -> ValidationOutcome:
     rate_issue = fraud_rate_issue(validated)
     if rate_issue:
         issues.append(rate_issue)
-    return ValidationOutcome(validated, _rejected_frame(raw, failures), issues, failures)
+    return ValidationOutcome(validated, rejected_frame(raw, failures), issues, failures)
 
 
 def validate_data(df: pd.DataFrame, schema_type: str = "raw") -> tuple[bool, str | None]:

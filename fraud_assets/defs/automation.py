@@ -23,15 +23,21 @@ CRITICAL = "critical"
 
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline",
-    selection=dg.AssetSelection.groups("ingestion", "validation", "features")
+    selection=dg.AssetSelection.groups("ingestion", "validation", "labels", "features")
     | dg.AssetSelection.assets("drift_report", "model_performance"),
-    description="Yesterday's generated transactions, validation, features, drift report and performance.",
+    description=(
+        "Yesterday's generated transactions, validation, the labels reported yesterday, features, "
+        "drift report and performance."
+    ),
 )
 daily_monitoring_job = dg.define_asset_job(
     "daily_monitoring",
-    selection=dg.AssetSelection.groups("features")
+    selection=dg.AssetSelection.groups("labels", "features")
     | dg.AssetSelection.assets("drift_report", "model_performance"),
-    description="Features, drift report and performance for yesterday (data from the landing folder).",
+    description=(
+        "The labels reported yesterday, features, drift report and performance for yesterday "
+        "(data from the landing folder)."
+    ),
 )
 
 

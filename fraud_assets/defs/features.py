@@ -19,14 +19,19 @@ from fraud_assets.core.features import (
     add_history_features,
     available_history_features,
 )
+from fraud_assets.core.labels import join_labels
 from fraud_assets.core.schemas import TransactionFeatureSchema
 from fraud_assets.core.validation import PARTITION_DATE, SOURCE
+from fraud_assets.defs.label_feed import fed_labels, labels_input
 from fraud_assets.defs.metadata import column_schema, contract_type, preview
 from fraud_assets.defs.partitions import daily_partitions, single_run
+from fraud_assets.defs.resources import LabelFeedResource
 
 TransactionFeatures = contract_type(TransactionFeatureSchema)
 
-# Columns carried next to the features: keys, event columns the preprocessor uses, the label.
+# Columns carried next to the features: keys, event columns the preprocessor uses, the label a
+# source row carries (a file's is_fraud: one more label source; the feed's are joined by readers),
+# and where the row came from.
 CARRIED = (
     c.TRANSACTION_ID,
     c.TIMESTAMP,
@@ -54,7 +59,9 @@ def _in_window(frame: pd.DataFrame, context: dg.AssetExecutionContext) -> np.nda
 
 
 @dg.asset(
-    ins={VALIDATED_TRANSACTIONS: with_lookback},
+    # the labels reported before the day: those of its lookback's transactions, and a day's more
+    # for a label reported before its transaction's time (it counts from the transaction's)
+    ins={VALIDATED_TRANSACTIONS: with_lookback, "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), -1)},
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="features",
@@ -69,19 +76,24 @@ def _in_window(frame: pd.DataFrame, context: dg.AssetExecutionContext) -> np.nda
         "Point-in-time features of each day's transactions: card velocity and spend over 1h, "
         "24h, 7d and 30d, amount against the card's own average, time since the card's last "
         "transaction, new merchant / new device for the card, and merchant fraud rate from the "
-        "labels known before the day began. Only earlier events count: no leakage."
+        "labels known before the day began (`fraud_labels`, each transaction's latest label reported "
+        "by then). Only earlier events count: no leakage."
     ),
 )
 def transaction_features(
-    context: dg.AssetExecutionContext, validated_transactions: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    validated_transactions: pd.DataFrame,
+    fraud_labels: pd.DataFrame,
+    label_feed: LabelFeedResource,
 ) -> pd.DataFrame:
     history = validated_transactions
-    features = add_history_features(history)
+    labels = join_labels(history, fed_labels(fraud_labels), label_feed.genuine_after())
+    features = add_history_features(history, labels=labels.events)
     rows = features.loc[_in_window(features, context)]
     keep = [col for col in CARRIED if col in rows] + [f for f in HISTORY_FEATURES if f in rows]
     out = rows[keep].reset_index(drop=True)
 
-    present = available_history_features(history.columns)
+    present = available_history_features(history.columns, labels=True)
     left_out = [f for f in HISTORY_FEATURES if f not in present]
     meta = {
         "dagster/row_count": len(out),
@@ -100,7 +112,7 @@ def transaction_features(
 
 @dg.asset(
     name=MERCHANT_RISK,  # the API reads its files (fraud_assets/core/contract.py)
-    ins={VALIDATED_TRANSACTIONS: with_lookback},
+    ins={VALIDATED_TRANSACTIONS: with_lookback, "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), 0)},
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="features",
@@ -108,16 +120,21 @@ def transaction_features(
     metadata={"partition_expr": PARTITION_DATE},
     description=(
         "Known frauds and known labels per merchant over trailing windows, as of the end of each "
-        "day: the table the scoring API looks merchants up in for the next day's transactions."
+        "day (`fraud_labels` reported by then): the table the scoring API looks merchants up in for "
+        "the next day's transactions."
     ),
 )
-def merchant_risk(context: dg.AssetExecutionContext, validated_transactions: pd.DataFrame) -> pd.DataFrame:
-    if c.IS_FRAUD not in validated_transactions or c.LABEL_KNOWN_AT not in validated_transactions:
-        raise ValueError("merchant_risk needs labelled data (is_fraud and label_known_at)")
+def merchant_risk(
+    context: dg.AssetExecutionContext,
+    validated_transactions: pd.DataFrame,
+    fraud_labels: pd.DataFrame,
+    label_feed: LabelFeedResource,
+) -> pd.DataFrame:
+    labels = join_labels(validated_transactions, fed_labels(fraud_labels), label_feed.genuine_after())
     frames = []
     for key in context.partition_keys:
         as_of = pd.Timestamp(key) + pd.Timedelta(days=1)
-        snapshot = MerchantRiskSnapshot.compute(validated_transactions, as_of).to_frame()
+        snapshot = MerchantRiskSnapshot.compute(validated_transactions, as_of, labels.events).to_frame()
         frames.append(snapshot.assign(**{PARTITION_DATE: key}))
     out = pd.concat(frames, ignore_index=True)
     latest = out[out[PARTITION_DATE] == context.partition_keys[-1]]

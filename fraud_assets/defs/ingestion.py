@@ -7,6 +7,7 @@ import dagster as dg
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.ingest import read_landing_days
+from fraud_assets.core.labels import file_generator_labels
 from fraud_assets.core.schemas import RawTransactionSchema
 from fraud_assets.core.timestamps import day_keys
 from fraud_assets.core.traffic import API, with_api_transactions
@@ -45,7 +46,8 @@ class RawTransactionsConfig(dg.Config):
     ],
     deps=[API_TRANSACTIONS],
     description=(
-        "Card transactions of each day as received: simulated by the seeded generator, or read "
+        "Card transactions of each day as received: simulated by the seeded generator (its "
+        "chargebacks go to the label feed, `fraud_labels`, not onto the rows), or read "
         "from the landing folder's CSV/Parquet files through the column mapping; and the "
         "transactions the scoring API scored that day (`api_transactions`). `source` says where "
         "each row came from; a transaction id is kept once. Bad rows are kept here on purpose; "
@@ -63,9 +65,15 @@ def raw_transactions(
     first, last = window.start.date(), window.end.date() - dt.timedelta(days=1)
     days = context.partition_keys
     if config.source == "generator":
-        frame = simulator.simulator.generate_days(first, last)
+        generated = simulator.simulator.generate_days(first, last)
+        # its labels go into the label feed (fraud_labels), as chargebacks reported later
+        frame, labels_filed = file_generator_labels(captured_traffic.location(), generated)
         frame[PARTITION_DATE] = day_keys(frame[c.TIMESTAMP])
-        origin = {"seed": simulator.seed, "cardholders": simulator.cardholders}
+        origin = {
+            "seed": simulator.seed,
+            "cardholders": simulator.cardholders,
+            "chargebacks_filed": labels_filed,
+        }
     elif config.source == "landing":
         files = landing_zone.files()
         frame, used = read_landing_days(files, landing_zone.landing, days)

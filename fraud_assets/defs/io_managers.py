@@ -81,8 +81,12 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             return self._path(key, None).read_parquet()
         # An input that reads a lookback window may start before the first materialized day:
-        # it opts in with AssetIn(metadata={"allow_missing_partitions": True}) and gets fewer days.
-        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        # it opts in with AssetIn(metadata={"allow_missing_partitions": True}) and gets fewer days;
+        # with "empty_when_missing" too, no day at all is an empty frame (a feed with nothing yet).
+        # "columns" reads only those (that exist): an input that needs a few columns of many days.
+        metadata = context.definition_metadata or {}
+        allow_missing = bool(metadata.get("allow_missing_partitions"))
+        columns = metadata.get("columns")
         paths = []
         for partition_key in context.asset_partition_keys:
             path = self._path(key, partition_key)
@@ -94,11 +98,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     f"(no file at {path}); materialize it first"
                 )
         if not paths:
+            if allow_missing and metadata.get("empty_when_missing"):
+                return pd.DataFrame()
             raise FileNotFoundError(
                 f"{key.to_user_string()}: none of the requested partitions exists; materialize it first"
             )
         with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-            tables = list(pool.map(_parquet_table, Location.read_many(paths)))
+            tables = list(pool.map(lambda data: _parquet_table(data, columns), Location.read_many(paths)))
         return concat_days(tables)
 
 
@@ -144,8 +150,11 @@ def _parquet_writer(table: pa.Table):
     return lambda handle: pq.write_table(table, handle)
 
 
-def _parquet_table(data: bytes) -> pa.Table:
-    return pq.read_table(pa.BufferReader(data), use_pandas_metadata=True)
+def _parquet_table(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    if columns is None:
+        return pq.read_table(pa.BufferReader(data), use_pandas_metadata=True)
+    present = set(pq.read_schema(pa.BufferReader(data)).names)
+    return pq.read_table(pa.BufferReader(data), columns=[col for col in columns if col in present])
 
 
 class PickleIOManager(dg.ConfigurableIOManager):

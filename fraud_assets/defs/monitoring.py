@@ -21,10 +21,17 @@ from fraud_assets.core.contract import CHAMPION_MODEL, ChampionRecord
 from fraud_assets.core.drift import DriftThresholds, drift_report, performance_report, reference_profile
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.features import FEATURE_COLUMNS
+from fraud_assets.core.labels import join_labels
 from fraud_assets.core.prediction_log import read_prediction_log
 from fraud_assets.core.splitting import TRAIN
+from fraud_assets.defs.label_feed import fed_labels, labels_input
 from fraud_assets.defs.partitions import daily_partitions, single_run
-from fraud_assets.defs.resources import ModelStoreResource, PredictionLogResource, ReportStoreResource
+from fraud_assets.defs.resources import (
+    LabelFeedResource,
+    ModelStoreResource,
+    PredictionLogResource,
+    ReportStoreResource,
+)
 
 SCORE = "fraud_score"
 DRIFT_REFERENCE = "drift_reference"  # the asset that the rollback rebuilds with the champion
@@ -239,6 +246,8 @@ def live_drift_report(
             ),
             metadata={"allow_missing_partitions": True},
         ),
+        # the labels of that week reported by the partition's end (a day more: see features)
+        "fraud_labels": labels_input(PERFORMANCE_WINDOW[0] - 1, 0),
     },
     deps=[CHAMPION_MODEL],
     partitions_def=daily_partitions,
@@ -255,24 +264,28 @@ def live_drift_report(
     ],
     description=(
         "The served champion scored on the week of transactions whose labels have arrived "
-        "(8 to 14 days before the partition's day): AUC-ROC, average precision, Card Precision@100. "
+        "(8 to 14 days before the partition's day), each with its latest label reported by the "
+        "day's end (`fraud_labels`): AUC-ROC, average precision, Card Precision@100. "
         "Days the champion was trained on are left out (they would flatter it), so right after "
         "training the week may hold fewer rows, or none."
     ),
 )
 def model_performance(
-    context: dg.AssetExecutionContext, transaction_features: pd.DataFrame, model_store: ModelStoreResource
+    context: dg.AssetExecutionContext,
+    transaction_features: pd.DataFrame,
+    fraud_labels: pd.DataFrame,
+    model_store: ModelStoreResource,
+    label_feed: LabelFeedResource,
 ):
     as_of = pd.Timestamp(context.partition_time_window.end).tz_localize(None)
     champion, bundle = _champion(context, model_store)
     trained_until = bundle.training_window[1]  # the last day of its training rows
-    frame = transaction_features
-    if c.IS_FRAUD in frame:
-        known = frame[c.IS_FRAUD].notna() & (frame[c.LABEL_KNOWN_AT] < as_of)
-        seen = frame[c.TIMESTAMP] < pd.Timestamp(trained_until) + pd.Timedelta(days=1)
-        labelled, left_out = frame[known & ~seen], int((known & seen).sum())
-    else:
-        labelled, left_out = frame.iloc[0:0], 0
+    labels = join_labels(transaction_features, fed_labels(fraud_labels), label_feed.genuine_after())
+    now = labels.events.as_of(as_of)  # each transaction's latest label reported by the day's end
+    frame = transaction_features.assign(**{c.IS_FRAUD: now.is_fraud, c.LABEL_KNOWN_AT: now.known_at})
+    known = pd.Series(now.labelled(), index=frame.index)
+    seen = frame[c.TIMESTAMP] < pd.Timestamp(trained_until) + pd.Timedelta(days=1)
+    labelled, left_out = frame[known & ~seen], int((known & seen).sum())
     scores = fraud_scores(bundle.preprocessor, bundle.classifier, labelled) if len(labelled) else np.array([])
     context_cols = [col for col in (c.TIMESTAMP, c.CARD_ID) if col in labelled]
     report = performance_report(

@@ -26,6 +26,7 @@ from fraud_assets.core.capture import FILED_FOLDERS, TRANSACTIONS, CaptureFeed, 
 from fraud_assets.core.contract import RAW_TRANSACTIONS, partition_location
 from fraud_assets.core.generator import DriftKnobs, SimulationConfig, TransactionSimulator
 from fraud_assets.core.ingest import list_landing_files
+from fraud_assets.core.label_files import LABEL_FILE_COLUMNS, list_label_files
 from fraud_assets.core.landing_settings import LandingSettings
 from fraud_assets.core.registry import ModelRegistry, ensure_experiment
 from fraud_assets.core.settings import DriftSettings, FraudopsSettings, GeneratorSettings, defaults
@@ -39,7 +40,17 @@ from fraud_assets.defs.partitions import PartitionStartResource
 DEFAULTS = defaults()
 API_TRANSACTIONS = FILED_FOLDERS[TRANSACTIONS]  # the API's traffic as filed by day (an external asset)
 LANDING_DEFAULTS = DEFAULTS.landing
-LANDING_FIELDS = dataclasses.fields(LandingSettings)
+# The fields a resource carries to rebuild a LandingSettings (the column names it may map onto are
+# the reader's own, not configuration).
+READING_FIELDS = tuple(f.name for f in dataclasses.fields(LandingSettings) if f.name != "known_columns")
+
+
+def _reading_fields(reading: LandingSettings) -> dict[str, Any]:
+    """A LandingSettings as a resource's config (plain dicts, JSON-able)."""
+    values = {name: getattr(reading, name) for name in READING_FIELDS}
+    values["column_mapping"] = dict(values["column_mapping"])
+    values["value_rules"] = {ours: dict(rules) for ours, rules in values["value_rules"].items()}
+    return values
 
 
 class TransactionSimulatorResource(dg.ConfigurableResource):
@@ -102,11 +113,13 @@ class LandingZoneResource(dg.ConfigurableResource):
     them: the fields of :class:`LandingSettings`, which :attr:`landing` hands out.
 
     ``column_mapping`` maps fraudops' column names to the file's, e.g.
-    ``{"transaction_id": "id", "timestamp": "ts", "is_fraud": "fraud"}``.
+    ``{"transaction_id": "id", "timestamp": "ts", "is_fraud": "fraud"}``; ``value_rules`` maps a
+    column's codes onto our values, e.g. ``{"is_online": {"CP": "false", "CNP": "true"}}``.
     """
 
     path: str
     column_mapping: dict[str, str] = {}
+    value_rules: dict[str, dict[str, str]] = {}
     timestamp_format: str | None = None
     label_delay_days: float = LANDING_DEFAULTS.label_delay_days
     encoding: str = LANDING_DEFAULTS.encoding
@@ -115,15 +128,48 @@ class LandingZoneResource(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: FraudopsSettings) -> Self:
         """The folder, and the landing settings as parsed once by the settings."""
-        return cls(path=settings.landing_dir, **dataclasses.asdict(settings.landing))
+        return cls(path=settings.landing_dir, **_reading_fields(settings.landing))
 
     @cached_property
     def landing(self) -> LandingSettings:
         """How to read the files: what the landing sensor and `raw_transactions` both use."""
-        return LandingSettings(**{field.name: getattr(self, field.name) for field in LANDING_FIELDS})
+        return LandingSettings(**{name: getattr(self, name) for name in READING_FIELDS})
 
     def files(self) -> list[Path]:
         return list_landing_files(self.path)
+
+
+class LabelFeedResource(dg.ConfigurableResource):
+    """The label feed's own configuration: the folder of label files and their column mapping
+    (value rules allowed, e.g. ``{"is_fraud": {"chargeback": "1", "reversed": "0"}}``), and the
+    label delay after which a transaction with no label counts as genuine. The labels posted to
+    the API come through the capture feed (`CapturedTrafficResource`)."""
+
+    path: str
+    column_mapping: dict[str, str] = {}
+    value_rules: dict[str, dict[str, str]] = {}
+    timestamp_format: str | None = None
+    encoding: str = LANDING_DEFAULTS.encoding
+    label_delay_days: float = LANDING_DEFAULTS.label_delay_days
+    csv_separator: str = LANDING_DEFAULTS.csv_separator
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        """The labels folder, and its files' reading as parsed once by the settings."""
+        return cls(path=settings.labels_dir, **_reading_fields(settings.label_files))
+
+    @cached_property
+    def reading(self) -> LandingSettings:
+        """How to read the label files: what the label sensor and `fraud_labels` both use."""
+        fields = {name: getattr(self, name) for name in READING_FIELDS}
+        return LandingSettings(**fields, known_columns=LABEL_FILE_COLUMNS)
+
+    def files(self) -> list[Path]:
+        return list_label_files(self.path)
+
+    def genuine_after(self) -> pd.Timedelta:
+        """How long after a transaction its silence (no label) says genuine."""
+        return pd.Timedelta(days=self.label_delay_days)
 
 
 class ModelStoreResource(dg.ConfigurableResource):
@@ -308,5 +354,6 @@ def resources_for(settings: FraudopsSettings) -> dict[str, Any]:
         "captured_traffic": CapturedTrafficResource.from_settings(settings),
         "simulator": TransactionSimulatorResource.from_settings(settings),
         "landing_zone": LandingZoneResource.from_settings(settings),
+        "label_feed": LabelFeedResource.from_settings(settings),
         PARTITION_START: PartitionStartResource.from_settings(settings),
     }

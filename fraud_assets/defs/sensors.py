@@ -1,6 +1,9 @@
 """Sensors of the data stage: new landing files become materialized partitions, once per file."""
 
+import datetime as dt
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 
@@ -35,18 +38,40 @@ def landing_files_sensor(
     landing_zone: LandingZoneResource,
     partition_start: PartitionStartResource,
 ):
+    reading = landing_zone.landing
+    return new_file_runs(
+        context,
+        landing_zone.files(),
+        lambda path: covered_days(path, reading),
+        run_config={"ops": {RAW_TRANSACTIONS: {"config": {"source": "landing"}}}},
+        what="landing files",
+        partition_start=partition_start,
+    )
+
+
+def new_file_runs(
+    context: dg.SensorEvaluationContext,
+    files: list[Path],
+    covered: Callable[[Path], list[dt.date]],
+    run_config: dict,
+    what: str,
+    partition_start: PartitionStartResource,
+) -> dg.SensorResult:
+    """One run per new or rewritten file (the cursor remembers each file's signature), for the
+    days it covers; a file that cannot be read, or covers days outside the partitions, is
+    reported (once, and again when it changes)."""
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     partitions = partition_start.partitions_def()
     last_key = partitions.get_last_partition_key()
     first_key = partitions.get_first_partition_key()
     requests, problems = [], []
-    for path in landing_zone.files():
+    for path in files:
         signature = file_signature(path)
         if seen.get(path.name) == signature:
             continue
         seen[path.name] = signature  # a broken file is reported once, and again when it changes
         try:
-            days = covered_days(path, landing_zone.landing)
+            days = covered(path)
         except (LandingFileError, ValueError) as err:
             problems.append(str(err))
             continue
@@ -59,7 +84,7 @@ def landing_files_sensor(
         requests.append(
             dg.RunRequest(
                 run_key=f"{path.name}:{signature}",
-                run_config={"ops": {RAW_TRANSACTIONS: {"config": {"source": "landing"}}}},
+                run_config=run_config,
                 tags={RANGE_START: start, RANGE_END: end, LANDING_FILE_TAG: path.name},
             )
         )
@@ -67,7 +92,7 @@ def landing_files_sensor(
         context.log.error(problem)
     skip = None
     if not requests:
-        skip = "; ".join(problems) if problems else "no new landing files"
+        skip = "; ".join(problems) if problems else f"no new {what}"
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True), skip_reason=skip)
 
 

@@ -21,6 +21,7 @@ import dagster as dg
 
 from fraud_assets.core.capture import FILED_FOLDERS, LABELS, STREAMS, TRANSACTIONS, file_records
 from fraud_assets.core.contract import RAW_TRANSACTIONS
+from fraud_assets.defs.labels import ingest_labels_job
 from fraud_assets.defs.partitions import daily_partitions
 from fraud_assets.defs.resources import CapturedTrafficResource
 from fraud_assets.defs.sensors import RANGE_END, RANGE_START, ingest_transactions_job
@@ -55,6 +56,7 @@ api_labels = dg.AssetSpec(
 # The job each stream's filed days launch, with its run config (a stream without one is filed only).
 STREAM_JOBS: dict[str, tuple[dg.UnresolvedAssetJobDefinition, dict]] = {
     TRANSACTIONS: (ingest_transactions_job, {"ops": {RAW_TRANSACTIONS: {"config": {"source": "api"}}}}),
+    LABELS: (ingest_labels_job, {}),
 }
 
 

@@ -14,11 +14,14 @@ from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import frame_fingerprint
 from fraud_assets.core.candidates import Candidate
 from fraud_assets.core.features import LOOKBACK_DAYS
+from fraud_assets.core.labels import LABEL_SOURCE, join_labels
 from fraud_assets.core.models.tuning import SERVING_MAX_DEPTH
 from fraud_assets.core.preprocessor import FraudPreprocessor
-from fraud_assets.core.splitting import TEST, TRAIN, assign_split, require_both_classes
+from fraud_assets.core.splitting import EXCLUDED, TEST, TRAIN, assign_split, require_both_classes
 from fraud_assets.core.training import ALGORITHMS, TuningPlan, train_candidate
+from fraud_assets.defs.label_feed import ALL_LABELS, fed_labels
 from fraud_assets.defs.metadata import preview
+from fraud_assets.defs.resources import LabelFeedResource
 
 SPLIT = "split"
 # True where the row's label was known when training runs (the end of the last day of data):
@@ -45,17 +48,26 @@ class TrainingWindowConfig(dg.Config):
 
 
 @dg.asset(
-    ins={"transaction_features": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    ins={
+        "transaction_features": dg.AssetIn(metadata={"allow_missing_partitions": True}),
+        "fraud_labels": ALL_LABELS,
+    },
     group_name="training",
     kinds={"pandas", "parquet"},
     description=(
-        "Labelled feature rows of the training window, each marked `train` or `test` by time: "
-        "test is the most recent share of days, train ends a label-delay gap earlier and only "
-        "keeps labels that were known when the test window began. Never a random split."
+        "Labelled feature rows of the training window, each with its latest label as of training "
+        "time (`fraud_labels`; genuine when no label came within the label delay) and marked "
+        "`train` or `test` by time: test is the most recent share of the days whose labels are in, "
+        "train ends a label-delay gap earlier and only keeps labels that were known when the test "
+        "window began. Never a random split."
     ),
 )
 def training_data(
-    context: dg.AssetExecutionContext, config: TrainingWindowConfig, transaction_features: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    config: TrainingWindowConfig,
+    transaction_features: pd.DataFrame,
+    fraud_labels: pd.DataFrame,
+    label_feed: LabelFeedResource,
 ):
     frame = transaction_features.sort_values(c.TIMESTAMP, kind="stable").reset_index(drop=True)
     if config.max_days > 0 and len(frame):
@@ -73,8 +85,18 @@ def training_data(
             "the training window is empty: materialize transaction_features for more days (the first "
             f"{config.warmup_days} days only warm up the history windows; set warmup_days to change that)"
         )
-    role, split = assign_split(frame, config.test_fraction, config.gap_days)
-    frame[SPLIT] = role.to_numpy()
+    now = training_time(frame)
+    delay = label_feed.genuine_after()
+    labels = join_labels(frame, fed_labels(fraud_labels), delay).events.as_of(now)
+    frame[c.IS_FRAUD] = pd.array(labels.is_fraud, dtype="Float64").astype("Int8")
+    frame[c.LABEL_KNOWN_AT] = labels.known_at
+    frame[LABEL_SOURCE] = labels.source
+    # Held-out and training rows are days whose labels are all in: in the latest label delay
+    # only the chargebacks that came early are known, a sample full of fraud.
+    matured = (frame[c.TIMESTAMP] < now - delay).to_numpy()
+    role, split = assign_split(frame[matured], config.test_fraction, config.gap_days)
+    frame[SPLIT] = EXCLUDED
+    frame.loc[matured, SPLIT] = role.to_numpy()
     frame[KNOWN_NOW] = labels_known_now(frame, config.gap_days)
     frame = frame[frame[SPLIT].isin([TRAIN, TEST]) | frame[KNOWN_NOW]].reset_index(drop=True)
     require_both_classes(
@@ -92,6 +114,10 @@ def training_data(
             "test_window": f"{split.test_start} .. {split.test_end}",
             "refit_window": f"{known[c.TIMESTAMP].min()} .. {known[c.TIMESTAMP].max()}",
             "refit_rows": len(known),
+            "labels_as_of": str(now),
+            "labels_by_source": dg.MetadataValue.json(
+                frame[LABEL_SOURCE].dropna().astype(str).value_counts().to_dict()
+            ),
             "rows_by_split": dg.MetadataValue.md(counts.to_markdown()),
             "data_fingerprint": frame_fingerprint(frame),
             "preview": preview(frame),
@@ -100,10 +126,15 @@ def training_data(
     return frame
 
 
+def training_time(frame: pd.DataFrame) -> pd.Timestamp:
+    """When training runs: the end of the last day of ``frame``."""
+    return frame[c.TIMESTAMP].max().normalize() + pd.Timedelta(days=1)
+
+
 def labels_known_now(frame: pd.DataFrame, delay_days: float) -> pd.Series:
     """Rows whose label is known at the end of the last day of ``frame`` (when training runs):
     ``label_known_at`` before then, or, without that column, a transaction older than the delay."""
-    now = frame[c.TIMESTAMP].max().normalize() + pd.Timedelta(days=1)
+    now = training_time(frame)
     labelled = frame[c.IS_FRAUD].notna()
     if c.LABEL_KNOWN_AT in frame:
         return labelled & (frame[c.LABEL_KNOWN_AT] < now)

@@ -27,6 +27,7 @@ async def root(service: ServiceDep) -> dict[str, Any]:
             "model": "GET /model",
             "predict": "POST /predict",
             "predict_batch": "POST /predict/batch",
+            "labels": "POST /labels",
             "metrics": "GET /metrics",
             "docs": "GET /docs",
         },
