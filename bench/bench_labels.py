@@ -40,7 +40,7 @@ from fraud_assets.core.labels import join_labels, stored_labels
 from fraud_assets.core.landing_settings import split_mapping
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager
 from fraud_assets.defs.labels import collect_labels, ingest_labels_job, label_files_sensor
-from fraud_assets.defs.partitions import daily_partitions
+from fraud_assets.defs.partitions import PartitionStartResource, daily_partitions
 from fraud_assets.defs.resources import CapturedTrafficResource, LabelFeedResource
 
 DAYS = 30
@@ -105,6 +105,9 @@ def definitions(labels_dir: Path, storage: Path) -> dg.Definitions:
             "io_manager": PartitionedParquetIOManager(base_path=str(storage)),
             "label_feed": LabelFeedResource(path=str(labels_dir), column_mapping=COLUMNS, value_rules=RULES),
             "captured_traffic": CapturedTrafficResource(storage=str(storage)),
+            "partition_start": PartitionStartResource(
+                day=daily_partitions.start.date().isoformat(), source="the benchmark"
+            ),
         },
     )
 

@@ -227,6 +227,8 @@ def trained(cluster: Cluster) -> dict[str, str]:
     days = {RANGE_START: FIRST, RANGE_END: LAST}
     runs = {"ingest": cluster.submit("ingest_transactions", tags=days)}
     cluster.succeeds(runs["ingest"])
+    runs["labels"] = cluster.submit("ingest_labels", tags=days)  # the generator's chargebacks
+    cluster.succeeds(runs["labels"])
     runs["features"] = cluster.submit("build_features", tags=days)
     cluster.succeeds(runs["features"])
     config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}

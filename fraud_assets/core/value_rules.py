@@ -33,7 +33,10 @@ VALUE_RULES_CHECK = "value_rules"
 def _as_text(series: pd.Series) -> pa.ChunkedArray:
     """A column as Arrow text: text as it is, numbers and flags as Arrow writes them."""
     if isinstance(series.array, pd.arrays.ArrowExtensionArray):
-        array = series.array._pa_array
+        # the Arrow interchange protocol (``__arrow_array__``): pandas hands over its own array
+        array = pa.array(series.array)
+        if isinstance(array, pa.Array):
+            array = pa.chunked_array([array])
     else:
         array = pa.chunked_array([pa.array(series.to_numpy(dtype=object, na_value=None), from_pandas=True)])
     if pa.types.is_boolean(array.type):
