@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 POPULATION = 300
 SEED = 11
-FIRST, LAST = "2026-03-01", "2026-03-28"  # training: 28 days, warm-up left out (as test_training_assets)
+FIRST, LAST = "2026-02-22", "2026-03-28"  # training: 35 days, warm-up left out (as test_training_assets)
 QUICK = {"n_trials": 1, "imbalance_methods": ["class_weight"]}
 CANDIDATES = ("logistic_regression_model", "random_forest_model", "xgboost_model", "lightgbm_model")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
