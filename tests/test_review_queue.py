@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.capture import LABELS, CapturedRecord, file_records, labels_line, open_capture
-from fraud_assets.core.labels import empty_labels
+from fraud_assets.core.contract import partition_location
+from fraud_assets.core.labels import empty_labels, stored_labels
 from fraud_assets.core.review_queue import (
     CARD_RANK,
     alerts,
@@ -21,6 +23,10 @@ from fraud_assets.core.review_queue import (
     stored_queue,
 )
 from fraud_assets.core.storage import Location
+from fraud_assets.defs.io_managers import PartitionedParquetIOManager
+from fraud_assets.defs.partitions import daily_partitions
+from fraud_assets.defs.resources import LabelFeedResource, PredictionLogResource, ReviewQueueResource
+from fraud_assets.defs.review import review_queue_asset
 from tests.test_serving import body_of, make_client, shared_home, world  # noqa: F401  (fixtures)
 
 DAY = "2026-12-01"
@@ -249,3 +255,73 @@ def test_alerts_work_with_the_capture_off(world, tmp_path, shared_home):  # noqa
             cl.post("/labels", json={"label_id": "x", "transaction_id": "t", "is_fraud": 1}).status_code
             == 503
         )
+
+
+# --- the daily review_queue asset -------------------------------------------------------------
+
+
+def test_the_daily_queue_lists_what_the_api_lists_and_is_judged_on_known_labels(world, tmp_path, shared_home):  # noqa: F811
+    rows = world["live"].head(300)
+    with make_client(world, tmp_path, shared_home[0], review_capacity=5) as cl:
+        answer = cl.post("/predict/batch", json={"transactions": [body_of(r) for r in rows.itertuples()]})
+        assert answer.status_code == 200
+        assert cl.app.state.service.log.flush()
+        listed = cl.get("/alerts").json()["alerts"]
+    today = dt.datetime.now(dt.UTC).date()
+    storage = tmp_path / "storage"
+    card_of = dict(zip(rows[c.TRANSACTION_ID], rows[c.CARD_ID], strict=True))
+    at = dict(zip(rows[c.TRANSACTION_ID], rows[c.TIMESTAMP], strict=True))
+    listed_cards = [a["card_id"] for a in listed]
+    # labels: frauds on two listed cards and on one card the queue did not list
+    unlisted = next(t for t in rows[c.TRANSACTION_ID] if card_of[t] not in listed_cards)
+    frauds = [listed[0]["transaction_id"], listed[3]["recent_transactions"][0]["transaction_id"], unlisted]
+    reported = [at[t] + pd.Timedelta(hours=2) for t in frauds]
+    labels = stored_labels(
+        pd.DataFrame(
+            {
+                "label_id": [f"cb-{t}" for t in frauds],
+                c.TRANSACTION_ID: frauds,
+                c.IS_FRAUD: np.ones(3, dtype="int8"),
+                "reported_at": reported,
+                "source": "chargeback",
+                "reason": None,
+                "feed": "api",
+            }
+        )
+    )
+    for day, frame in labels.groupby("partition_date"):
+        partition_location(Location.of(storage), "fraud_labels", day).write_parquet(frame)
+    resources = {
+        "io_manager": PartitionedParquetIOManager(base_path=str(storage)),
+        "prediction_log": PredictionLogResource(path=str(tmp_path / "predictions")),
+        "review": ReviewQueueResource(path=str(storage), capacity=5),
+        "label_feed": LabelFeedResource(path=str(tmp_path / "labels")),
+    }
+    judged_at = (max(reported) + pd.Timedelta(hours=1)).isoformat()
+    config = {"ops": {"review_queue": {"config": {"labels_as_of": judged_at}}}}
+    with dg.instance_for_test() as instance:
+        for day in (today - dt.timedelta(days=1), today):  # the day before: no traffic, an empty queue
+            result = dg.materialize(
+                [dg.AssetSpec("fraud_labels", partitions_def=daily_partitions), review_queue_asset],
+                partition_key=day.isoformat(),
+                resources=resources,
+                instance=instance,
+                run_config=config,
+            )
+            assert result.success
+        meta = instance.get_latest_materialization_event(
+            dg.AssetKey("review_queue")
+        ).asset_materialization.metadata
+    stored = pd.read_parquet(storage / "review_queue" / f"{today.isoformat()}.parquet")
+    ranked = stored.dropna(subset=["card_rank"]).drop_duplicates("card_id").sort_values("card_rank")
+    assert ranked["card_id"].tolist() == listed_cards  # the API's queue, by the same function
+    assert len(stored) == len(rows) and set(stored[c.TRANSACTION_ID]) == set(rows[c.TRANSACTION_ID])
+    assert meta["cards_listed"].value == 5 and meta["frauds_listed"].value == 2
+    assert meta["card_precision_at_k"].value == pytest.approx(2 / 5)
+    assert meta["missed_fraud_cards"].value == 1 and meta["fraud_cards"].value == 3
+    # the other listed cards are not known yet (within the label delay): false alarms so far
+    assert meta["unknown_listed"].value == 3
+    assert meta["expected_cost"].value == pytest.approx(100.0 * 1 + 5.0 * 3)
+    assert "data:image/png;base64," in meta["plot"].value
+    by_day = meta["by_day"].value
+    assert (today - dt.timedelta(days=1)).isoformat() in by_day and today.isoformat() in by_day
