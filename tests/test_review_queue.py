@@ -26,7 +26,7 @@ from fraud_assets.core.storage import Location
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager
 from fraud_assets.defs.partitions import daily_partitions
 from fraud_assets.defs.resources import LabelFeedResource, PredictionLogResource, ReviewQueueResource
-from fraud_assets.defs.review import review_queue_asset
+from fraud_assets.defs.review import daily_review_schedule, review_queue_asset
 from tests.test_serving import body_of, make_client, shared_home, world  # noqa: F401  (fixtures)
 
 DAY = "2026-12-01"
@@ -325,3 +325,12 @@ def test_the_daily_queue_lists_what_the_api_lists_and_is_judged_on_known_labels(
     assert "data:image/png;base64," in meta["plot"].value
     by_day = meta["by_day"].value
     assert (today - dt.timedelta(days=1)).isoformat() in by_day and today.isoformat() in by_day
+
+
+def test_every_night_lists_yesterdays_queue():
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 12, 7, 0, 30, tzinfo=dt.UTC)
+    )
+    request = daily_review_schedule(context)
+    assert (request.partition_key, request.run_key) == ("2026-12-06", "review-2026-12-06")
+    assert daily_review_schedule.job.name == "list_review_queue"

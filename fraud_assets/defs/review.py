@@ -9,6 +9,8 @@ Precision@k on the queue actually listed, the fraud cards it missed, and the exp
 both with evaluation's costs, for the day and the days before it (a plot in the UI).
 """
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
@@ -129,3 +131,24 @@ def review_queue_asset(
         )
     context.add_output_metadata(meta)
     return today
+
+
+review_queue_job = dg.define_asset_job(
+    "list_review_queue",
+    selection=dg.AssetSelection.assets(REVIEW_QUEUE),
+    description="The day's review queue, judged with its earlier days on the labels known now.",
+)
+
+
+@dg.schedule(
+    job=review_queue_job,
+    cron_schedule="30 0 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        "Every night (00:30 UTC): yesterday's review queue from its complete prediction log, and the "
+        "precision of the queues before it on the labels known by then."
+    ),
+)
+def daily_review_schedule(context: dg.ScheduleEvaluationContext):
+    day = (context.scheduled_execution_time.date() - dt.timedelta(days=1)).isoformat()
+    return dg.RunRequest(run_key=f"review-{day}", partition_key=day)
