@@ -17,6 +17,7 @@ from fraud_assets.core.labels import empty_labels, stored_labels
 from fraud_assets.core.review_queue import (
     CARD_RANK,
     alerts,
+    decisions_since,
     queue_outcome,
     review_queue,
     reviewed_transactions,
@@ -116,11 +117,16 @@ def test_reviews_are_analysts_decisions_filed_or_still_in_the_feed(tmp_path):
     filed = [row("f1", "analyst", "2026-12-01T09:00:00"), row("f2", "chargeback", "2026-12-01T09:00:00")]
     filed.append(row("old", "analyst", "2026-11-20T09:00:00"))  # too early to concern the day
     file_records(storage, LABELS, [CapturedRecord("x:0", labels_line(filed))])
-    assert reviewed_transactions(storage, None, DAY) == {"f1"}
+    since = decisions_since(DAY, scored([("t", "A", 0.5)]))
+    assert since == "2026-11-30"
+    assert reviewed_transactions(storage, None, since) == {"f1"}
+    # a replayed day: its transactions happened days before they were scored
+    replayed = scored([("t", "A", 0.5)]).assign(timestamp=pd.Timestamp("2026-11-21T10:00:00"))
+    assert reviewed_transactions(storage, None, decisions_since(DAY, replayed)) == {"f1", "old"}
     feed.append(LABELS, [labels_line([row("s1", "analyst", "2026-12-01T10:00:00")])])
     feed.append(LABELS, [b"not a record"])
-    assert reviewed_transactions(storage, feed, DAY) == {"f1", "s1"}
-    assert reviewed_transactions(Location.of(tmp_path / "nothing"), None, DAY) == set()
+    assert reviewed_transactions(storage, feed, since) == {"f1", "s1"}
+    assert reviewed_transactions(Location.of(tmp_path / "nothing"), None, since) == set()
 
 
 def labels_frame(rows: list[tuple[str, int, str]]) -> pd.DataFrame:

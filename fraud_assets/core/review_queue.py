@@ -208,14 +208,24 @@ def _filed_days(storage: Location, since: str) -> list[str]:
     return days
 
 
-def reviewed_transactions(storage: Location, feed: CaptureFeed | None, day: str) -> set[str]:
-    """The transactions with an analyst's decision that can concern ``day``'s queue: every
-    decision reported from the day before on (a day in the card's local time may start before the
-    UTC day of scoring), filed under ``<storage>/api_labels/`` or still in the capture feed's
+def decisions_since(day: str, scored: pd.DataFrame) -> str:
+    """The first day a decision on ``day``'s scored transactions can be filed under: the day
+    before the earlier of the scoring day and the oldest transaction's own day (a decision is
+    reported after its transaction, in the card's local clock, which may run a day ahead of UTC;
+    a replayed day is scored long after it happened)."""
+    first = dt.date.fromisoformat(day)
+    if len(scored) and c.TIMESTAMP in scored:
+        oldest = pd.to_datetime(scored[c.TIMESTAMP], errors="coerce").min()
+        if not pd.isna(oldest):
+            first = min(first, oldest.date())
+    return (first - dt.timedelta(days=1) if first > dt.date.min else first).isoformat()
+
+
+def reviewed_transactions(storage: Location, feed: CaptureFeed | None, since: str) -> set[str]:
+    """The transactions with an analyst's decision reported from the day ``since`` on (see
+    `decisions_since`), filed under ``<storage>/api_labels/`` or still in the capture feed's
     ``labels`` stream (read from its start: what the sensor released from it was filed before).
     ``feed`` None (capture off): only what was filed."""
-    first = dt.date.fromisoformat(day)
-    since = (first - dt.timedelta(days=1) if first > dt.date.min else first).isoformat()
     if not filed_folder(storage, LABELS).exists():
         decided: set[str] = set()
     else:
