@@ -28,6 +28,7 @@ from fraud_assets.defs.io_managers import PartitionedParquetIOManager
 from fraud_assets.defs.partitions import daily_partitions
 from fraud_assets.defs.resources import LabelFeedResource, PredictionLogResource, ReviewQueueResource
 from fraud_assets.defs.review import daily_review_schedule, review_queue_asset
+from fraud_assets.services.testing import redis_server
 from tests.test_serving import body_of, make_client, shared_home, world  # noqa: F401  (fixtures)
 
 DAY = "2026-12-01"
@@ -127,6 +128,16 @@ def test_reviews_are_analysts_decisions_filed_or_still_in_the_feed(tmp_path):
     feed.append(LABELS, [b"not a record"])
     assert reviewed_transactions(storage, feed, since) == {"f1", "s1"}
     assert reviewed_transactions(Location.of(tmp_path / "nothing"), None, since) == set()
+
+
+def test_reviews_still_in_a_redis_stream_count_too(tmp_path):
+    with redis_server() as url:
+        feed = open_capture(url)
+        rows = [{"label_id": "r1", "transaction_id": "s9", "is_fraud": 0, "source": "analyst"}]
+        rows.append({"label_id": "r2", "transaction_id": "s8", "is_fraud": 1, "source": "chargeback"})
+        feed.append(LABELS, [labels_line(rows)])
+        assert reviewed_transactions(Location.of(tmp_path / "storage"), feed, "2026-11-30") == {"s9"}
+        feed.close()
 
 
 def labels_frame(rows: list[tuple[str, int, str]]) -> pd.DataFrame:
