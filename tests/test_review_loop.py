@@ -6,7 +6,6 @@ and `train_models`, the decisions are the labels of those transactions in the ne
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 
 import dagster as dg
@@ -16,13 +15,10 @@ import pytest
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.labels import LABEL_SOURCE
-from fraud_assets.defs.sensors import RANGE_END, RANGE_START
-from fraud_assets.defs.traffic import captured_traffic_sensor
 from fraud_assets.replay import replay
 from fraud_assets.services.testing import start_api, stop_processes
-from tests.test_label_loop import HISTORY, pipeline, run
+from tests.test_label_loop import api_env, build_history, file_and_retrain, pipeline
 from tests.test_serving import home, world  # noqa: F401  (fixtures: the API's champion and population)
-from tests.test_training_assets import CANDIDATES, QUICK
 
 pytestmark = pytest.mark.slow
 CAPACITY = 10
@@ -53,20 +49,16 @@ def test_alerts_are_worked_and_the_decisions_are_the_next_training_labels(
     at = dict(zip(live[c.TRANSACTION_ID], live[c.TIMESTAMP], strict=True))
     today = dt.datetime.now(dt.UTC).date().isoformat()  # the UTC day the API scores the replay
     with dg.instance_for_test() as instance:
-        span = {RANGE_START: HISTORY[0].isoformat(), RANGE_END: HISTORY[1].isoformat()}
-        for job in ("ingest_transactions", "ingest_labels", "build_features"):
-            run(defs, instance, job, span)
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home[0]),
-            "FRAUDOPS_STORAGE": str(world["storage"]),
-            "FRAUDOPS_PREDICTION_LOG_DIR": str(tmp_path / "predictions"),
-            "FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS": "0",
-            "FRAUDOPS_CAPTURE": feed,
-            "FRAUDOPS_MODEL_POLL_SECONDS": "3600",
-            "FRAUDOPS_REVIEW_CAPACITY": str(CAPACITY),
-            "FRAUDOPS_API_KEY": KEY["X-API-Key"],
-        }
+        build_history(defs, instance)
+        env = api_env(
+            home[0],
+            world,
+            tmp_path,
+            feed,
+            FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS="0",  # the queue reads what the log has written
+            FRAUDOPS_REVIEW_CAPACITY=str(CAPACITY),
+            FRAUDOPS_API_KEY=KEY["X-API-Key"],
+        )
         proc, base = start_api(env, tmp_path / "api.log")
         try:
             with httpx.Client(base_url=base, timeout=30) as client:
@@ -105,17 +97,7 @@ def test_alerts_are_worked_and_the_decisions_are_the_next_training_labels(
         assert not decided_cards & {a["card_id"] for a in after["alerts"]}
         assert [a["card_id"] for a in after["alerts"]][: CAPACITY - 3] == [a["card_id"] for a in listed[3:]]
 
-        traffic = {"captured_traffic": defs.resources["captured_traffic"]}
-        context = dg.build_sensor_context(instance=instance, definitions=defs, resources=traffic)
-        filed = captured_traffic_sensor.evaluate_tick(context)
-        assert filed.run_requests, filed.skip_message
-        for request in sorted(filed.run_requests, key=lambda r: r.job_name != "ingest_transactions"):
-            run(defs, instance, request.job_name, request.tags, request.run_config)
-        days = sorted({str(d) for d in live[c.TIMESTAMP].dt.date})
-        run(defs, instance, "build_features", {RANGE_START: days[0], RANGE_END: days[-1]})
-        config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}
-        config["ops"]["training_data"] = {"config": {"warmup_days": 0}}
-        run(defs, instance, "train_models", run_config=config)
+        file_and_retrain(defs, instance, live)
 
     training = pd.read_parquet(tmp_path / "pipeline" / "storage" / "training_data.parquet").set_index(
         c.TRANSACTION_ID
