@@ -18,11 +18,11 @@ from pydantic import BaseModel, Field
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.capture import CaptureFeed
-from fraud_assets.core.prediction_log import read_prediction_log
 from fraud_assets.core.review_queue import (
     SCORED_AT,
     alerts,
     decisions_since,
+    read_scored,
     review_queue,
     reviewed_transactions,
     with_cards,
@@ -69,7 +69,7 @@ def day_queue(
 ) -> dict[str, Any]:
     """The queue of ``day`` as `AlertsResponse` fields (blocking: call it from a worker thread)."""
     key = day.isoformat()
-    scored = read_prediction_log(log_dir, key)
+    scored = read_scored(log_dir, key)
     reviewed = reviewed_transactions(storage, feed, decisions_since(key, scored)) if len(scored) else set()
     queue = review_queue(scored, capacity, reviewed)
     carded = with_cards(scored)

@@ -14,11 +14,13 @@ from fraud_assets.core import columns as c
 from fraud_assets.core.capture import LABELS, CapturedRecord, file_records, labels_line, open_capture
 from fraud_assets.core.contract import partition_location
 from fraud_assets.core.labels import empty_labels, stored_labels
+from fraud_assets.core.prediction_log import read_prediction_log
 from fraud_assets.core.review_queue import (
     CARD_RANK,
     alerts,
     decisions_since,
     queue_outcome,
+    read_scored,
     review_queue,
     reviewed_transactions,
     stored_queue,
@@ -266,6 +268,12 @@ def test_alerts_work_with_the_capture_off(world, tmp_path, shared_home):  # noqa
             == 200
         )
         assert cl.app.state.service.log.flush()
+        # the queue reads the log column-wise: the same values as the full reader
+        logged = Location.of(tmp_path / "predictions")
+        columns = read_scored(logged, dt.datetime.now(dt.UTC).date().isoformat())
+        full = read_prediction_log(logged)
+        assert len(columns) == len(full) == 50
+        pd.testing.assert_frame_equal(columns, full[list(columns.columns)])
         body = cl.get("/alerts").json()
         assert len(body["alerts"]) == 3 and body["cards_reviewed"] == 0
         assert (

@@ -38,6 +38,7 @@ import pandas as pd
 from fraud_assets.core import columns as c
 from fraud_assets.core.capture import LABELS, CaptureFeed, decode, filed_folder, read_filed
 from fraud_assets.core.labels import API_SOURCE, SOURCE, join_labels
+from fraud_assets.core.prediction_log import read_log_columns
 from fraud_assets.core.storage import Location
 from fraud_assets.core.validation import PARTITION_DATE
 
@@ -51,9 +52,17 @@ RANK, CARD_SCORE, TRANSACTIONS = "rank", "score", "transactions"
 CARD_RANK = "card_rank"  # a day's transaction: its card's rank in the queue (null: not listed)
 # What a day's stored queue keeps of each scored transaction (enough to judge it later).
 STORED_COLUMNS = (c.TRANSACTION_ID, c.CARD_ID, c.TIMESTAMP, SCORED_AT, SCORE, CARD_RANK)
+# What the queue reads of a day's prediction log: the transactions' columns and model inputs.
+LOG_COLUMNS = (c.TRANSACTION_ID, c.CARD_ID, c.MERCHANT_ID, c.TIMESTAMP, SCORE, "risk_level", REASON_CODES)
+LOG_INPUTS = (c.AMOUNT, c.MERCHANT_CATEGORY, c.IS_ONLINE)
 # What an alert shows of each recent transaction, when the log has it.
 SHOWN = (c.TRANSACTION_ID, c.TIMESTAMP, SCORED_AT, SCORE, "risk_level", c.AMOUNT, c.MERCHANT_ID,
          c.MERCHANT_CATEGORY, c.IS_ONLINE)  # fmt: skip
+
+
+def read_scored(prediction_log: Location, day: str) -> pd.DataFrame:
+    """What the queue needs of ``day``'s prediction log (`LOG_COLUMNS`, `LOG_INPUTS`)."""
+    return read_log_columns(prediction_log, day, LOG_COLUMNS, LOG_INPUTS)
 
 
 def check_capacity(capacity: int) -> int:

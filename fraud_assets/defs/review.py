@@ -17,8 +17,13 @@ import pandas as pd
 from fraud_assets.core import columns as c
 from fraud_assets.core.contract import partition_location
 from fraud_assets.core.plots import png_markdown, review_queue_png
-from fraud_assets.core.prediction_log import read_prediction_log
-from fraud_assets.core.review_queue import QueueOutcome, queue_outcome, review_queue, stored_queue
+from fraud_assets.core.review_queue import (
+    QueueOutcome,
+    queue_outcome,
+    read_scored,
+    review_queue,
+    stored_queue,
+)
 from fraud_assets.core.validation import PARTITION_DATE
 from fraud_assets.defs.evaluation import CostConfig
 from fraud_assets.defs.label_feed import fed_labels, labels_input
@@ -85,7 +90,7 @@ def review_queue_asset(
     label_feed: LabelFeedResource,
 ) -> pd.DataFrame:
     day = context.partition_key
-    scored = read_prediction_log(prediction_log.location(), day)
+    scored = read_scored(prediction_log.location(), day)
     queue = review_queue(scored, review.capacity)
     today = stored_queue(day, scored, queue)
     as_of = _as_of(config)
