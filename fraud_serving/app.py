@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from fraud_serving import errors
-from fraud_serving.routers import labels, model, operations, scoring
+from fraud_serving.routers import alerts, labels, model, operations, scoring
 from fraud_serving.service import Service
 from fraud_serving.settings import Settings
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
     )
     app.state.service = service
     errors.install(app, service.metrics, service.log)
-    for router in (scoring.router, labels.router, model.router, operations.router):
+    for router in (scoring.router, labels.router, alerts.router, model.router, operations.router):
         app.include_router(router)
     return app
 

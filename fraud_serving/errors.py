@@ -32,6 +32,7 @@ ENDPOINTS = (
     "/predict",
     "/predict/batch",
     "/labels",
+    "/alerts",
     "/metrics",
     "/docs",
     "/openapi.json",

@@ -94,6 +94,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
             "drift_reference": "monitoring",
             "drift_report": "monitoring",
             "model_performance": "monitoring",
+            "review_queue": "review",
         }
         assert {k: assets.get(k) for k in expected} == expected
         checks = {
@@ -126,6 +127,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
             "daily_pipeline_schedule": "RUNNING",
             "daily_monitoring_schedule": "STOPPED",
             "weekly_retraining_schedule": "RUNNING",
+            "daily_review_schedule": "RUNNING",
         }
         daemons = {
             d["daemonType"]: d["healthy"] for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]

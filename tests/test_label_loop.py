@@ -63,6 +63,42 @@ def run(defs, instance, job, tags=None, run_config=None) -> None:
     assert result.success, [e.message for e in result.all_events if e.is_failure][:3]
 
 
+def build_history(defs: dg.Definitions, instance) -> None:
+    """The generated days before the API's: transactions, their labels, features."""
+    span = {RANGE_START: HISTORY[0].isoformat(), RANGE_END: HISTORY[1].isoformat()}
+    for job in ("ingest_transactions", "ingest_labels", "build_features"):
+        run(defs, instance, job, span)
+
+
+def api_env(home_dir, serving_world: dict, tmp_path, feed: str, **extra: str) -> dict[str, str]:
+    """The API process's environment: the serving world's champion and storage, the feed."""
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home_dir),
+        "FRAUDOPS_STORAGE": str(serving_world["storage"]),
+        "FRAUDOPS_PREDICTION_LOG_DIR": str(tmp_path / "predictions"),
+        "FRAUDOPS_CAPTURE": feed,
+        "FRAUDOPS_MODEL_POLL_SECONDS": "3600",
+        **extra,
+    }
+
+
+def file_and_retrain(defs: dg.Definitions, instance, live: pd.DataFrame) -> None:
+    """What the platform does with the captured feed: the sensor's tick and the runs it asks for,
+    the live days' features, then `train_models`."""
+    traffic = {"captured_traffic": defs.resources["captured_traffic"]}  # what the sensor uses
+    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=traffic)
+    filed = captured_traffic_sensor.evaluate_tick(context)
+    assert filed.run_requests, filed.skip_message
+    for request in sorted(filed.run_requests, key=lambda r: r.job_name != "ingest_transactions"):
+        run(defs, instance, request.job_name, request.tags, request.run_config)
+    days = sorted({str(d) for d in live[c.TIMESTAMP].dt.date})
+    run(defs, instance, "build_features", {RANGE_START: days[0], RANGE_END: days[-1]})
+    config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}
+    config["ops"]["training_data"] = {"config": {"warmup_days": 0}}
+    run(defs, instance, "train_models", run_config=config)
+
+
 def label(tid: str, name: str, fraud: bool, at: pd.Timestamp, source: str = "analyst") -> dict:
     return {
         "label_id": f"{name}-{tid}",
@@ -97,19 +133,8 @@ def test_labelled_api_traffic_is_the_new_training_data_with_its_latest_labels(
     expected |= {tid: 0 for tid in genuine}
 
     with dg.instance_for_test() as instance:
-        span = {RANGE_START: HISTORY[0].isoformat(), RANGE_END: HISTORY[1].isoformat()}
-        for job in ("ingest_transactions", "ingest_labels", "build_features"):
-            run(defs, instance, job, span)
-
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home[0]),
-            "FRAUDOPS_STORAGE": str(world["storage"]),
-            "FRAUDOPS_PREDICTION_LOG_DIR": str(tmp_path / "predictions"),
-            "FRAUDOPS_CAPTURE": capture_feed,
-            "FRAUDOPS_MODEL_POLL_SECONDS": "3600",
-        }
-        proc, base = start_api(env, tmp_path / "api.log")
+        build_history(defs, instance)
+        proc, base = start_api(api_env(home[0], world, tmp_path, capture_feed), tmp_path / "api.log")
         try:
             with httpx.Client(base_url=base, timeout=30) as client:
                 # labels that arrive before their transactions: they wait, then join
@@ -126,17 +151,7 @@ def test_labelled_api_traffic_is_the_new_training_data_with_its_latest_labels(
         finally:
             stop_processes(proc)
 
-        traffic = {"captured_traffic": defs.resources["captured_traffic"]}  # what the sensor uses
-        context = dg.build_sensor_context(instance=instance, definitions=defs, resources=traffic)
-        filed = captured_traffic_sensor.evaluate_tick(context)
-        assert filed.run_requests, filed.skip_message
-        for request in sorted(filed.run_requests, key=lambda r: r.job_name != "ingest_transactions"):
-            run(defs, instance, request.job_name, request.tags, request.run_config)
-        days = sorted({str(d) for d in live[c.TIMESTAMP].dt.date})
-        run(defs, instance, "build_features", {RANGE_START: days[0], RANGE_END: days[-1]})
-        config = {"ops": {name: {"config": QUICK} for name in CANDIDATES}}
-        config["ops"]["training_data"] = {"config": {"warmup_days": 0}}
-        run(defs, instance, "train_models", run_config=config)
+        file_and_retrain(defs, instance, live)
         meta = instance.get_latest_materialization_event(dg.AssetKey("training_data")).asset_materialization
 
     assert pd.Timestamp(meta.metadata["labels_as_of"].value) == NOW

@@ -60,7 +60,7 @@ def test_a_broken_recorded_day_says_what_to_do(env, tmp_path):
 DAILY_ASSETS = {
     "raw_transactions", "validated_transactions", "rejected_transactions", "transaction_features",
     "merchant_risk", "drift_report", "live_drift_report", "model_performance",
-    "api_transactions", "api_labels", "fraud_labels", "rejected_labels",
+    "api_transactions", "api_labels", "fraud_labels", "rejected_labels", "review_queue",
 }  # fmt: skip
 
 

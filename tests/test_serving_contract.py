@@ -41,6 +41,7 @@ def test_no_server_errors(api_schema, mode):
         "/predict",
         "/predict/batch",
         "/labels",
+        "/alerts",
         "/health",
         "/model",
         "/metrics",

@@ -80,3 +80,25 @@ def feature_importance_png(
     ax.set(xlabel="importance", title=title)
     ax.tick_params(axis="y", labelsize=max(5, 9 - len(df) // 8))
     return _png(fig)
+
+
+def review_queue_png(days: pd.DataFrame, capacity: int) -> bytes:
+    """The review queue day by day: its precision (known fraud cards among those listed) as a
+    line, the listed cards whose label is still unknown as grey bars, and the expected cost on a
+    second axis. ``days``: one row per day with day, precision, unknown_listed, expected_cost."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    x = pd.to_datetime(days["day"])
+    listed = days["listed"].replace(0, np.nan)
+    ax.bar(x, days["unknown_listed"] / listed, color="#d9d9d9", width=0.8, label="share not labelled yet")
+    ax.plot(x, days["precision"], marker="o", lw=1.5, color="#3b6ea5", label="precision (known fraud)")
+    ax.set(ylabel=f"share of the {capacity} cards listed", title="Review queue: Card Precision@k by day")
+    ax.set_ylim(0, 1.01)
+    cost = ax.twinx()
+    cost.plot(x, days["expected_cost"], ls="--", lw=1, color="#b5473a", label="expected cost")
+    cost.set_ylabel("expected cost")
+    cost.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()
+    more = cost.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=7)
+    fig.autofmt_xdate()
+    return _png(fig)

@@ -1,7 +1,7 @@
 """fraudops' configuration in one place: every ``FRAUDOPS_*`` variable, typed, with its default.
 
 The variables come in groups (storage, generator, landing folder, MLflow, monitoring, scoring
-API, execution); :class:`FraudopsSettings` holds them all. :func:`load_settings` reads them at two
+API, review queue, execution); :class:`FraudopsSettings` holds them all. :func:`load_settings` reads them at two
 moments only, never at import: when the Dagster code location loads (``fraud_assets/definitions.py``
 builds the resources, the executor and the daily partitions' first day from them, and assets and
 sensors take their values from those resources), and when the scoring API starts
@@ -385,6 +385,18 @@ class ServingSettings(BaseModel):
     )
 
 
+class ReviewSettings(BaseModel):
+    TITLE: ClassVar[str] = "Review queue"
+
+    review_capacity: int = _var(
+        "FRAUDOPS_REVIEW_CAPACITY",
+        100,
+        "cards the analysts can review a day: `GET /alerts` and the daily `review_queue` list that "
+        "many, the highest-scored not yet reviewed (Card Precision@k's k)",
+        ge=1,
+    )
+
+
 class ExecutionSettings(BaseModel):
     TITLE: ClassVar[str] = "Execution (scale-out)"
 
@@ -414,12 +426,14 @@ GROUPS = (
     MlflowSettings,
     MonitoringSettings,
     ServingSettings,
+    ReviewSettings,
     ExecutionSettings,
 )
 
 
 class FraudopsSettings(
     ExecutionSettings,
+    ReviewSettings,
     ServingSettings,
     MonitoringSettings,
     MlflowSettings,

@@ -22,11 +22,17 @@ from fraud_assets.core.splitting import TEST
 from fraud_assets.defs.training import CANDIDATE_KEYS, split_xy
 
 
-class EvaluationConfig(dg.Config):
-    # Which candidate becomes the challenger, by its held-out figure.
-    select_by: Literal["average_precision", "auc_roc", "card_precision_at_100"] = "average_precision"
+class CostConfig(dg.Config):
+    """What a missed fraud and a false alarm (a review for nothing) cost: evaluation's expected
+    cost, and the review queue's."""
+
     cost_missed_fraud: float = 100.0
     cost_false_alarm: float = 5.0
+
+
+class EvaluationConfig(CostConfig):
+    # Which candidate becomes the challenger, by its held-out figure.
+    select_by: Literal["average_precision", "auc_roc", "card_precision_at_100"] = "average_precision"
 
 
 TARGET_CHECKS = [

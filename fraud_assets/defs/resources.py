@@ -209,6 +209,19 @@ class _LocationResource(dg.ConfigurableResource):
         return Location.of(self.path, self.storage_options)
 
 
+class ReviewQueueResource(_LocationResource):
+    """The analysts' review capacity (cards a day, ``FRAUDOPS_REVIEW_CAPACITY``) and the pipeline's
+    storage, where each day's listed queue is kept (`review_queue`)."""
+
+    capacity: int = DEFAULTS.review_capacity
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        where = settings.storage
+        options = dict(settings.location(where).options)
+        return cls(path=where, storage_options=options, capacity=settings.review_capacity)
+
+
 class CapturedTrafficResource(dg.ConfigurableResource):
     """The scoring API's capture feed (``FRAUDOPS_CAPTURE``: a local folder, a ``redis://`` URL
     or ``off``) and where its records are filed by day (the pipeline's storage)."""
@@ -355,5 +368,6 @@ def resources_for(settings: FraudopsSettings) -> dict[str, Any]:
         "simulator": TransactionSimulatorResource.from_settings(settings),
         "landing_zone": LandingZoneResource.from_settings(settings),
         "label_feed": LabelFeedResource.from_settings(settings),
+        "review": ReviewQueueResource.from_settings(settings),
         PARTITION_START: PartitionStartResource.from_settings(settings),
     }

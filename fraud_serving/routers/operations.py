@@ -28,6 +28,7 @@ async def root(service: ServiceDep) -> dict[str, Any]:
             "predict": "POST /predict",
             "predict_batch": "POST /predict/batch",
             "labels": "POST /labels",
+            "alerts": "GET /alerts",
             "metrics": "GET /metrics",
             "docs": "GET /docs",
         },
