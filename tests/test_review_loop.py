@@ -38,6 +38,9 @@ def queue_of(client: httpx.Client, day: str, cards: int, timeout: float = 120) -
         time.sleep(0.5)
 
 
+# A safety cap, not a speed check: history, an API process, two ingests and a training run take
+# 3-7 minutes on 2 cores depending on what else runs; the suite's default cap is 10.
+@pytest.mark.timeout(1800)
 def test_alerts_are_worked_and_the_decisions_are_the_next_training_labels(
     world,  # noqa: F811
     home,  # noqa: F811
