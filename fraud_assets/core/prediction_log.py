@@ -21,6 +21,7 @@ from fraud_assets.core.contract import (
     LOG_FEATURES,
     LOG_READ_COLUMNS,
     LOG_READ_DTYPES,
+    LOG_SHADOW_FIELDS,
     LOG_TRANSACTION_FIELDS,
     prediction_log_files,
 )
@@ -35,9 +36,9 @@ def _transactions(line: dict) -> list[dict]:
     if not isinstance(line.get("transaction_id"), list):
         return [line]
     n = len(line["transaction_id"])
-    shared = {key: line.get(key) for key in LOG_CALL_FIELDS}
+    shared = {key: line.get(key) for key in (*LOG_CALL_FIELDS, LOG_SHADOW_FIELDS[0])}
     each = {key: shared.pop(key) for key, value in list(shared.items()) if isinstance(value, list)}
-    columns = {key: line.get(key) or [None] * n for key in _COLUMNS}
+    columns = {key: line.get(key) or [None] * n for key in (*_COLUMNS, LOG_SHADOW_FIELDS[1])}
     features = line.get(LOG_FEATURES) or {}
     return [
         {
@@ -57,7 +58,8 @@ def read_prediction_log(directory: str | os.PathLike | Location, day: str | dt.d
     `contract.LOG_READ_DTYPES`): ``scored_at`` (UTC timestamp), ``timestamp`` (the transaction's,
     naive local time), ``transaction_id``, ``card_id``, ``merchant_id``, ``model_version``,
     ``threshold``, ``fraud_probability``, ``is_fraud``, ``risk_level``, ``latency_ms``,
-    ``reason_codes`` (list), then one column per model input value
+    ``reason_codes`` (list), ``shadow_version`` and ``shadow_probability`` (the challenger scored
+    in shadow and its probability; None and NaN where none was), then one column per model input value
     (``amount``, ``merchant_category``, ``transactions_last_24h``, ...; NaN where the value was
     missing and imputed). A half-written last line (a crash mid-write) is skipped.
     """

@@ -385,6 +385,45 @@ class ServingSettings(BaseModel):
     )
 
 
+class ShadowSettings(BaseModel):
+    TITLE: ClassVar[str] = "Shadow challenger and review capacity"
+
+    shadow_scoring: bool = _var(
+        "FRAUDOPS_SHADOW_SCORING",
+        True,
+        "while a challenger is registered and not promoted, the API also scores live traffic with it, "
+        "off the request path (in the prediction log's writer), and logs its probability beside the "
+        "champion's; never answered",
+    )
+    gate_requires_shadow: bool = _var(
+        "FRAUDOPS_GATE_REQUIRES_SHADOW",
+        False,
+        "`champion_gate` holds a challenger that passed on the held-out days until `shadow_comparison` "
+        "has enough labelled live transactions, then promotes or refuses it on them",
+    )
+    shadow_min_labels: int = _var(
+        "FRAUDOPS_SHADOW_MIN_LABELS",
+        500,
+        "labelled live transactions both models scored before the shadow evidence decides",
+        ge=1,
+    )
+    shadow_min_frauds: int = _var(
+        "FRAUDOPS_SHADOW_MIN_FRAUDS", 20, "frauds among them before the shadow evidence decides", ge=1
+    )
+    shadow_resamples: int = _var(
+        "FRAUDOPS_SHADOW_RESAMPLES",
+        200,
+        "paired bootstrap resamples (seeded) behind `shadow_comparison`'s confidence intervals",
+        ge=0,
+    )
+    review_capacity: int = _var(
+        "FRAUDOPS_REVIEW_CAPACITY",
+        100,
+        "cards the analysts review a day: the review queue's length and the k of precision at capacity",
+        ge=1,
+    )
+
+
 class ExecutionSettings(BaseModel):
     TITLE: ClassVar[str] = "Execution (scale-out)"
 
@@ -414,12 +453,14 @@ GROUPS = (
     MlflowSettings,
     MonitoringSettings,
     ServingSettings,
+    ShadowSettings,
     ExecutionSettings,
 )
 
 
 class FraudopsSettings(
     ExecutionSettings,
+    ShadowSettings,
     ServingSettings,
     MonitoringSettings,
     MlflowSettings,
