@@ -155,9 +155,10 @@ class PredictionLogger:
                 return
 
     def _serialize(self, items: list) -> None:
-        if self.shadow is not None and items:
-            self.shadow.annotate(items)  # one vectorised call for the round; never raises
         deadline = time.monotonic() + MAX_DEFER_SECONDS
+        if self.shadow is not None and items:
+            self._quiet.wait(MAX_DEFER_SECONDS)  # between requests, as the serializing below
+            self.shadow.annotate(items)  # one vectorised call for the round; never raises
         for item in items:
             try:
                 if hasattr(item, "line_pieces"):

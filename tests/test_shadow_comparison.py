@@ -81,7 +81,9 @@ def test_the_decision_needs_at_least_the_champions_average_precision_and_enough_
     assert better.decision()[0] == PROMOTE and worse.decision()[0] == REFUSE
     assert "challenger average_precision" in worse.decision()[1] and " < champion " in worse.decision()[1]
     frauds = int(y.sum())
-    assert better.enough(300, frauds) and not better.enough(301, frauds) and not better.enough(300, frauds + 1)
+    assert (
+        better.enough(300, frauds) and not better.enough(301, frauds) and not better.enough(300, frauds + 1)
+    )
 
 
 def test_a_single_class_is_refused_with_the_counts():

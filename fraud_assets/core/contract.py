@@ -273,6 +273,8 @@ LOG_FEATURES = "features"  # {model input: [values]}; null = missing, imputed
 # Present while a challenger is scored in shadow (`fraud_serving.shadow`), after the features: its
 # bundle version (a call field) and its probability of each transaction (never answered).
 LOG_SHADOW_FIELDS = ("shadow_version", "shadow_probability")
+# The reader adds them, after its first columns, when a line of what it read holds them.
+LOG_SHADOW_DTYPES = {"shadow_version": "object", "shadow_probability": "float64"}
 # The transactions as the client sent them are not here: they are the capture feed's
 # (`fraud_assets.core.capture`), which keeps them durably; this log says what the model did.
 LOG_LINE_ORDER = (*LOG_CALL_FIELDS, *LOG_TRANSACTION_FIELDS, LOG_FEATURES)
@@ -292,8 +294,6 @@ LOG_READ_DTYPES = {
     "risk_level": "object",
     "latency_ms": "float64",
     "reason_codes": "object",  # list of {feature, value, contribution}
-    "shadow_version": "object",  # the challenger scored in shadow (None: none was)
-    "shadow_probability": "float64",
 }
 LOG_READ_COLUMNS = tuple(LOG_READ_DTYPES)
 

@@ -21,6 +21,7 @@ from fraud_assets.core.contract import (
     LOG_FEATURES,
     LOG_READ_COLUMNS,
     LOG_READ_DTYPES,
+    LOG_SHADOW_DTYPES,
     LOG_SHADOW_FIELDS,
     LOG_TRANSACTION_FIELDS,
     prediction_log_files,
@@ -58,8 +59,8 @@ def read_prediction_log(directory: str | os.PathLike | Location, day: str | dt.d
     `contract.LOG_READ_DTYPES`): ``scored_at`` (UTC timestamp), ``timestamp`` (the transaction's,
     naive local time), ``transaction_id``, ``card_id``, ``merchant_id``, ``model_version``,
     ``threshold``, ``fraud_probability``, ``is_fraud``, ``risk_level``, ``latency_ms``,
-    ``reason_codes`` (list), ``shadow_version`` and ``shadow_probability`` (the challenger scored
-    in shadow and its probability; None and NaN where none was), then one column per model input value
+    ``reason_codes`` (list); when a challenger was scored in shadow, ``shadow_version`` and
+    ``shadow_probability`` (None and NaN where it was not); then one column per model input value
     (``amount``, ``merchant_category``, ``transactions_last_24h``, ...; NaN where the value was
     missing and imputed). A half-written last line (a crash mid-write) is skipped.
     """
@@ -85,13 +86,17 @@ def read_prediction_log(directory: str | os.PathLike | Location, day: str | dt.d
     base = list(READ_COLUMNS)
     if not records:
         return pd.DataFrame({col: pd.Series(dtype=LOG_READ_DTYPES[col]) for col in base})
+    if any(r.get(LOG_SHADOW_FIELDS[0]) is not None for r in records):  # a challenger was in shadow
+        base += list(LOG_SHADOW_DTYPES)
     frame = pd.DataFrame([{k: r.get(k) for k in base} for r in records])
     features = pd.DataFrame([r.get(LOG_FEATURES) or {} for r in records])
     features = features[[col for col in features.columns if col not in frame.columns]]
     frame = pd.concat([frame, features], axis=1)
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], errors="coerce", format="ISO8601")
-    for col, dtype in LOG_READ_DTYPES.items():
+    for col, dtype in {**LOG_READ_DTYPES, **LOG_SHADOW_DTYPES}.items():
+        if col not in frame:
+            continue
         if dtype in ("float64", "Int64"):
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)
     for col in features.columns:

@@ -34,7 +34,13 @@ from fraud_assets.core.champion_history import (
     current_champion,
     latest_materialization,
 )
-from fraud_assets.core.contract import CHALLENGER_MODEL, SHADOW_COMPARISON, ChampionRecord, ContractError
+from fraud_assets.core.contract import (
+    CHALLENGER_MODEL,
+    LOG_SHADOW_FIELDS,
+    SHADOW_COMPARISON,
+    ChampionRecord,
+    ContractError,
+)
 from fraud_assets.core.metrics import card_precision_at_k
 
 PROMOTE, HOLD, REFUSE = "promote", "hold", "refuse"
@@ -244,6 +250,8 @@ def compare_on_labels(
 def shadow_pairs(log: pd.DataFrame, champion_version: str, challenger_version: str) -> pd.DataFrame:
     """The logged transactions both models scored (the champion served, the challenger in
     shadow), once each: a retried transaction keeps its first scoring."""
+    if not set(LOG_SHADOW_FIELDS) <= set(log.columns):  # no challenger was in shadow
+        return log.iloc[:0]
     both = (
         (log["model_version"] == champion_version)
         & (log["shadow_version"] == challenger_version)

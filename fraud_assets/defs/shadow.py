@@ -11,7 +11,6 @@ once the comparison has enough labels, `shadow_decision_sensor` runs `decide_on_
 version and in its evaluation's metadata) and `champion_model`, which only runs when it passed.
 """
 
-
 import datetime as dt
 
 import dagster as dg
