@@ -21,7 +21,6 @@ After the rounds it checks that the challenger scored every transaction the shad
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import os
@@ -35,16 +34,12 @@ import dagster as dg
 import httpx
 import numpy as np
 import pandas as pd
-from bench_capture import cpu_seconds
+from bench_capture import singles_and_clients
 from bench_serving import (
     ROOT,
-    bodies_from,
     champion_line,
     free_port,
-    http_request,
     latest_full_day,
-    sequential,
-    throughput,
     wait_http,
     what_make_run_built,
 )
@@ -124,19 +119,10 @@ def main() -> None:
             for mode, (proc, port) in apis.items():
                 step += 1
                 shift = pd.Timedelta(days=step)  # new transactions each time (their ids too)
-                singles = bodies_from(last.head(args.singles + 100), shift)
-                reqs = [http_request("127.0.0.1", port, "/predict", b) for b in singles]
-                sequential(port, reqs[:100])  # warm-up
-                lat = sequential(port, reqs[100:])
-                tp_rows = last.iloc[args.singles + 100 :].head(5000)
-                tp_bodies = bodies_from(tp_rows if len(tp_rows) else last, shift)
-                tp = [http_request("127.0.0.1", port, "/predict", b) for b in tp_bodies]
-                cpu = cpu_seconds(proc.pid)
-                rate, n, errors = asyncio.run(throughput(port, tp, args.clients, args.seconds))
-                cpu_us = (cpu_seconds(proc.pid) - cpu) / max(n, 1) * 1e6
-                if errors:
-                    raise SystemExit(f"shadow {mode}: {errors} requests failed")
-                answered[mode] += len(singles) + n
+                lat, rate, n, cpu_us = singles_and_clients(
+                    proc.pid, port, last, shift, args, f"shadow {mode}"
+                )
+                answered[mode] += args.singles + 100 + n
                 r = results[mode]
                 r["rate"].append(rate)
                 r["cpu"].append(cpu_us)
