@@ -37,6 +37,7 @@ import pandas as pd
 from bench_capture import singles_and_clients
 from bench_serving import (
     ROOT,
+    bodies_from,
     champion_line,
     free_port,
     latest_full_day,
@@ -51,6 +52,8 @@ from fraud_assets.core.contract import CHALLENGER_MODEL, CHAMPION_MODEL
 from fraud_assets.core.storage import Location
 from fraud_assets.defs.registry import record_metadata
 from fraud_assets.services.testing import stop_processes, write_dagster_home
+from fraud_serving.model_provider import ServedModel
+from fraud_serving.scoring import DEFAULT_OPTIONS
 
 
 def shadow_home(settings) -> str:
@@ -75,6 +78,31 @@ def shadow_home(settings) -> str:
     return str(home)
 
 
+def own_cost(settings, home: str, bodies: list[dict], repeats: int) -> None:
+    """The shadow's own CPU per writer round of n transactions, in this process: the challenger
+    found in ``home``, loaded, and `ShadowScorer.annotate` on logged calls of the API's scorer."""
+    from fraud_serving.card_state import CardState, MerchantRiskStore
+    from fraud_serving.schemas import TRANSACTION_ROWS
+    from fraud_serving.scoring import Scorer
+    from fraud_serving.shadow import ShadowScorer, shadow_source
+
+    shadow = ShadowScorer(shadow_source(home), locate=settings.location)
+    shadow.refresh()
+    record = current_champion(dg.DagsterInstance.get())
+    bundle = ModelBundle.load(settings.location(record.bundle_uri), record.bundle_sha256)
+    served = ServedModel.from_bundle(bundle, record)
+    scorer = Scorer(CardState(), MerchantRiskStore(settings.location(settings.storage)))
+    rows = [TRANSACTION_ROWS.validate_python(body) for body in bodies[:1000]]
+    line = []
+    for size in (1, 8, 64, 1000):
+        item = scorer.score(served, rows[:size], time.perf_counter(), DEFAULT_OPTIONS).log_item
+        started = time.process_time()
+        for _ in range(repeats):
+            shadow.annotate([item])
+        line.append(f"{size}: {(time.process_time() - started) / repeats * 1e6:,.0f} us")
+    print("shadow's CPU per writer round of n transactions (in process): " + ", ".join(line))
+
+
 def start(env: dict, shadow: bool) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen(
@@ -96,14 +124,21 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--singles", type=int, default=600)
+    p.add_argument(
+        "--own-cost", action="store_true", help="the shadow's CPU per writer round alone (no APIs)"
+    )
     args = parse_args(p, rounds=1, seconds=0.5, singles=20)
 
     settings, _, days = what_make_run_built()
     day, last = latest_full_day(days)
     print(f"payload rows: {len(last)} transactions of {day}")
+    home = shadow_home(settings)
+    own_cost(settings, home, bodies_from(last.head(1000), pd.Timedelta(days=0)), 3 if args.quick else 100)
+    if args.own_cost:
+        return
     env = {
         **os.environ,
-        "DAGSTER_HOME": shadow_home(settings),
+        "DAGSTER_HOME": home,
         "FRAUDOPS_PREDICTION_LOG_DIR": tempfile.mkdtemp(prefix="fraudops-bench-log-"),
         "FRAUDOPS_CAPTURE": "off",
     }
