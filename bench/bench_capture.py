@@ -79,6 +79,25 @@ def own_cost(bodies: list[dict], modes: dict[str, str], repeats: int) -> None:
         print(f"capture {mode}, CPU per model call of n transactions (in process): " + ", ".join(line))
 
 
+def singles_and_clients(pid: int, port: int, last: pd.DataFrame, shift: pd.Timedelta, args, mode: str):
+    """One round of an API: ``args.singles`` sequential /predict latencies (ms; after 100 of
+    warm-up) and ``args.clients`` clients for ``args.seconds``: ``(latencies, requests/s,
+    requests, API CPU us per request)``. New transactions each call (``shift``)."""
+    singles = bodies_from(last.head(args.singles + 100), shift)
+    reqs = [http_request("127.0.0.1", port, "/predict", b) for b in singles]
+    sequential(port, reqs[:100])  # warm-up (and the first round's compilation)
+    lat = sequential(port, reqs[100:])
+    tp_rows = last.iloc[args.singles + 100 :].head(5000)
+    tp_bodies = bodies_from(tp_rows if len(tp_rows) else last, shift)
+    tp = [http_request("127.0.0.1", port, "/predict", b) for b in tp_bodies]
+    cpu = cpu_seconds(pid)
+    rate, n, errors = asyncio.run(throughput(port, tp, args.clients, args.seconds))
+    cpu_us = (cpu_seconds(pid) - cpu) / max(n, 1) * 1e6
+    if errors:
+        raise SystemExit(f"{mode}: {errors} requests failed")
+    return lat, rate, n, cpu_us
+
+
 def start(env: dict, capture: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen(
@@ -125,18 +144,8 @@ def main() -> None:
             for mode, (_, port) in apis.items():
                 step += 1
                 shift = pd.Timedelta(days=step)  # new transactions each time (their ids too)
-                singles = bodies_from(last.head(args.singles + 100), shift)
-                reqs = [http_request("127.0.0.1", port, "/predict", b) for b in singles]
-                sequential(port, reqs[:100])  # warm-up (and the first round's compilation)
-                lat = sequential(port, reqs[100:])
-                tp_rows = last.iloc[args.singles + 100 :].head(5000)
-                tp_bodies = bodies_from(tp_rows if len(tp_rows) else last, shift)
-                tp = [http_request("127.0.0.1", port, "/predict", b) for b in tp_bodies]
-                cpu = cpu_seconds(apis[mode][0].pid)
-                rate, n, errors = asyncio.run(throughput(port, tp, args.clients, args.seconds))
-                cpu_us = (cpu_seconds(apis[mode][0].pid) - cpu) / max(n, 1) * 1e6
-                if errors:
-                    raise SystemExit(f"{mode}: {errors} requests failed")
+                lat, rate, n, cpu_us = singles_and_clients(apis[mode][0].pid, port, last, shift, args, mode)
+                singles = range(args.singles + 100)
                 times, batched = [], 0
                 for k in range(args.batches):
                     chunk = last.iloc[(k * 1000) % max(len(last) - 1000, 1) :].head(1000)

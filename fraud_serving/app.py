@@ -21,10 +21,11 @@ from fraud_serving.service import Service
 from fraud_serving.settings import Settings
 
 
-def create_app(settings: Settings | None = None, *, source=None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, source=None, shadow_source=None) -> FastAPI:
     """The FastAPI app. ``settings`` default to the environment; ``source`` (tests) replaces the
-    Dagster instance as the place champion records come from."""
-    service = Service(settings or Settings.from_env(), source)
+    Dagster instance as the place champion records come from, ``shadow_source`` the place of the
+    challenger in shadow (none, when only ``source`` is given)."""
+    service = Service(settings or Settings.from_env(), source, shadow_source)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

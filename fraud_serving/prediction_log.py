@@ -71,12 +71,16 @@ class PredictionLogger:
         max_queue: int = 100_000,
         metrics=None,
         flush_seconds: float = 5.0,
+        shadow=None,
     ) -> None:
         self.directory = Location.of(directory)
         self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self.max_waiting = max_queue  # transactions kept for a retry after failed writes
         self.flush_seconds = flush_seconds
         self.metrics = metrics
+        self.shadow = (
+            shadow  # scores each round's calls with the challenger in shadow (`fraud_serving.shadow`)
+        )
         self.dropped = 0
         self.written = 0
         self.files_written = 0
@@ -152,6 +156,9 @@ class PredictionLogger:
 
     def _serialize(self, items: list) -> None:
         deadline = time.monotonic() + MAX_DEFER_SECONDS
+        if self.shadow is not None and items:
+            self._quiet.wait(MAX_DEFER_SECONDS)  # between requests, as the serializing below
+            self.shadow.annotate(items)  # one vectorised call for the round; never raises
         for item in items:
             try:
                 if hasattr(item, "line_pieces"):

@@ -21,7 +21,12 @@ import pydantic_core
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.calendar import hour_and_weekday, is_weekend
-from fraud_assets.core.contract import LOG_CALL_FIELDS, LOG_FEATURES, LOG_TRANSACTION_FIELDS
+from fraud_assets.core.contract import (
+    LOG_CALL_FIELDS,
+    LOG_FEATURES,
+    LOG_SHADOW_FIELDS,
+    LOG_TRANSACTION_FIELDS,
+)
 from fraud_assets.core.features import MERCHANT_FEATURES
 from fraud_assets.core.models.reasons import top_contributions
 from fraud_serving import responses
@@ -97,6 +102,7 @@ class _LogItem:
         "reasons",
         "risk",
         "scored_at",
+        "shadow",
         "stamps",
         "txs",
     )
@@ -105,6 +111,7 @@ class _LogItem:
         self.model, self.txs, self.ids, self.stamps, self.cols = model, txs, ids, stamps, cols
         self.probs, self.flagged, self.risk, self.reasons = probs, flagged, risk, reasons
         self.scored_at, self.latency_ms = scored_at, latency_ms
+        self.shadow: tuple[str, np.ndarray] | None = None  # (version, probabilities): `fraud_serving.shadow`
 
     def __len__(self) -> int:
         return len(self.txs)
@@ -129,6 +136,14 @@ class _LogItem:
                 column = pydantic_core.to_json({name: values}, inf_nan_mode="null")[1:-1]
                 yield (_LOG_FEATURES + b"{" if i == 0 else b",") + column
             yield b"}"
+        if self.shadow is not None:  # the challenger in shadow, after the features
+            version, probs = self.shadow
+            yield (
+                b","
+                + pydantic_core.to_json(
+                    dict(zip(LOG_SHADOW_FIELDS, (version, probs.tolist()), strict=True)), inf_nan_mode="null"
+                )[1:-1]
+            )
         yield b"}"  # (the transactions as sent are the capture feed's, not this log's)
 
 

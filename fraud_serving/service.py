@@ -25,6 +25,8 @@ from fraud_serving.prediction_log import PredictionLogger
 from fraud_serving.schemas import ScoringOptions
 from fraud_serving.scoring import RISK_LEVELS, Scorer, ScoreResult
 from fraud_serving.settings import Settings
+from fraud_serving.shadow import ShadowScorer
+from fraud_serving.shadow import shadow_source as shadow_sources
 
 log = logging.getLogger("fraud_serving")
 EMPTY_HISTORY = (
@@ -34,10 +36,14 @@ EMPTY_HISTORY = (
 )
 
 
+def _no_challenger() -> None:
+    return None
+
+
 class Service:
     """The app's moving parts, shared by the endpoints (``app.state.service``)."""
 
-    def __init__(self, settings: Settings, source=None) -> None:
+    def __init__(self, settings: Settings, source=None, shadow_source=None) -> None:
         self.settings = settings
         self.started = False
         self._threads = None  # the BLAS/OpenMP thread limit while started
@@ -62,11 +68,26 @@ class Service:
         self.capture = TrafficCapture.open(
             settings.capture, fsync=settings.capture_fsync, registry=self.metrics.registry
         )
+        # the challenger in shadow, scored in the prediction log's writer thread; a test giving
+        # the champion's source without the shadow's has none
+        if shadow_source is None and source is not None:
+            shadow_source = _no_challenger
+        self.shadow = (
+            ShadowScorer(
+                shadow_source or shadow_sources(settings.dagster_home),
+                locate=settings.location,
+                runtime=settings.model_runtime,
+                registry=self.metrics.registry,
+            )
+            if settings.shadow_scoring
+            else None
+        )
         self.log = PredictionLogger(
             settings.location(settings.prediction_log_dir),
             settings.prediction_log_queue,
             self.metrics,
             settings.prediction_log_flush_seconds,
+            shadow=self.shadow,
         )
         self.provider = ModelProvider(
             source or instance_source(settings.dagster_home),
@@ -93,6 +114,8 @@ class Service:
         if self.settings.bootstrap_card_state:
             self.load_history(wait=True)
         self.provider.refresh()
+        if self.shadow is not None:
+            self.shadow.refresh()
         if self.provider.current is None:
             log.warning(self.provider.error or NO_MODEL_MESSAGE)
         self.provider.start()
@@ -114,6 +137,8 @@ class Service:
         and the days of card history stored since the last look."""
         self.check_storage()
         self.merchants.refresh()
+        if self.shadow is not None:
+            self.shadow.refresh()
         if self.settings.bootstrap_card_state:
             self.load_history(wait=False)
 
@@ -186,6 +211,7 @@ class Service:
                 "error": self.merchants.error,
             },
             "capture": self.capture.health() if self.capture else {"feed": "off"},
+            "shadow": self.shadow.health() if self.shadow else {"scoring": "off"},
             "prediction_log": {
                 "location": str(self.log.directory),
                 "written": self.log.written,

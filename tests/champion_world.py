@@ -33,7 +33,7 @@ from fraud_assets.core.splitting import TEST, TRAIN
 from fraud_assets.defs.champion import champion_alias_sensor, champion_model, rollback_champion_job
 from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
 from fraud_assets.defs.monitoring import drift_reference
-from fraud_assets.defs.registry import champion_gate
+from fraud_assets.defs.registry import champion_gate, record_metadata
 from fraud_assets.defs.resources import ModelRegistryResource, ModelStoreResource
 from fraud_assets.defs.training import SPLIT
 from fraud_assets.services.testing import build_bundle, simulate, write_dagster_home
@@ -112,7 +112,8 @@ class World:
             return frame.assign(**{SPLIT: np.where(frame[c.TIMESTAMP] >= cut, TEST, TRAIN)})
 
         @dg.asset(name="challenger_model", io_manager_key="model_io_manager")
-        def challenger_model(config: Pick) -> ChampionRecord:
+        def challenger_model(context: dg.AssetExecutionContext, config: Pick) -> ChampionRecord:
+            context.add_output_metadata(record_metadata(choices[config.index]))  # as the real asset
             return choices[config.index]
 
         @dg.asset(name="model_evaluation", io_manager_key="model_io_manager")

@@ -56,7 +56,14 @@ def test_make_bench_runs_every_benchmark(storage, home):  # noqa: F811
 
 
 @pytest.mark.parametrize(
-    "benchmark", ["bench_serving.py", "bench_tree_depth.py", "bench_batch_stages.py", "bench_capture.py"]
+    "benchmark",
+    [
+        "bench_serving.py",
+        "bench_tree_depth.py",
+        "bench_batch_stages.py",
+        "bench_capture.py",
+        "bench_shadow.py",
+    ],
 )
 def test_benchmarks_of_what_make_run_built_say_what_is_missing(benchmark, tmp_path):
     empty_home = tmp_path / "home"

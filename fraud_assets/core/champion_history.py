@@ -54,7 +54,7 @@ class ChampionMaterialization:
 def champion_history(instance: Any, page: int = HISTORY_PAGE) -> Iterator[ChampionMaterialization]:
     """Every `champion_model` materialization of ``instance``, newest first, read a page at a time
     as the caller walks back (one indexed query per page)."""
-    key = _champion_key(instance)
+    key = _asset_key(instance, CHAMPION_MODEL)
     if key is None:  # nothing has ever been champion
         return
     cursor = None
@@ -78,10 +78,19 @@ def current_champion(instance: Any) -> ChampionRecord | None:
     return None if latest is None else latest.champion()
 
 
-def _champion_key(instance: Any) -> Any:
-    """The instance's own key object for `champion_model` (None before its first event)."""
-    for key in instance.get_asset_keys(prefix=[CHAMPION_MODEL]):
-        if list(key.path) == [CHAMPION_MODEL]:
+def latest_materialization(instance: Any, name: str) -> ChampionMaterialization | None:
+    """The newest materialization of the asset ``name`` (its event and metadata), or None."""
+    key = _asset_key(instance, name)
+    if key is None:
+        return None
+    records = instance.fetch_materializations(key, limit=1).records
+    return ChampionMaterialization.of(records[0]) if records else None
+
+
+def _asset_key(instance: Any, name: str) -> Any:
+    """The instance's own key object for the asset ``name`` (None before its first event)."""
+    for key in instance.get_asset_keys(prefix=[name]):
+        if list(key.path) == [name]:
             return key
     return None
 

@@ -36,6 +36,9 @@ from fraud_assets.core.storage import Location
 
 RAW_TRANSACTIONS = "raw_transactions"  # transactions as received, API traffic among them
 CHAMPION_MODEL = "champion_model"  # the served model: its latest materialization's metadata
+CHALLENGER_MODEL = "challenger_model"  # the registered challenger (a ChampionRecord, not promoted)
+CHAMPION_GATE = "champion_gate"  # the blocking check on challenger_model that decides a promotion
+SHADOW_COMPARISON = "shadow_comparison"  # champion and shadow challenger on the same labelled traffic
 VALIDATED_TRANSACTIONS = "validated_transactions"  # the card history the API starts from
 MERCHANT_RISK = "merchant_risk"  # the merchant risk snapshots the API looks up
 
@@ -267,6 +270,11 @@ LOG_TRANSACTION_FIELDS = (
     "risk_level", "reason_codes",
 )  # fmt: skip
 LOG_FEATURES = "features"  # {model input: [values]}; null = missing, imputed
+# Present while a challenger is scored in shadow (`fraud_serving.shadow`), after the features: its
+# bundle version (a call field) and its probability of each transaction (never answered).
+LOG_SHADOW_FIELDS = ("shadow_version", "shadow_probability")
+# The reader adds them, after its first columns, when a line of what it read holds them.
+LOG_SHADOW_DTYPES = {"shadow_version": "object", "shadow_probability": "float64"}
 # The transactions as the client sent them are not here: they are the capture feed's
 # (`fraud_assets.core.capture`), which keeps them durably; this log says what the model did.
 LOG_LINE_ORDER = (*LOG_CALL_FIELDS, *LOG_TRANSACTION_FIELDS, LOG_FEATURES)

@@ -23,6 +23,8 @@ from fraud_assets.core.contract import (
     LOG_FEATURES,
     LOG_READ_COLUMNS,
     LOG_READ_DTYPES,
+    LOG_SHADOW_DTYPES,
+    LOG_SHADOW_FIELDS,
     LOG_TRANSACTION_FIELDS,
     prediction_log_files,
 )
@@ -37,9 +39,9 @@ def _transactions(line: dict) -> list[dict]:
     if not isinstance(line.get("transaction_id"), list):
         return [line]
     n = len(line["transaction_id"])
-    shared = {key: line.get(key) for key in LOG_CALL_FIELDS}
+    shared = {key: line.get(key) for key in (*LOG_CALL_FIELDS, LOG_SHADOW_FIELDS[0])}
     each = {key: shared.pop(key) for key, value in list(shared.items()) if isinstance(value, list)}
-    columns = {key: line.get(key) or [None] * n for key in _COLUMNS}
+    columns = {key: line.get(key) or [None] * n for key in (*_COLUMNS, LOG_SHADOW_FIELDS[1])}
     features = line.get(LOG_FEATURES) or {}
     return [
         {
@@ -59,7 +61,8 @@ def read_prediction_log(directory: str | os.PathLike | Location, day: str | dt.d
     `contract.LOG_READ_DTYPES`): ``scored_at`` (UTC timestamp), ``timestamp`` (the transaction's,
     naive local time), ``transaction_id``, ``card_id``, ``merchant_id``, ``model_version``,
     ``threshold``, ``fraud_probability``, ``is_fraud``, ``risk_level``, ``latency_ms``,
-    ``reason_codes`` (list), then one column per model input value
+    ``reason_codes`` (list); when a challenger was scored in shadow, ``shadow_version`` and
+    ``shadow_probability`` (None and NaN where it was not); then one column per model input value
     (``amount``, ``merchant_category``, ``transactions_last_24h``, ...; NaN where the value was
     missing and imputed). A half-written last line (a crash mid-write) is skipped.
     """
@@ -85,6 +88,8 @@ def read_prediction_log(directory: str | os.PathLike | Location, day: str | dt.d
     base = list(READ_COLUMNS)
     if not records:
         return pd.DataFrame({col: pd.Series(dtype=LOG_READ_DTYPES[col]) for col in base})
+    if any(r.get(LOG_SHADOW_FIELDS[0]) is not None for r in records):  # a challenger was in shadow
+        base += list(LOG_SHADOW_DTYPES)
     frame = pd.DataFrame([{k: r.get(k) for k in base} for r in records])
     features = pd.DataFrame([r.get(LOG_FEATURES) or {} for r in records])
     features = features[[col for col in features.columns if col not in frame.columns]]
@@ -97,7 +102,7 @@ def _typed(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
     if "timestamp" in frame:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], errors="coerce", format="ISO8601")
-    for col, dtype in LOG_READ_DTYPES.items():
+    for col, dtype in {**LOG_READ_DTYPES, **LOG_SHADOW_DTYPES}.items():
         if dtype in ("float64", "Int64") and col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)
     for col in features:

@@ -385,6 +385,39 @@ class ServingSettings(BaseModel):
     )
 
 
+class ShadowSettings(BaseModel):
+    TITLE: ClassVar[str] = "Shadow challenger"
+
+    shadow_scoring: bool = _var(
+        "FRAUDOPS_SHADOW_SCORING",
+        True,
+        "while a challenger is registered and not promoted, the API also scores live traffic with it, "
+        "off the request path (in the prediction log's writer), and logs its probability beside the "
+        "champion's; never answered",
+    )
+    gate_requires_shadow: bool = _var(
+        "FRAUDOPS_GATE_REQUIRES_SHADOW",
+        False,
+        "`champion_gate` holds a challenger that passed on the held-out days until `shadow_comparison` "
+        "has enough labelled live transactions, then promotes or refuses it on them",
+    )
+    shadow_min_labels: int = _var(
+        "FRAUDOPS_SHADOW_MIN_LABELS",
+        500,
+        "labelled live transactions both models scored before the shadow evidence decides",
+        ge=1,
+    )
+    shadow_min_frauds: int = _var(
+        "FRAUDOPS_SHADOW_MIN_FRAUDS", 20, "frauds among them before the shadow evidence decides", ge=1
+    )
+    shadow_resamples: int = _var(
+        "FRAUDOPS_SHADOW_RESAMPLES",
+        200,
+        "paired bootstrap resamples (seeded) behind `shadow_comparison`'s confidence intervals",
+        ge=0,
+    )
+
+
 class ReviewSettings(BaseModel):
     TITLE: ClassVar[str] = "Review queue"
 
@@ -427,6 +460,7 @@ GROUPS = (
     MonitoringSettings,
     ServingSettings,
     ReviewSettings,
+    ShadowSettings,
     ExecutionSettings,
 )
 
@@ -434,6 +468,7 @@ GROUPS = (
 class FraudopsSettings(
     ExecutionSettings,
     ReviewSettings,
+    ShadowSettings,
     ServingSettings,
     MonitoringSettings,
     MlflowSettings,

@@ -19,12 +19,13 @@ from fraud_assets.core import columns as c
 from fraud_assets.core.bundle import BundleLoadError, ModelBundle, frame_fingerprint
 from fraud_assets.core.candidates import ModelEvaluation, candidates_of
 from fraud_assets.core.champion_history import current_champion
-from fraud_assets.core.contract import ChampionRecord, ContractError
+from fraud_assets.core.contract import SHADOW_COMPARISON, ChampionRecord, ContractError
 from fraud_assets.core.evaluation import fraud_scores
 from fraud_assets.core.metrics import evaluate_scores
+from fraud_assets.core.shadow import DECISION, HOLD, PROMOTE, REFUSE, shadow_evidence
 from fraud_assets.core.splitting import TEST, TRAIN
 from fraud_assets.core.training import refit_on_latest_labels
-from fraud_assets.defs.resources import ModelStoreResource
+from fraud_assets.defs.resources import ModelRegistryResource, ModelStoreResource
 from fraud_assets.defs.training import CANDIDATE_KEYS, KNOWN_NOW, split_xy
 
 GATE_METRIC = "average_precision"
@@ -138,7 +139,10 @@ def record_metadata(record: ChampionRecord) -> dict[str, dg.MetadataValue]:
         "The challenger must score at least as well as the champion (the latest `champion_model` "
         "materialization; average precision) on the held-out days neither has trained on (the "
         "challenger as evaluated, before its refit); otherwise the champion stays and nothing "
-        "downstream runs. The verdict is also noted on the challenger's MLflow version."
+        "downstream runs. With FRAUDOPS_GATE_REQUIRES_SHADOW it must also do so on live traffic: "
+        "it is held (`decision: hold`), scored in shadow by the API, until `shadow_comparison` has "
+        "enough labels; `shadow_decision_sensor` then runs this check again, which promotes or "
+        "refuses it. The verdict (`decision` and why) is also noted on the challenger's MLflow version."
     ),
 )
 def champion_gate(
@@ -155,12 +159,58 @@ def champion_gate(
     passed, outcome, metadata = _verdict(
         context, store, challenger_model, challenger, model_evaluation.best_test_scores, test, y
     )
-    context.resources.model_registry.registry().record_challenger(
-        challenger_model.mlflow_model_version, ("promoted: " if passed else "rejected: ") + outcome
+    decision = PROMOTE if passed else REFUSE
+    registry: ModelRegistryResource = context.resources.model_registry
+    if passed and registry.gate_requires_shadow and "champion_version" in metadata:  # a champion to beat
+        decision, outcome, shadow = _on_live_traffic(context.instance, challenger_model, outcome)
+        metadata.update(shadow)
+    metadata[DECISION] = decision
+    registry.registry().record_challenger(
+        challenger_model.mlflow_model_version, f"{VERDICTS[decision]}: {outcome}"
     )
     return dg.AssetCheckResult(
-        passed=passed, description=outcome + ("" if passed else "; the champion stays"), metadata=metadata
+        passed=decision == PROMOTE,
+        description=outcome + ("" if decision == PROMOTE else "; the champion stays"),
+        metadata=metadata,
     )
+
+
+VERDICTS = {PROMOTE: "promoted", HOLD: "held", REFUSE: "rejected"}  # the MLflow tag's first word
+
+
+def _on_live_traffic(instance, record: ChampionRecord, offline: str) -> tuple[str, str, dict]:
+    """With ``FRAUDOPS_GATE_REQUIRES_SHADOW``: a challenger that passed on the held-out days is
+    held in shadow until `shadow_comparison` has enough labelled live transactions of it and the
+    champion, then promoted or refused on them."""
+    champion = current_champion(instance)
+    evidence = shadow_evidence(instance, record, champion)
+    if evidence is None:
+        why = f"no `{SHADOW_COMPARISON}` of {record.name} against {champion.name} yet"
+        return HOLD, f"awaiting shadow evidence: {why} (held-out days: {offline})", {}
+    counts = {key: evidence.get(key) for key in ("labelled", "frauds", "min_labels", "min_frauds")}
+    if not evidence.get("enough_evidence"):
+        why = (
+            f"{counts['labelled']} of {counts['min_labels']} labelled live transactions, "
+            f"{counts['frauds']} of {counts['min_frauds']} frauds"
+        )
+        return HOLD, f"awaiting shadow evidence: {why} (held-out days: {offline})", counts
+    decision = str(evidence[DECISION])
+    figures = {key: evidence[key] for key in SHADOW_FIGURES if key in evidence}
+    return (
+        decision,
+        f"on live traffic, {evidence['decision_reason']} (held-out days: {offline})",
+        {
+            **counts,
+            **figures,
+        },
+    )
+
+
+SHADOW_FIGURES = (
+    "champion.average_precision",
+    "challenger.average_precision",
+    "difference.average_precision",
+)
 
 
 def _verdict(

@@ -284,17 +284,44 @@ class ReportStoreResource(_LocationResource):
 
 class ModelRegistryResource(dg.ConfigurableResource):
     """MLflow's model registry: the registered model (``FRAUDOPS_MLFLOW_MODEL_NAME``) and its
-    `champion` alias."""
+    `champion` alias; and the promotion rule: whether `champion_gate` also requires evidence on
+    live traffic (``FRAUDOPS_GATE_REQUIRES_SHADOW``)."""
 
     tracking_uri: str
     model_name: str = DEFAULTS.mlflow_model_name
+    gate_requires_shadow: bool = DEFAULTS.gate_requires_shadow
 
     @classmethod
     def from_settings(cls, settings: FraudopsSettings) -> Self:
-        return cls(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.mlflow_model_name)
+        return cls(
+            tracking_uri=settings.mlflow_tracking_uri,
+            model_name=settings.mlflow_model_name,
+            gate_requires_shadow=settings.gate_requires_shadow,
+        )
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.tracking_uri, self.model_name)
+
+
+class ShadowEvidenceResource(dg.ConfigurableResource):
+    """How `shadow_comparison` judges champion and shadow challenger on labelled live traffic: the
+    review capacity (k of the precision at capacity), the labels and frauds it needs before it
+    decides, and its bootstrap's resamples (seeded)."""
+
+    review_capacity: int = DEFAULTS.review_capacity
+    min_labels: int = DEFAULTS.shadow_min_labels
+    min_frauds: int = DEFAULTS.shadow_min_frauds
+    resamples: int = DEFAULTS.shadow_resamples
+    seed: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        return cls(
+            review_capacity=settings.review_capacity,
+            min_labels=settings.shadow_min_labels,
+            min_frauds=settings.shadow_min_frauds,
+            resamples=settings.shadow_resamples,
+        )
 
 
 class RetrainingPolicyResource(dg.ConfigurableResource):
@@ -364,6 +391,7 @@ def resources_for(settings: FraudopsSettings) -> dict[str, Any]:
         "prediction_log": PredictionLogResource.from_settings(settings),
         "report_store": ReportStoreResource.from_settings(settings),
         "retraining": RetrainingPolicyResource.from_settings(settings),
+        "shadow_evidence": ShadowEvidenceResource.from_settings(settings),
         "captured_traffic": CapturedTrafficResource.from_settings(settings),
         "simulator": TransactionSimulatorResource.from_settings(settings),
         "landing_zone": LandingZoneResource.from_settings(settings),
