@@ -25,6 +25,7 @@ from fraud_assets.defs.monitoring import drift_reference
 from fraud_assets.defs.registry import challenger_model, champion_gate, training_job
 from fraud_assets.defs.resources import (
     CapturedTrafficResource,
+    FeatureShardsResource,
     LabelFeedResource,
     LandingZoneResource,
     ModelRegistryResource,
@@ -68,6 +69,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
             "simulator": TransactionSimulatorResource(cardholders=500, seed=3),
             "landing_zone": LandingZoneResource(path=str(tmp_path / "landing")),
             "label_feed": LabelFeedResource(path=str(tmp_path / "labels")),
+            "feature_shards": FeatureShardsResource(),
             "captured_traffic": CapturedTrafficResource(storage=str(tmp_path / "storage")),
             "model_store": ModelStoreResource(base_path=str(tmp_path / "models")),
             "model_registry": ModelRegistryResource(tracking_uri=tracking),
