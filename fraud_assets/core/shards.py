@@ -81,10 +81,11 @@ def by_card_shard(
         for i, time in enumerate(as_of):
             parts[i].append(MerchantLabelCounts.compute(history, time, events))
         if keep is not None:
-            rows = keep(history)
+            rows = np.flatnonzero(keep(history))
             inputs = {name: history[name].to_numpy() for name in CARD_INPUTS if name in history}
-            card = history_features(inputs)  # card (and device) features only: no labels given
-            kept.append(history.loc[rows].assign(**{name: values[rows] for name, values in card.items()}))
+            # card (and device) features only (no labels given), of the kept rows only
+            card = history_features(inputs, targets=rows)
+            kept.append(history.iloc[rows].assign(**card))
         del history, events
     snapshots = [MerchantRiskSnapshot.combine(p) for p in parts] if all(parts) else []
     out = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()

@@ -58,6 +58,7 @@ FEATURE_INPUTS = tuple(dict.fromkeys((*CARRIED, *CARD_INPUTS)))
 MERCHANT_INPUTS = (c.TRANSACTION_ID, c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.IS_FRAUD, c.LABEL_KNOWN_AT)
 
 
+ARROW_STRING = pd.StringDtype("pyarrow")
 # The column a shard's rows carry their place among all the days' rows in.
 POSITION = "_position"
 
@@ -85,15 +86,17 @@ def read_by_shard(
     keep=None,
 ) -> ShardedDay:
     """`by_card_shard` over the lookback's files: each shard reads its cards' rows only (and
-    ``columns`` only), with their label events from the fed labels ``fed``."""
+    ``columns`` only, text as Arrow strings: no Python object per value), with their label events
+    from the fed labels ``fed``."""
 
     def read(shard: int) -> pd.DataFrame:
         if shards == 1:
-            return transactions.read(columns)
+            return transactions.read(columns, arrow_text=True)
         return transactions.read(
             columns,
             where=lambda table: card_shards(table[c.CARD_ID].to_numpy(), shards) == shard,
             position=POSITION,
+            arrow_text=True,
         )
 
     return by_card_shard(
@@ -122,7 +125,10 @@ def features_of_days(
     if shards > 1:  # shard after shard: back in the order of the days' files
         rows = rows.sort_values(POSITION, kind="stable")
     keep = [col for col in CARRIED if col in rows] + [f for f in HISTORY_FEATURES if f in rows]
-    return rows[keep].reset_index(drop=True), day
+    # the day's text in the dtypes the validated files read as (read as Arrow text, see read_by_shard)
+    stored = transactions.dtypes()
+    text = {col: stored[col] for col in keep if rows[col].dtype == ARROW_STRING and col in stored}
+    return rows[keep].astype(text).reset_index(drop=True), day
 
 
 @dg.asset(

@@ -120,16 +120,27 @@ class ParquetDays:
 
     paths: tuple[Location, ...]
 
+    def dtypes(self) -> pd.Series:
+        """The pandas dtypes the files' columns read as (without ``arrow_text``): the last file's
+        schema, no rows."""
+        data = self.paths[-1].read_bytes() if self.paths else b""
+        if not data:
+            return pd.Series(dtype=object)
+        return pq.read_schema(pa.BufferReader(data)).empty_table().to_pandas().dtypes
+
     def read(
         self,
         columns: Sequence[str] | None = None,
         where: Callable[[pa.Table], np.ndarray] | None = None,
         position: str | None = None,
+        arrow_text: bool = False,
     ) -> pd.DataFrame:
         """The rows ``where`` keeps (all without it) of ``columns`` (those that exist; all
         without them), as one frame; no file: an empty frame. ``position`` names an int64 column
         to add with each row's place among all the files' rows (file, then row), so rows read in
-        parts can be put back in the order of the whole."""
+        parts can be put back in the order of the whole. ``arrow_text``: text columns stay Arrow
+        strings (``string[pyarrow]``: the characters and an offset per value) rather than a
+        Python object per value."""
         if not self.paths:
             return pd.DataFrame()
         wanted = list(columns) if columns is not None else None
@@ -149,7 +160,11 @@ class ParquetDays:
             batch = list(self.paths[start : start + step])
             with ThreadPoolExecutor(PARALLEL_FILES) as pool:
                 tables += list(pool.map(table, enumerate(Location.read_many(batch), start)))
-        return concat_days(tables)
+        return concat_days(tables, ARROW_TEXT if arrow_text else None)
+
+
+# Arrow text types as pandas' Arrow-backed text.
+ARROW_TEXT = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}.get
 
 
 def split_by_day(frame: pd.DataFrame, column: str, keys: list[str], asset: str) -> list[tuple[str, pa.Table]]:
@@ -180,14 +195,15 @@ def split_by_day(frame: pd.DataFrame, column: str, keys: list[str], asset: str) 
     ]
 
 
-def concat_days(tables: list[pa.Table]) -> pd.DataFrame:
-    """Daily tables as one frame, converted once (as ``pd.read_parquet`` converts one file)."""
+def concat_days(tables: list[pa.Table], types_mapper=None) -> pd.DataFrame:
+    """Daily tables as one frame, converted once (as ``pd.read_parquet`` converts one file);
+    ``types_mapper`` as in ``pyarrow.Table.to_pandas``."""
     tables = [t for t in tables if t.num_rows] or tables[:1]
     schema = tables[0].schema
     if all(t.schema.equals(schema, check_metadata=False) for t in tables[1:]):
-        return pa.concat_tables(tables).to_pandas()
+        return pa.concat_tables(tables).to_pandas(types_mapper=types_mapper)
     # days written by different versions of an asset: pandas aligns their columns
-    return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return pd.concat([t.to_pandas(types_mapper=types_mapper) for t in tables], ignore_index=True)
 
 
 def _parquet_writer(table: pa.Table):
