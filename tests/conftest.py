@@ -27,6 +27,7 @@ from fraud_assets.defs.labels import collect_labels, ingest_labels_job, label_fi
 from fraud_assets.defs.partitions import PartitionStartResource  # noqa: E402
 from fraud_assets.defs.resources import (  # noqa: E402
     CapturedTrafficResource,
+    FeatureShardsResource,
     LabelFeedResource,
     LandingZoneResource,
     TransactionSimulatorResource,
@@ -62,7 +63,9 @@ def landing_dir(tmp_path):
     return path
 
 
-def make_data_defs(tmp_path, landing_dir, labels: dict | None = None, **landing) -> dg.Definitions:
+def make_data_defs(
+    tmp_path, landing_dir, labels: dict | None = None, shards: int = 1, **landing
+) -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_transactions, validate_transactions, collect_labels, transaction_features, merchant_risk],
         jobs=[
@@ -76,6 +79,7 @@ def make_data_defs(tmp_path, landing_dir, labels: dict | None = None, **landing)
             "simulator": TransactionSimulatorResource(cardholders=SMALL_POPULATION, seed=7),
             "landing_zone": LandingZoneResource(path=str(landing_dir), **landing),
             "label_feed": LabelFeedResource(path=str(tmp_path / "labels"), **(labels or {})),
+            "feature_shards": FeatureShardsResource(shards=shards),
             "captured_traffic": CapturedTrafficResource(
                 feed=str(tmp_path / "capture"), storage=str(tmp_path / "storage")
             ),

@@ -18,6 +18,7 @@ from fraud_assets.core.bundle import (
     frame_fingerprint,
     sha256_file,
 )
+from fraud_assets.core.sampling import stratified_sample
 from fraud_assets.core.training import FraudClassifier
 
 
@@ -170,3 +171,36 @@ def test_fsspec_urls(bundle, data):
     loaded = ModelBundle.load(path, expected_sha256=digest)
     np.testing.assert_array_equal(loaded.classifier.predict_proba(X), bundle.classifier.predict_proba(X))
     assert bundle.save("memory://fraudops-test/bundles") == (path, digest)
+
+
+def test_a_training_sample_is_recorded_and_every_row_pickles_as_before(bundle, tmp_path):
+    import dataclasses
+    import pickle
+
+    # every row trained on: the state holds no training_sample, so the pickle (and the content
+    # digest) is that of a bundle without the field
+    assert bundle.training_sample is None and "training_sample" not in bundle.__getstate__()
+    assert [f.name for f in dataclasses.fields(bundle)][-1] == "training_sample"
+    assert pickle.loads(pickle.dumps(bundle)).training_sample is None
+    sample = stratified_sample(np.r_[np.zeros(900), np.ones(100)], 200, seed=1)
+    sampled = dataclasses.replace(bundle, training_sample=sample.describe())
+    assert sampled.content_sha256() != bundle.content_sha256()
+    path, sha = sampled.save(tmp_path)
+    loaded = ModelBundle.load(path, expected_sha256=sha)
+    assert loaded.training_sample == loaded.summary()["training_sample"] == sample.describe()
+    assert loaded.training_sample["weight_by_label"] == {"0": 5.0, "1": 5.0}
+
+
+def test_stratified_sample_keeps_each_label_s_share_and_its_time_order():
+    y = np.r_[np.zeros(9_500), np.ones(500)][np.random.default_rng(0).permutation(10_000)]
+    sample = stratified_sample(y, 1_000, seed=7)
+    assert sample.kept == {0: 950, 1: 50} and sample.population == {0: 9_500, 1: 500}
+    assert (np.diff(sample.rows) > 0).all()  # ascending positions: time order kept, no repeats
+    assert y[sample.rows].sum() == 50
+    assert sample.weights == {0: 10.0, 1: 10.0}
+    assert np.array_equal(stratified_sample(y, 1_000, seed=7).rows, sample.rows)  # seeded
+    assert stratified_sample(y, 0, seed=7) is None and stratified_sample(y, 10_000, seed=7) is None
+    rare = stratified_sample(np.r_[np.zeros(999), np.ones(1)], 10, seed=7)
+    assert rare.kept == {0: 10, 1: 1}  # a present class keeps at least one row
+    with pytest.raises(ValueError, match="must be 0"):
+        stratified_sample(y, -1, seed=7)

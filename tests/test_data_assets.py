@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from fraud_assets.core import columns as c
+from fraud_assets.core.features import MerchantRiskSnapshot
+from fraud_assets.core.validation import PARTITION_DATE
 from fraud_assets.defs.sensors import LANDING_FILE_TAG, RANGE_END, RANGE_START
 from tests.conftest import make_data_defs
 
@@ -166,7 +169,11 @@ def test_landing_sensor_requests_each_file_once(tmp_path, landing_dir, instance)
     assert fourth.run_requests == [] and "broken.csv" in fourth.skip_message
 
 
-def test_features_read_their_lookback_across_partitions(data_defs, instance, tmp_path):
+@pytest.mark.parametrize("shards", [1, 4])
+def test_features_read_their_lookback_across_partitions(shards, tmp_path, landing_dir, instance):
+    """By card shard or all at once, the same rows in the same order with the same features:
+    each card's history is whole in its shard, and merchant risk adds the shards' counts up."""
+    data_defs = make_data_defs(tmp_path, landing_dir, shards=shards)
     assert run_range(data_defs, instance, "2026-03-01", "2026-03-12").success
     labels = data_defs.resolve_job_def("ingest_labels")  # the generator's chargebacks, by reported day
     assert labels.execute_in_process(
@@ -207,3 +214,10 @@ def test_features_read_their_lookback_across_partitions(data_defs, instance, tmp
     assert meta["history_from"].value.startswith("2026-03-01")  # earlier days absent: less history
     risk = read_partition(tmp_path, dg.AssetKey("merchant_risk"), "2026-03-12")
     assert (risk["as_of"] == pd.Timestamp("2026-03-13")).all() and risk["labelled_30d"].sum() > 0
+    assert meta["card_shards"].value == shards
+    # merchant risk from the shards' counts: equal to the snapshot of every row at once (whole
+    # counts and maxima, summed in any order, are exact)
+    whole = MerchantRiskSnapshot.compute(everything, pd.Timestamp("2026-03-13"), events).to_frame()
+    pd.testing.assert_frame_equal(
+        risk.drop(columns=[PARTITION_DATE]), whole, check_exact=True, check_dtype=False
+    )

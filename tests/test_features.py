@@ -17,7 +17,9 @@ from fraud_assets.core.features import (
     history_features,
 )
 from fraud_assets.core.generator import SimulationConfig, TransactionSimulator
+from fraud_assets.core.labels import join_labels
 from fraud_assets.core.preprocessor import FraudPreprocessor
+from fraud_assets.core.shards import by_card_shard, card_shards, with_merchant_features
 from fraud_assets.core.splitting import prepare_train_test_split
 
 
@@ -197,3 +199,47 @@ def test_a_merchant_risk_table_from_an_older_version_is_refused_clearly(stream):
     assert again.lookup(["nobody"])["merchant_known_fraud_streak"][0] == 0  # a merchant never seen
     with pytest.raises(ValueError, match=r"known_fraud_streak.*materialize merchant_risk again"):
         MerchantRiskSnapshot.from_frame(table.drop(columns=["known_fraud_streak", "frauds_1d"]))
+
+
+# --- card shards ----------------------------------------------------------------------------------
+
+
+def test_card_shards_are_stable_and_put_each_card_in_one_shard():
+    ids = np.array(["card_000001", "card_000002", "C42", "card_000001", None], dtype=object)
+    # pinned: the shard of a card must not change between processes, machines or releases
+    assert card_shards(ids, 4).tolist() == [0, 2, 1, 0, 0]
+    assert card_shards(ids, 7).tolist() == [0, 6, 4, 0, 0]
+    assert card_shards(ids, 1).tolist() == [0] * 5
+    many = np.array([f"card_{i:06d}" for i in range(10_000)], dtype=object)
+    counts = np.bincount(card_shards(many, 4), minlength=4)
+    assert counts.sum() == 10_000 and counts.min() > 2_300  # 2,500 each, give or take a few sigma
+
+
+@pytest.mark.parametrize("shards", [1, 4])
+def test_a_day_by_card_shard_equals_the_day_at_once(stream, shards):
+    """Card features from each shard's own rows, merchant features from the shards' counts added
+    up: exactly the features of the whole lookback computed at once (the same earlier rows in
+    each window, the same kernel; merchant counts are whole numbers, so their sums are exact)."""
+    day = pd.Timestamp("2026-03-18")
+    lookback = stream[stream[c.TIMESTAMP] >= day - pd.Timedelta(days=LOOKBACK_DAYS)].reset_index(drop=True)
+    events = join_labels(lookback, None, pd.Timedelta(days=7)).events
+    rows = (lookback[c.TIMESTAMP] >= day).to_numpy()
+    whole = frame_of(history_features(lookback, labels=events))[rows]
+    whole.index = lookback.loc[rows, c.TRANSACTION_ID].to_numpy()
+
+    shard_of = card_shards(lookback[c.CARD_ID].to_numpy(), shards)
+    days = [day + pd.Timedelta(days=k) for k in range(3)]  # the stream ends on 2026-03-20
+    result = by_card_shard(
+        lambda shard: lookback[shard_of == shard].reset_index(drop=True),
+        shards,
+        lambda history: join_labels(history, None, pd.Timedelta(days=7)).events,
+        days,
+        keep=lambda history: (history[c.TIMESTAMP] >= day).to_numpy(),
+    )
+    assert result.history_rows == len(lookback)
+    got = with_merchant_features(result.rows, dict(zip(days, result.snapshots, strict=True)))
+    got = got.set_index(c.TRANSACTION_ID)[list(HISTORY_FEATURES)].loc[whole.index]
+    pd.testing.assert_frame_equal(got, whole, check_exact=True)
+    for snapshot in result.snapshots:  # and the day's merchant-risk table
+        at_once = MerchantRiskSnapshot.compute(lookback, snapshot.as_of, events).to_frame()
+        pd.testing.assert_frame_equal(snapshot.to_frame(), at_once, check_exact=True)

@@ -504,3 +504,21 @@ def test_a_model_does_not_depend_on_the_thread_pools_it_finds():
             clf = FraudClassifier("logistic_regression", calibration="none").fit(X, y)
         coefficients.append(clf.backend_.coef_)
     np.testing.assert_array_equal(*coefficients)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_scores_in_chunks_equal_scores_at_once(fitted, problem, algorithm):
+    """Each row's score is its own: chunks of 97 rows give the scores of all rows at once
+    (trees and the calibrator per row exactly; the linear model's dot products per row, within
+    a few ulps should BLAS block the rows differently)."""
+    from fraud_assets.core.evaluation import fraud_scores
+
+    *_, X_te, _, _ = problem
+
+    class Identity:
+        def transform(self, frame):
+            return frame
+
+    at_once = fraud_scores(Identity(), fitted[algorithm], X_te)
+    chunked = fraud_scores(Identity(), fitted[algorithm], X_te, chunk_rows=97)
+    np.testing.assert_allclose(chunked, at_once, rtol=1e-12, atol=1e-15)

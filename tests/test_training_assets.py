@@ -25,6 +25,7 @@ from fraud_assets.defs.monitoring import drift_reference
 from fraud_assets.defs.registry import challenger_model, champion_gate, training_job
 from fraud_assets.defs.resources import (
     CapturedTrafficResource,
+    FeatureShardsResource,
     LabelFeedResource,
     LandingZoneResource,
     ModelRegistryResource,
@@ -68,6 +69,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
             "simulator": TransactionSimulatorResource(cardholders=500, seed=3),
             "landing_zone": LandingZoneResource(path=str(tmp_path / "landing")),
             "label_feed": LabelFeedResource(path=str(tmp_path / "labels")),
+            "feature_shards": FeatureShardsResource(),
             "captured_traffic": CapturedTrafficResource(storage=str(tmp_path / "storage")),
             "model_store": ModelStoreResource(base_path=str(tmp_path / "models")),
             "model_registry": ModelRegistryResource(tracking_uri=tracking),
@@ -272,3 +274,26 @@ def failure_text(result) -> str:
             texts.append(error.message)
             error = error.cause
     return " ".join(texts)
+
+
+def test_a_candidate_trains_on_a_stratified_sample_of_the_configured_size(trained):
+    """`sample_rows`: that many training rows, each label keeping its share; the sample and its
+    weighting are in the candidate's metadata and report."""
+    defs, instance, tmp_path, _ = trained
+    training = pd.read_parquet(tmp_path / "storage" / "training_data.parquet")
+    rows = training[training["split"] == "train"]
+    size, frauds = len(rows) // 3, int(rows[c.IS_FRAUD].sum())
+    result = defs.resolve_job_def("train_models").execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey("lightgbm_model")],
+        run_config={"ops": {"lightgbm_model": {"config": {**QUICK, "sample_rows": size}}}},
+    )
+    assert result.success
+    meta = instance.get_latest_materialization_event(dg.AssetKey("lightgbm_model")).asset_materialization
+    sample = meta.metadata["training_sample"].value
+    assert sample["population_by_label"] == {"0": len(rows) - frauds, "1": frauds}
+    assert abs(sample["rows"] - size) <= 1  # each label's share rounded to whole rows
+    assert abs(sample["rows_by_label"]["1"] - frauds * size / len(rows)) <= 1
+    candidate = pd.read_pickle(tmp_path / "objects" / "lightgbm_model.pkl")
+    assert candidate.report["training_sample"] == sample
+    assert candidate.classifier.fit_info_["n_train_rows"] <= sample["rows"]

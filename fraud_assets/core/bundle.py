@@ -79,6 +79,16 @@ class ModelBundle:
     metrics: dict[str, float] = field(default_factory=dict)
     created_at: str = ""  # ISO timestamp; set at save when empty
     version: str = ""  # "<YYYYmmddTHHMMSS>-<algorithm>-<content_sha256()[:8]>"; decided at save
+    # The training sample and its weighting (`fraud_assets.core.sampling`); None: every row.
+    training_sample: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields to pickle; no ``training_sample`` when every row was trained on, so such a
+        bundle pickles (and digests) as one without the field, and bundles saved before it load."""
+        state = dict(self.__dict__)
+        if state.get("training_sample") is None:
+            state.pop("training_sample", None)
+        return state
 
     def _check(self) -> None:
         if not isinstance(self.classifier, FraudClassifier) or not self.classifier.is_fitted:
@@ -190,4 +200,5 @@ class ModelBundle:
             "data_fingerprint": self.data_fingerprint,
             "created_at": self.created_at,
             "metrics": {k: float(v) for k, v in self.metrics.items()},
+            **({"training_sample": self.training_sample} if self.training_sample else {}),
         }

@@ -19,9 +19,23 @@ TARGETS = {"auc_roc": 0.90, "average_precision": 0.85, "precision_at_90_recall":
 CONTEXT_COLUMNS = (c.TIMESTAMP, c.CARD_ID, c.IS_ONLINE, c.MERCHANT_CATEGORY)
 
 
-def fraud_scores(preprocessor: Any, classifier: Any, frame: pd.DataFrame) -> np.ndarray:
-    """Calibrated fraud probabilities of transactions (with their history features)."""
-    return classifier.predict_proba(preprocessor.transform(frame))[:, 1]
+# Held-out rows are scored this many at a time: the model matrix of one chunk is held, not of all.
+SCORE_CHUNK_ROWS = 100_000
+
+
+def fraud_scores(
+    preprocessor: Any, classifier: Any, frame: pd.DataFrame, chunk_rows: int = SCORE_CHUNK_ROWS
+) -> np.ndarray:
+    """Calibrated fraud probabilities of transactions (with their history features), ``chunk_rows``
+    rows at a time (each row's score is its own: the preprocessor and the model work row by row)."""
+    if len(frame) <= chunk_rows:
+        return classifier.predict_proba(preprocessor.transform(frame))[:, 1]
+    return np.concatenate(
+        [
+            classifier.predict_proba(preprocessor.transform(frame.iloc[start : start + chunk_rows]))[:, 1]
+            for start in range(0, len(frame), chunk_rows)
+        ]
+    )
 
 
 @dataclass

@@ -256,6 +256,9 @@ def merchant_features_from_counts(
     return out
 
 
+# Beyond this many merchant ids, `MerchantRiskSnapshot.lookup` joins them at once.
+MANY_MERCHANTS = 256
+
 # A merchant without a known fraud in MERCHANT_RECENCY_DAYS (or never seen): the recency values.
 NO_RECENT_FRAUD = {
     "days_since_known_fraud": float(MERCHANT_RECENCY_DAYS),
@@ -269,22 +272,39 @@ def _recent_fraud(merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_m
     label, the number of its known frauds after its latest known legit transaction (the run of
     fraud its newest labels end with), and days since the first of that run; over the last
     MERCHANT_RECENCY_DAYS days. Arrays are per label event; ``held``: the labels that hold then."""
+    fraud_codes, fraud_times, last_legit = _recent_labels(
+        merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_ms
+    )
+    return _recent_from(fraud_codes, fraud_times, last_legit, as_of_ms)
+
+
+NEVER_MS = np.iinfo(np.int64).min  # no such label
+
+
+def _recent_labels(merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_ms):
+    """The known frauds of the recency window (their merchant codes and times) and each
+    merchant's latest known legit time in it (`NEVER_MS` if none): what `_recent_from` needs, and
+    what parts of the labels (card shards) add up to exactly (concatenate; take the maximum)."""
     window = (times_ms >= as_of_ms - MERCHANT_RECENCY_DAYS * MS_PER_DAY) & (times_ms < as_of_ms)
     known = window & held
     fraud_rows = known & (is_fraud == 1)
     legit_rows = known & (is_fraud == 0)
-    never = np.iinfo(np.int64).min
-    last_fraud = np.full(n_merchants, never, dtype=np.int64)
-    np.maximum.at(last_fraud, merchant_codes[fraud_rows], times_ms[fraud_rows])
-    last_legit = np.full(n_merchants, never, dtype=np.int64)
+    last_legit = np.full(n_merchants, NEVER_MS, dtype=np.int64)
     np.maximum.at(last_legit, merchant_codes[legit_rows], times_ms[legit_rows])
-    codes = merchant_codes[fraud_rows]
-    after_legit = times_ms[fraud_rows] > last_legit[codes]
-    streak = np.bincount(codes[after_legit], minlength=n_merchants).astype("float64")
+    return merchant_codes[fraud_rows], times_ms[fraud_rows], last_legit
+
+
+def _recent_from(fraud_codes, fraud_times, last_legit, as_of_ms) -> dict[str, np.ndarray]:
+    """The recency statistics (``MERCHANT_RECENT``) from `_recent_labels`' parts."""
+    n_merchants = len(last_legit)
+    last_fraud = np.full(n_merchants, NEVER_MS, dtype=np.int64)
+    np.maximum.at(last_fraud, fraud_codes, fraud_times)
+    after_legit = fraud_times > last_legit[fraud_codes]
+    streak = np.bincount(fraud_codes[after_legit], minlength=n_merchants).astype("float64")
     run_began = np.full(n_merchants, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(run_began, codes[after_legit], times_ms[fraud_rows][after_legit])
+    np.minimum.at(run_began, fraud_codes[after_legit], fraud_times[after_legit])
     return {
-        "days_since_known_fraud": _days_before(as_of_ms, last_fraud, last_fraud != never),
+        "days_since_known_fraud": _days_before(as_of_ms, last_fraud, last_fraud != NEVER_MS),
         "known_fraud_streak": streak,
         "days_since_fraud_run_began": _days_before(as_of_ms, run_began, streak > 0),
     }
@@ -305,12 +325,20 @@ def _label_counts(
     is_fraud: np.ndarray,
     as_of_ms: int,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Known frauds and known labels per merchant code over each trailing window, as of a time,
-    and the recency statistics of `_recent_fraud`.
+    """Known frauds and known labels per merchant code over each trailing window, as of a time
+    (`_window_counts`), and the recency statistics of `_recent_fraud`."""
+    frauds, labelled = _window_counts(merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_ms)
+    recent = _recent_fraud(merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_ms)
+    return frauds, labelled, recent
+
+
+def _window_counts(merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_ms):
+    """Known frauds and known labels per merchant code over each trailing window, as of a time.
 
     Arrays are per label event (its transaction's merchant code and time, its label);
     ``held`` marks the labels that hold at ``as_of`` (the latest of each transaction reported
-    before then). Counts transactions of ``[as_of - offset - days, as_of - offset)``.
+    before then). Counts transactions of ``[as_of - offset - days, as_of - offset)``. Whole
+    numbers in float64: parts of the labels add up to exactly the count of all of them.
     """
     end = as_of_ms - MERCHANT_WINDOW_OFFSET_DAYS * MS_PER_DAY
     known = held & (times_ms < end)
@@ -320,8 +348,7 @@ def _label_counts(
         codes = merchant_codes[rows]
         labelled[window] = np.bincount(codes, minlength=n_merchants).astype("float64")
         frauds[window] = np.bincount(codes, weights=is_fraud[rows], minlength=n_merchants)
-    recent = _recent_fraud(merchant_codes, n_merchants, times_ms, held, is_fraud, as_of_ms)
-    return frauds, labelled, recent
+    return frauds, labelled
 
 
 def _event_columns(events: LabelEvents, merchant: np.ndarray, times: np.ndarray):
@@ -336,6 +363,52 @@ def _require_labels(frame, labels: LabelEvents | None) -> LabelEvents:
             "merchant risk needs labels: a label feed (fraud_labels) or is_fraud with label_known_at"
         )
     return events
+
+
+@dataclass(frozen=True, eq=False)
+class MerchantLabelCounts:
+    """What some of the transactions (one card shard's) say about their merchants as of
+    ``as_of``: known frauds and known labels per window, each merchant's latest known legit
+    label and the known frauds of the recency window. `MerchantRiskSnapshot.combine` adds parts
+    up into the snapshot of all of them."""
+
+    as_of: pd.Timestamp
+    merchants: np.ndarray  # merchant ids of the part's rows, distinct
+    frauds: dict[str, np.ndarray]  # window -> known frauds, aligned with merchants
+    labelled: dict[str, np.ndarray]  # window -> known labels
+    last_legit: np.ndarray  # int64 ms of the latest known legit label in the recency window
+    fraud_merchant: np.ndarray  # per known fraud of the recency window: its row in merchants
+    fraud_time: np.ndarray  # and its transaction's time (int64 ms)
+
+    @property
+    def as_of_ms(self) -> int:
+        return int(to_ms(np.array([self.as_of], dtype="datetime64[ns]"))[0])
+
+    @classmethod
+    def compute(
+        cls, frame: pd.DataFrame, as_of: pd.Timestamp, labels: LabelEvents | None = None
+    ) -> MerchantLabelCounts:
+        """The counts of ``frame``'s merchants from the labels known before ``as_of``: the
+        ``labels`` read for ``frame`` (`fraud_assets.core.labels.join_labels`), or the labels
+        its rows carry."""
+        events = _require_labels(frame, labels)
+        merchant_codes, uniques = pd.factorize(frame[c.MERCHANT_ID].to_numpy(dtype=object))
+        at = int(to_ms(np.array([as_of], dtype="datetime64[ns]"))[0])
+        codes, times = _event_columns(events, merchant_codes, to_ms(frame[c.TIMESTAMP]))
+        held = events.holding(at)
+        frauds, labelled = _window_counts(codes, len(uniques), times, held, events.is_fraud, at)
+        fraud_codes, fraud_times, last_legit = _recent_labels(
+            codes, len(uniques), times, held, events.is_fraud, at
+        )
+        return cls(
+            as_of=pd.Timestamp(as_of),
+            merchants=np.asarray(uniques, dtype=object),
+            frauds=frauds,
+            labelled=labelled,
+            last_legit=last_legit,
+            fraud_merchant=fraud_codes,
+            fraud_time=fraud_times,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -355,19 +428,42 @@ class MerchantRiskSnapshot:
     def compute(
         cls, frame: pd.DataFrame, as_of: pd.Timestamp, labels: LabelEvents | None = None
     ) -> MerchantRiskSnapshot:
-        """The snapshot of ``frame``'s merchants from the labels known before ``as_of``: the
-        ``labels`` read for ``frame`` (`fraud_assets.core.labels.join_labels`), or the labels
-        its rows carry."""
-        events = _require_labels(frame, labels)
-        merchant_codes, uniques = pd.factorize(frame[c.MERCHANT_ID].to_numpy(dtype=object))
-        at = int(to_ms(np.array([as_of], dtype="datetime64[ns]"))[0])
-        codes, times = _event_columns(events, merchant_codes, to_ms(frame[c.TIMESTAMP]))
-        frauds, labelled, recent = _label_counts(
-            codes, len(uniques), times, events.holding(at), events.is_fraud, at
+        """The snapshot of ``frame``'s merchants: its counts (`MerchantLabelCounts.compute`) as
+        the only part."""
+        return cls.combine([MerchantLabelCounts.compute(frame, as_of, labels)])
+
+    @classmethod
+    def combine(cls, parts: list[MerchantLabelCounts]) -> MerchantRiskSnapshot:
+        """The snapshot of the merchants of every part (parts of the transactions as of one
+        time, e.g. one per card shard), exactly as if computed from all their rows at once: the
+        counts are whole numbers (their float sums do not depend on the order), the latest
+        legit label is a maximum, and the known frauds of the recency window are concatenated
+        before the runs of fraud are counted."""
+        as_of = {part.as_of for part in parts}
+        if len(as_of) != 1:
+            raise ValueError(f"merchant label counts of different times cannot be combined: {sorted(as_of)}")
+        merchant_codes, uniques = pd.factorize(np.concatenate([part.merchants for part in parts]))
+        n = len(uniques)
+        frauds = {w: np.zeros(n) for w in MERCHANT_WINDOWS_DAYS}
+        labelled = {w: np.zeros(n) for w in MERCHANT_WINDOWS_DAYS}
+        last_legit = np.full(n, NEVER_MS, dtype=np.int64)
+        fraud_codes, fraud_times, start = [], [], 0
+        for part in parts:
+            codes = merchant_codes[start : start + len(part.merchants)]
+            start += len(part.merchants)
+            for w in MERCHANT_WINDOWS_DAYS:
+                np.add.at(frauds[w], codes, part.frauds[w])
+                np.add.at(labelled[w], codes, part.labelled[w])
+            np.maximum.at(last_legit, codes, part.last_legit)
+            fraud_codes.append(codes[part.fraud_merchant])
+            fraud_times.append(part.fraud_time)
+        at = parts[0].as_of_ms
+        recent = _recent_from(
+            np.concatenate(fraud_codes).astype(np.int64), np.concatenate(fraud_times), last_legit, at
         )
         order = np.argsort(uniques.astype(str), kind="stable")
         return cls(
-            as_of=pd.Timestamp(as_of),
+            as_of=parts[0].as_of,
             merchants=np.asarray(uniques, dtype=object)[order],
             frauds={w: v[order] for w, v in frauds.items()},
             labelled={w: v[order] for w, v in labelled.items()},
@@ -390,9 +486,13 @@ class MerchantRiskSnapshot:
         """Merchant features for these merchant ids; a merchant never seen gets the prior."""
         index, table = self.feature_table
         unseen = len(table[0]) - 1
-        rows = np.fromiter(
-            (index.get(m, unseen) for m in merchant_ids), dtype=np.intp, count=len(merchant_ids)
-        )
+        if len(merchant_ids) > MANY_MERCHANTS:  # a day of rows: one hash join, not a loop
+            rows = pd.Index(list(index)).get_indexer(np.asarray(merchant_ids, dtype=object).astype(str))
+            rows[rows < 0] = unseen
+        else:
+            rows = np.fromiter(
+                (index.get(m, unseen) for m in merchant_ids), dtype=np.intp, count=len(merchant_ids)
+            )
         picked = table[:, rows]
         return {name: picked[i] for i, name in enumerate(MERCHANT_FEATURES)}
 

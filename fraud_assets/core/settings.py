@@ -446,6 +446,14 @@ class ExecutionSettings(BaseModel):
         "the Celery broker the runs and the workers share, e.g. `redis://host:6379/0` (results go "
         "through it too); needed with `FRAUDOPS_EXECUTOR=celery`",
     )
+    feature_shards: int = _var(
+        "FRAUDOPS_FEATURE_SHARDS",
+        1,
+        "card shards a day's features are computed in, one after another (each card's history in "
+        "one shard: a step holds a shard of the lookback, not all of it); 1 computes the day at once",
+        ge=1,
+        le=4096,
+    )
 
 
 # The groups in the order the README lists them; StorageSettings comes first in the fields

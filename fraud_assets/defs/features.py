@@ -15,17 +15,23 @@ from fraud_assets.core.features import (
     EVENT_FEATURE_COLUMNS,
     HISTORY_FEATURES,
     LOOKBACK_DAYS,
-    MerchantRiskSnapshot,
-    add_history_features,
     available_history_features,
 )
 from fraud_assets.core.labels import join_labels
 from fraud_assets.core.schemas import TransactionFeatureSchema
+from fraud_assets.core.shards import (
+    CARD_INPUTS,
+    ShardedDay,
+    by_card_shard,
+    card_shards,
+    with_merchant_features,
+)
 from fraud_assets.core.validation import PARTITION_DATE, SOURCE
+from fraud_assets.defs.io_managers import ParquetDays
 from fraud_assets.defs.label_feed import fed_labels, labels_input
 from fraud_assets.defs.metadata import column_schema, contract_type, preview
 from fraud_assets.defs.partitions import daily_partitions, single_run
-from fraud_assets.defs.resources import LabelFeedResource
+from fraud_assets.defs.resources import FeatureShardsResource, LabelFeedResource
 
 TransactionFeatures = contract_type(TransactionFeatureSchema)
 
@@ -44,24 +50,94 @@ CARRIED = (
     SOURCE,  # where the row came from (generator, landing, api): the API's traffic stays findable
 )
 
-with_lookback = dg.AssetIn(
-    VALIDATED_TRANSACTIONS,
-    partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS, end_offset=0),
-    metadata={"allow_missing_partitions": True},
-)
+# What the feature step reads of the validated transactions (Parquet column projection): the
+# carried columns and what the card features read; the lineage and the other derived columns stay
+# on disk.
+FEATURE_INPUTS = tuple(dict.fromkeys((*CARRIED, *CARD_INPUTS)))
+# What merchant risk reads of them: ids, times and the labels a row carries.
+MERCHANT_INPUTS = (c.TRANSACTION_ID, c.TIMESTAMP, c.CARD_ID, c.MERCHANT_ID, c.IS_FRAUD, c.LABEL_KNOWN_AT)
 
 
-def _in_window(frame: pd.DataFrame, context: dg.AssetExecutionContext) -> np.ndarray:
-    window = context.partition_time_window
-    ts = frame[c.TIMESTAMP]
-    start, end = pd.Timestamp(window.start).tz_localize(None), pd.Timestamp(window.end).tz_localize(None)
-    return ((ts >= start) & (ts < end)).to_numpy()
+ARROW_STRING = pd.StringDtype("pyarrow")
+# The column a shard's rows carry their place among all the days' rows in.
+POSITION = "_position"
+
+
+def _lookback(columns: tuple[str, ...]) -> dg.AssetIn:
+    """The validated transactions of the lookback window, as files read shard by shard."""
+    return dg.AssetIn(
+        VALIDATED_TRANSACTIONS,
+        partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS, end_offset=0),
+        metadata={"allow_missing_partitions": True, "deferred": True, "columns": list(columns)},
+    )
+
+
+def _day_starts(context: dg.AssetExecutionContext, days_after: int = 0) -> list[pd.Timestamp]:
+    return [pd.Timestamp(key) + pd.Timedelta(days=days_after) for key in context.partition_keys]
+
+
+def read_by_shard(
+    transactions: ParquetDays,
+    columns: tuple[str, ...],
+    shards: int,
+    fed: pd.DataFrame,
+    genuine_after: pd.Timedelta,
+    as_of: list[pd.Timestamp],
+    keep=None,
+) -> ShardedDay:
+    """`by_card_shard` over the lookback's files: each shard reads its cards' rows only (and
+    ``columns`` only, text as Arrow strings: no Python object per value), with their label events
+    from the fed labels ``fed``."""
+
+    def read(shard: int) -> pd.DataFrame:
+        if shards == 1:
+            return transactions.read(columns, arrow_text=True)
+        return transactions.read(
+            columns,
+            where=lambda table: card_shards(table[c.CARD_ID].to_numpy(), shards) == shard,
+            position=POSITION,
+            arrow_text=True,
+        )
+
+    return by_card_shard(
+        read, shards, lambda history: join_labels(history, fed, genuine_after).events, as_of, keep
+    )
+
+
+def features_of_days(
+    transactions: ParquetDays,
+    shards: int,
+    fed: pd.DataFrame,
+    genuine_after: pd.Timedelta,
+    days: list[pd.Timestamp],
+) -> tuple[pd.DataFrame, ShardedDay]:
+    """The features of the transactions of ``days`` (consecutive day starts) from their lookback's
+    files, in the files' order, and what the shards read."""
+    start, end = days[0], days[-1] + pd.Timedelta(days=1)
+
+    def in_days(history: pd.DataFrame) -> np.ndarray:
+        return ((history[c.TIMESTAMP] >= start) & (history[c.TIMESTAMP] < end)).to_numpy()
+
+    day = read_by_shard(transactions, FEATURE_INPUTS, shards, fed, genuine_after, days, keep=in_days)
+    if not day.columns:
+        raise FileNotFoundError(f"{VALIDATED_TRANSACTIONS}: no day of the lookback holds a file")
+    rows = with_merchant_features(day.rows, dict(zip(days, day.snapshots, strict=True)))
+    if shards > 1:  # shard after shard: back in the order of the days' files
+        rows = rows.sort_values(POSITION, kind="stable")
+    keep = [col for col in CARRIED if col in rows] + [f for f in HISTORY_FEATURES if f in rows]
+    # the day's text in the dtypes the validated files read as (read as Arrow text, see read_by_shard)
+    stored = transactions.dtypes()
+    text = {col: stored[col] for col in keep if rows[col].dtype == ARROW_STRING and col in stored}
+    return rows[keep].astype(text).reset_index(drop=True), day
 
 
 @dg.asset(
     # the labels reported before the day: those of its lookback's transactions, and a day's more
     # for a label reported before its transaction's time (it counts from the transaction's)
-    ins={VALIDATED_TRANSACTIONS: with_lookback, "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), -1)},
+    ins={
+        VALIDATED_TRANSACTIONS: _lookback(FEATURE_INPUTS),
+        "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), -1),
+    },
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="features",
@@ -82,24 +158,24 @@ def _in_window(frame: pd.DataFrame, context: dg.AssetExecutionContext) -> np.nda
 )
 def transaction_features(
     context: dg.AssetExecutionContext,
-    validated_transactions: pd.DataFrame,
+    validated_transactions: ParquetDays,
     fraud_labels: pd.DataFrame,
     label_feed: LabelFeedResource,
+    feature_shards: FeatureShardsResource,
 ) -> pd.DataFrame:
-    history = validated_transactions
-    labels = join_labels(history, fed_labels(fraud_labels), label_feed.genuine_after())
-    features = add_history_features(history, labels=labels.events)
-    rows = features.loc[_in_window(features, context)]
-    keep = [col for col in CARRIED if col in rows] + [f for f in HISTORY_FEATURES if f in rows]
-    out = rows[keep].reset_index(drop=True)
+    shards = feature_shards.shards
+    fed, genuine_after = fed_labels(fraud_labels), label_feed.genuine_after()
+    out, day = features_of_days(validated_transactions, shards, fed, genuine_after, _day_starts(context))
 
-    present = available_history_features(history.columns, labels=True)
+    present = available_history_features(day.columns, labels=True)
     left_out = [f for f in HISTORY_FEATURES if f not in present]
     meta = {
         "dagster/row_count": len(out),
         "features": dg.MetadataValue.json(list(present)),
         "features_left_out": dg.MetadataValue.json(left_out),
-        "history_from": dg.MetadataValue.text(str(history[c.TIMESTAMP].min()) if len(history) else "none"),
+        "history_from": dg.MetadataValue.text(str(day.history_from) if day.history_rows else "none"),
+        "history_rows": day.history_rows,
+        "card_shards": shards,
         "preview": preview(out),
     }
     if c.IS_FRAUD in out and out[c.IS_FRAUD].notna().any():
@@ -112,7 +188,10 @@ def transaction_features(
 
 @dg.asset(
     name=MERCHANT_RISK,  # the API reads its files (fraud_assets/core/contract.py)
-    ins={VALIDATED_TRANSACTIONS: with_lookback, "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), 0)},
+    ins={
+        VALIDATED_TRANSACTIONS: _lookback(MERCHANT_INPUTS),
+        "fraud_labels": labels_input(-(LOOKBACK_DAYS + 1), 0),
+    },
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="features",
@@ -126,16 +205,22 @@ def transaction_features(
 )
 def merchant_risk(
     context: dg.AssetExecutionContext,
-    validated_transactions: pd.DataFrame,
+    validated_transactions: ParquetDays,
     fraud_labels: pd.DataFrame,
     label_feed: LabelFeedResource,
+    feature_shards: FeatureShardsResource,
 ) -> pd.DataFrame:
-    labels = join_labels(validated_transactions, fed_labels(fraud_labels), label_feed.genuine_after())
-    frames = []
-    for key in context.partition_keys:
-        as_of = pd.Timestamp(key) + pd.Timedelta(days=1)
-        snapshot = MerchantRiskSnapshot.compute(validated_transactions, as_of, labels.events).to_frame()
-        frames.append(snapshot.assign(**{PARTITION_DATE: key}))
+    as_of = _day_starts(context, days_after=1)
+    fed, genuine_after = fed_labels(fraud_labels), label_feed.genuine_after()
+    day = read_by_shard(
+        validated_transactions, MERCHANT_INPUTS, feature_shards.shards, fed, genuine_after, as_of
+    )
+    if not day.columns:
+        raise FileNotFoundError(f"{VALIDATED_TRANSACTIONS}: no day of the lookback holds a file")
+    frames = [
+        snapshot.to_frame().assign(**{PARTITION_DATE: key})
+        for key, snapshot in zip(context.partition_keys, day.snapshots, strict=True)
+    ]
     out = pd.concat(frames, ignore_index=True)
     latest = out[out[PARTITION_DATE] == context.partition_keys[-1]]
     context.add_output_metadata(

@@ -12,7 +12,9 @@ the days' Arrow tables and converts to pandas once, as ``pd.read_parquet`` does 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -28,6 +30,8 @@ from fraud_assets.core.timestamps import day_keys
 # pyarrow encodes and decodes Parquet outside the GIL (and a local write waits on fsync): days
 # are written and decoded a few at a time.
 PARALLEL_FILES = 4
+# A row's place among several files' rows: its file's index above these bits, its row below.
+FILE_BITS = 40
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
@@ -76,7 +80,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | ParquetDays:
         key = context.asset_key
         if not context.has_asset_partitions:
             return self._path(key, None).read_parquet()
@@ -103,9 +107,64 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             raise FileNotFoundError(
                 f"{key.to_user_string()}: none of the requested partitions exists; materialize it first"
             )
-        with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-            tables = list(pool.map(lambda data: _parquet_table(data, columns), Location.read_many(paths)))
-        return concat_days(tables)
+        days = ParquetDays(tuple(paths))
+        # "deferred": the reader gets the files, to read some columns of some rows at a time.
+        return days if metadata.get("deferred") else days.read(columns)
+
+
+@dataclass(frozen=True)
+class ParquetDays:
+    """The daily files of an input, read when asked: only some columns, and only the rows a
+    filter keeps, a few files at a time, so a reader holds its part of the days, never all of
+    them (a card shard of a lookback window)."""
+
+    paths: tuple[Location, ...]
+
+    def dtypes(self) -> pd.Series:
+        """The pandas dtypes the files' columns read as (without ``arrow_text``): the last file's
+        schema, no rows."""
+        data = self.paths[-1].read_bytes() if self.paths else b""
+        if not data:
+            return pd.Series(dtype=object)
+        return pq.read_schema(pa.BufferReader(data)).empty_table().to_pandas().dtypes
+
+    def read(
+        self,
+        columns: Sequence[str] | None = None,
+        where: Callable[[pa.Table], np.ndarray] | None = None,
+        position: str | None = None,
+        arrow_text: bool = False,
+    ) -> pd.DataFrame:
+        """The rows ``where`` keeps (all without it) of ``columns`` (those that exist; all
+        without them), as one frame; no file: an empty frame. ``position`` names an int64 column
+        to add with each row's place among all the files' rows (file, then row), so rows read in
+        parts can be put back in the order of the whole. ``arrow_text``: text columns stay Arrow
+        strings (``string[pyarrow]``: the characters and an offset per value) rather than a
+        Python object per value."""
+        if not self.paths:
+            return pd.DataFrame()
+        wanted = list(columns) if columns is not None else None
+
+        def table(item: tuple[int, bytes]) -> pa.Table:
+            read = _parquet_table(item[1], wanted)
+            if position is not None:
+                places = (item[0] << FILE_BITS) + np.arange(read.num_rows, dtype=np.int64)
+                read = read.append_column(position, pa.array(places))
+            return read if where is None else read.filter(pa.array(where(read)))
+
+        # all files' bytes at once (on an object store one round of requests), or, filtered, a
+        # few files at a time: the bytes of the days are never all held beside the kept rows
+        step = len(self.paths) if where is None else PARALLEL_FILES
+        tables = []
+        for start in range(0, len(self.paths), step):
+            batch = list(self.paths[start : start + step])
+            with ThreadPoolExecutor(PARALLEL_FILES) as pool:
+                tables += list(pool.map(table, enumerate(Location.read_many(batch), start)))
+        return concat_days(tables, ARROW_TEXT if arrow_text else None)
+
+
+# Arrow text types as pandas' Arrow-backed text.
+ARROW_TEXT = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}.get
 
 
 def split_by_day(frame: pd.DataFrame, column: str, keys: list[str], asset: str) -> list[tuple[str, pa.Table]]:
@@ -136,14 +195,15 @@ def split_by_day(frame: pd.DataFrame, column: str, keys: list[str], asset: str) 
     ]
 
 
-def concat_days(tables: list[pa.Table]) -> pd.DataFrame:
-    """Daily tables as one frame, converted once (as ``pd.read_parquet`` converts one file)."""
+def concat_days(tables: list[pa.Table], types_mapper=None) -> pd.DataFrame:
+    """Daily tables as one frame, converted once (as ``pd.read_parquet`` converts one file);
+    ``types_mapper`` as in ``pyarrow.Table.to_pandas``."""
     tables = [t for t in tables if t.num_rows] or tables[:1]
     schema = tables[0].schema
     if all(t.schema.equals(schema, check_metadata=False) for t in tables[1:]):
-        return pa.concat_tables(tables).to_pandas()
+        return pa.concat_tables(tables).to_pandas(types_mapper=types_mapper)
     # days written by different versions of an asset: pandas aligns their columns
-    return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return pd.concat([t.to_pandas(types_mapper=types_mapper) for t in tables], ignore_index=True)
 
 
 def _parquet_writer(table: pa.Table):

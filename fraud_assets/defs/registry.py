@@ -26,7 +26,7 @@ from fraud_assets.core.shadow import DECISION, HOLD, PROMOTE, REFUSE, shadow_evi
 from fraud_assets.core.splitting import TEST, TRAIN
 from fraud_assets.core.training import refit_on_latest_labels
 from fraud_assets.defs.resources import ModelRegistryResource, ModelStoreResource
-from fraud_assets.defs.training import CANDIDATE_KEYS, KNOWN_NOW, split_xy
+from fraud_assets.defs.training import CANDIDATE_KEYS, KNOWN_NOW, sampled, split_xy
 
 GATE_METRIC = "average_precision"
 
@@ -68,9 +68,12 @@ def challenger_model(
     chosen = next(m for m in candidates_of(candidates) if m.algorithm == best)
     train = training_data[training_data["split"] == TRAIN]
     classifier = chosen.classifier
+    sample = chosen.report.get("training_sample")
     if config.refit_on_latest_labels and KNOWN_NOW in training_data:
         train = training_data[training_data[KNOWN_NOW]].sort_values(c.TIMESTAMP, kind="stable")
         y = train[c.IS_FRAUD].astype("int64").to_numpy()
+        if sample is not None:  # as many rows as the candidate trained on
+            train, y, sample = sampled(train, y, int(sample["rows"]))
         classifier = refit_on_latest_labels(classifier, chosen.preprocessor.transform(train), y)
         context.log.info(
             f"{best} refit on {len(train)} rows with labels known now "
@@ -86,6 +89,7 @@ def challenger_model(
         training_window=(str(train[c.TIMESTAMP].min().date()), str(train[c.TIMESTAMP].max().date())),
         data_fingerprint=frame_fingerprint(train),
         metrics=metrics,
+        training_sample=sample,
     )
     store: ModelStoreResource = context.resources.model_store
     path, sha256 = bundle.save(store.bundle_directory())

@@ -172,6 +172,17 @@ class LabelFeedResource(dg.ConfigurableResource):
         return pd.Timedelta(days=self.label_delay_days)
 
 
+class FeatureShardsResource(dg.ConfigurableResource):
+    """How many card shards the feature assets compute a day in (`fraud_assets.core.shards`):
+    1 reads the day's lookback at once; more hold one shard of it in memory at a time."""
+
+    shards: int = DEFAULTS.feature_shards
+
+    @classmethod
+    def from_settings(cls, settings: FraudopsSettings) -> Self:
+        return cls(shards=settings.feature_shards)
+
+
 class ModelStoreResource(dg.ConfigurableResource):
     """Where model bundles are written: immutable, versioned files (local folder or fsspec URL).
 
@@ -397,5 +408,6 @@ def resources_for(settings: FraudopsSettings) -> dict[str, Any]:
         "landing_zone": LandingZoneResource.from_settings(settings),
         "label_feed": LabelFeedResource.from_settings(settings),
         "review": ReviewQueueResource.from_settings(settings),
+        "feature_shards": FeatureShardsResource.from_settings(settings),
         PARTITION_START: PartitionStartResource.from_settings(settings),
     }

@@ -17,6 +17,7 @@ from fraud_assets.core.features import LOOKBACK_DAYS
 from fraud_assets.core.labels import LABEL_SOURCE, join_labels
 from fraud_assets.core.models.tuning import SERVING_MAX_DEPTH
 from fraud_assets.core.preprocessor import FraudPreprocessor
+from fraud_assets.core.sampling import stratified_sample
 from fraud_assets.core.splitting import EXCLUDED, TEST, TRAIN, assign_split, require_both_classes
 from fraud_assets.core.training import ALGORITHMS, TuningPlan, train_candidate
 from fraud_assets.defs.label_feed import ALL_LABELS, fed_labels
@@ -146,6 +147,21 @@ def split_xy(frame: pd.DataFrame, role: str) -> tuple[pd.DataFrame, np.ndarray]:
     return part, part[c.IS_FRAUD].astype("int64").to_numpy()
 
 
+# The training sample's seed: the same rows are drawn on every machine.
+SAMPLE_SEED = 42
+
+
+def sampled(
+    frame: pd.DataFrame, y: np.ndarray, size: int
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, object] | None]:
+    """``size`` rows of ``frame`` stratified by label, in time order, and how they were drawn
+    (`fraud_assets.core.sampling`); every row and None when ``size`` is 0 or covers them all."""
+    sample = stratified_sample(y, size, SAMPLE_SEED)
+    if sample is None:
+        return frame, y, None
+    return frame.iloc[sample.rows], y[sample.rows], sample.describe()
+
+
 class CandidateConfig(dg.Config):
     """Tuning budget and decision rule of one candidate; the defaults keep `make run` quick.
 
@@ -156,6 +172,9 @@ class CandidateConfig(dg.Config):
     """
 
     n_trials: int = DEFAULT_TRIALS
+    # Train on this many of the training rows, stratified by label (0: every row). The model
+    # records the sample and its weighting; the challenger's refit draws as many.
+    sample_rows: int = 0
     tuning_cap_seconds: float = DEFAULT_CAP_SECONDS
     imbalance_methods: list[str] = ["class_weight", "smote"]  # tuned among: class_weight, smote, none
     # Model selection on the prequential folds: average precision (default), AUC-ROC, or the
@@ -191,6 +210,7 @@ def _candidate(algorithm: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: CandidateConfig, training_data: pd.DataFrame
     ) -> Candidate:
         train, y_train = split_xy(training_data, TRAIN)
+        train, y_train, sample = sampled(train, y_train, config.sample_rows)
         preprocessor = FraudPreprocessor().fit(train, y_train)
         classifier, report = train_candidate(
             algorithm,
@@ -208,6 +228,8 @@ def _candidate(algorithm: str) -> dg.AssetsDefinition:
             threshold_objective=config.threshold_objective,
             threshold_kwargs=_threshold_kwargs(config),
         )
+        if sample is not None:
+            report = {**report, "training_sample": sample}
         holdout = report["holdout_metrics"]
         if report["tuning_capped"]:
             context.log.warning(report["tuning_cap_note"])
@@ -229,6 +251,9 @@ def _candidate(algorithm: str) -> dg.AssetsDefinition:
                 "features": len(preprocessor.feature_names_),
                 "features_left_out": dg.MetadataValue.json(preprocessor.missing_features_),
                 "trials_table": dg.MetadataValue.md(_trials_markdown(report["trials"])),
+                "training_sample": dg.MetadataValue.json(
+                    sample or {"rows": len(train), "method": "every row"}
+                ),
             }
         )
         return Candidate(algorithm, preprocessor, classifier, report)
