@@ -73,6 +73,9 @@ def label(tid: str, name: str, fraud: bool, at: pd.Timestamp, source: str = "ana
     }
 
 
+# A safety cap, not a speed check: history, an API process, two ingests and a training run take
+# 3-7 minutes on 2 cores depending on what else runs; the suite's default cap is 10.
+@pytest.mark.timeout(1800)
 def test_labelled_api_traffic_is_the_new_training_data_with_its_latest_labels(
     world,  # noqa: F811
     home,  # noqa: F811
