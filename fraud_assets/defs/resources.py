@@ -108,14 +108,9 @@ def _simulator(config: SimulationConfig) -> TransactionSimulator:
     return TransactionSimulator(config)
 
 
-class LandingZoneResource(dg.ConfigurableResource):
-    """The folder where users drop their own CSV or Parquet transaction files, and how to read
-    them: the fields of :class:`LandingSettings`, which :attr:`landing` hands out.
-
-    ``column_mapping`` maps fraudops' column names to the file's, e.g.
-    ``{"transaction_id": "id", "timestamp": "ts", "is_fraud": "fraud"}``; ``value_rules`` maps a
-    column's codes onto our values, e.g. ``{"is_online": {"CP": "false", "CNP": "true"}}``.
-    """
+class _FileFolderResource(dg.ConfigurableResource):
+    """A folder of users' CSV or Parquet files and how to read them: the fields of
+    :class:`LandingSettings` (its columns, codes, timestamp format, encoding, label delay)."""
 
     path: str
     column_mapping: dict[str, str] = {}
@@ -124,6 +119,19 @@ class LandingZoneResource(dg.ConfigurableResource):
     label_delay_days: float = LANDING_DEFAULTS.label_delay_days
     encoding: str = LANDING_DEFAULTS.encoding
     csv_separator: str = LANDING_DEFAULTS.csv_separator
+
+    def _reading(self, **known_columns: Any) -> LandingSettings:
+        return LandingSettings(**{name: getattr(self, name) for name in READING_FIELDS}, **known_columns)
+
+
+class LandingZoneResource(_FileFolderResource):
+    """The folder where users drop their own transaction files, and how to read them, which
+    :attr:`landing` hands out.
+
+    ``column_mapping`` maps fraudops' column names to the file's, e.g.
+    ``{"transaction_id": "id", "timestamp": "ts", "is_fraud": "fraud"}``; ``value_rules`` maps a
+    column's codes onto our values, e.g. ``{"is_online": {"CP": "false", "CNP": "true"}}``.
+    """
 
     @classmethod
     def from_settings(cls, settings: FraudopsSettings) -> Self:
@@ -133,25 +141,17 @@ class LandingZoneResource(dg.ConfigurableResource):
     @cached_property
     def landing(self) -> LandingSettings:
         """How to read the files: what the landing sensor and `raw_transactions` both use."""
-        return LandingSettings(**{name: getattr(self, name) for name in READING_FIELDS})
+        return self._reading()
 
     def files(self) -> list[Path]:
         return list_landing_files(self.path)
 
 
-class LabelFeedResource(dg.ConfigurableResource):
+class LabelFeedResource(_FileFolderResource):
     """The label feed's own configuration: the folder of label files and their column mapping
     (value rules allowed, e.g. ``{"is_fraud": {"chargeback": "1", "reversed": "0"}}``), and the
     label delay after which a transaction with no label counts as genuine. The labels posted to
     the API come through the capture feed (`CapturedTrafficResource`)."""
-
-    path: str
-    column_mapping: dict[str, str] = {}
-    value_rules: dict[str, dict[str, str]] = {}
-    timestamp_format: str | None = None
-    encoding: str = LANDING_DEFAULTS.encoding
-    label_delay_days: float = LANDING_DEFAULTS.label_delay_days
-    csv_separator: str = LANDING_DEFAULTS.csv_separator
 
     @classmethod
     def from_settings(cls, settings: FraudopsSettings) -> Self:
@@ -161,8 +161,7 @@ class LabelFeedResource(dg.ConfigurableResource):
     @cached_property
     def reading(self) -> LandingSettings:
         """How to read the label files: what the label sensor and `fraud_labels` both use."""
-        fields = {name: getattr(self, name) for name in READING_FIELDS}
-        return LandingSettings(**fields, known_columns=LABEL_FILE_COLUMNS)
+        return self._reading(known_columns=LABEL_FILE_COLUMNS)
 
     def files(self) -> list[Path]:
         return list_label_files(self.path)
