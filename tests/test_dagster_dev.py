@@ -118,6 +118,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         assert sensors.get("label_files_sensor") == "RUNNING"
         assert sensors.get("drift_retraining_sensor") == "RUNNING"
         assert sensors.get("champion_alias_sensor") == "RUNNING"
+        assert sensors.get("shadow_decision_sensor") == "RUNNING"
         schedules = {
             s["name"]: s["scheduleState"]["status"]
             for repo in data["repositoriesOrError"]["nodes"]
@@ -128,6 +129,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
             "daily_monitoring_schedule": "STOPPED",
             "weekly_retraining_schedule": "RUNNING",
             "daily_review_schedule": "RUNNING",
+            "compare_shadow_daily": "RUNNING",
         }
         daemons = {
             d["daemonType"]: d["healthy"] for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]
