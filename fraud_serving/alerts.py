@@ -18,11 +18,11 @@ from pydantic import BaseModel, Field
 
 from fraud_assets.core import columns as c
 from fraud_assets.core.capture import CaptureFeed
+from fraud_assets.core.prediction_log import LogColumnsCache
 from fraud_assets.core.review_queue import (
     SCORED_AT,
     alerts,
     decisions_since,
-    read_scored,
     review_queue,
     reviewed_transactions,
     with_cards,
@@ -65,11 +65,14 @@ class AlertsResponse(BaseModel):
 
 
 def day_queue(
-    log_dir: Location, storage: Location, feed: CaptureFeed | None, capacity: int, day: dt.date
+    scored_log: LogColumnsCache, storage: Location, feed: CaptureFeed | None, capacity: int, day: dt.date
 ) -> dict[str, Any]:
-    """The queue of ``day`` as `AlertsResponse` fields (blocking: call it from a worker thread)."""
+    """The queue of ``day`` as `AlertsResponse` fields (blocking: call it from a worker thread).
+
+    ``scored_log`` (`review_queue.scored_reader` of the prediction log) parses each part of the
+    log once, so asking again costs the parts written since, not the whole day."""
     key = day.isoformat()
-    scored = read_scored(log_dir, key)
+    scored = scored_log.read(key)
     reviewed = reviewed_transactions(storage, feed, decisions_since(key, scored)) if len(scored) else set()
     queue = review_queue(scored, capacity, reviewed)
     carded = with_cards(scored)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fraud_assets.core.models.classifier import fixed_threads
+from fraud_assets.core.review_queue import scored_reader
 from fraud_serving.capture import TrafficCapture
 from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.coalescing import Coalescer
@@ -89,6 +90,7 @@ class Service:
             settings.prediction_log_flush_seconds,
             shadow=self.shadow,
         )
+        self.scored_log = scored_reader(self.log.directory)  # what GET /alerts reads of the log
         self.provider = ModelProvider(
             source or instance_source(settings.dagster_home),
             settings.model_poll_seconds,

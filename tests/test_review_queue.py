@@ -282,6 +282,50 @@ def test_alerts_work_with_the_capture_off(world, tmp_path, shared_home):  # noqa
         )
 
 
+def test_asking_again_parses_only_the_parts_written_since_and_reads_what_a_fresh_read_reads(
+    world,  # noqa: F811
+    tmp_path,
+    shared_home,  # noqa: F811
+):
+    rows = world["live"].head(90)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    logged = Location.of(tmp_path / "predictions")
+    with make_client(world, tmp_path, shared_home[0], review_capacity=500) as cl:
+        cache = cl.app.state.service.scored_log
+        for flush, chunk in enumerate((rows.iloc[:30], rows.iloc[30:60], rows.iloc[60:])):
+            answer = cl.post(
+                "/predict/batch", json={"transactions": [body_of(r) for r in chunk.itertuples()]}
+            )
+            assert answer.status_code == 200, answer.text
+            assert cl.app.state.service.log.flush()
+            parts = (logged / today).list()
+            assert len(parts) == flush + 1  # one new part per flush
+            pd.testing.assert_frame_equal(cache.read(today), read_scored(logged, today))
+            assert cache.parts_parsed == len(parts)  # each part parsed once, however often asked
+            assert cache.read(today).shape[0] == 30 * (flush + 1)
+            assert cache.parts_parsed == len(parts)
+            body = cl.get("/alerts").json()  # the endpoint reads through the same cache
+            assert body["cards_scored"] == chunk_cards(rows.iloc[: 30 * (flush + 1)])
+        assert cache.parts_parsed == 3
+    # A part removed (a retention job) is forgotten; a whole day in one file (the layout before
+    # parts) may still grow: it is read every time.
+    folder = tmp_path / "predictions" / today
+    first = sorted(folder.iterdir())[0]
+    whole = tmp_path / "predictions" / f"{today}.jsonl"
+    whole.write_bytes(first.read_bytes().replace(b'"transaction_id":["', b'"transaction_id":["old-'))
+    first.unlink()
+    pd.testing.assert_frame_equal(cache.read(today), read_scored(logged, today))
+    assert cache.read(today).shape[0] == 90 and cache.parts_parsed == 3
+    grown = whole.read_bytes()
+    whole.write_bytes(grown + grown.replace(b'"transaction_id":["old-', b'"transaction_id":["older-'))
+    pd.testing.assert_frame_equal(cache.read(today), read_scored(logged, today))
+    assert cache.read(today).shape[0] == 120
+
+
+def chunk_cards(rows: pd.DataFrame) -> int:
+    return int(rows[c.CARD_ID].nunique())
+
+
 # --- the daily review_queue asset -------------------------------------------------------------
 
 

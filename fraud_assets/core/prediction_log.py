@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 from collections.abc import Sequence
 
 import pandas as pd
@@ -25,6 +26,7 @@ from fraud_assets.core.contract import (
     LOG_READ_DTYPES,
     LOG_SHADOW_DTYPES,
     LOG_SHADOW_FIELDS,
+    LOG_SUFFIX,
     LOG_TRANSACTION_FIELDS,
     prediction_log_files,
 )
@@ -124,25 +126,93 @@ def read_log_columns(
     Read a line's columns at a time: no record is built per transaction, which is what makes
     `read_prediction_log` cost seconds on a busy day. Lines of one plain transaction are read too.
     """
-    wanted = ["scored_at", *(col for col in columns if col != "scored_at")]
-    out: dict[str, list] = {name: [] for name in (*wanted, *features)}
+    wanted = _wanted(columns)
+    out = _empty(wanted, features)
     for blob in Location.read_many(prediction_log_files(Location.of(directory), day)):
-        for raw in blob.splitlines():
-            try:
-                line = pydantic_core.from_json(raw, allow_inf_nan=True) if raw.strip() else None
-            except ValueError:
-                continue  # a half-written last line (a crash mid-write)
-            if not isinstance(line, dict):
-                continue
-            ids = line.get("transaction_id")
-            n = len(ids) if isinstance(ids, list) else 1
-            given = line.get(LOG_FEATURES)
-            given = given if isinstance(given, dict) else {}
-            values = [(name, line.get(name)) for name in wanted] + [
-                (name, given.get(name)) for name in features
-            ]
-            if any(isinstance(value, list) and len(value) != n for _, value in values):
-                continue  # a damaged line: its columns differ in length
-            for name, value in values:
-                out[name].extend(value if isinstance(value, list) else [value] * n)
+        _extend(out, _columns_of(blob, wanted, features))
     return _typed(pd.DataFrame(out), list(features))
+
+
+def _wanted(columns: Sequence[str]) -> list[str]:
+    return ["scored_at", *(col for col in columns if col != "scored_at")]
+
+
+def _empty(wanted: Sequence[str], features: Sequence[str]) -> dict[str, list]:
+    return {name: [] for name in (*wanted, *features)}
+
+
+def _extend(out: dict[str, list], more: dict[str, list]) -> None:
+    for name, values in more.items():
+        out[name].extend(values)
+
+
+def _columns_of(blob: bytes, wanted: Sequence[str], features: Sequence[str]) -> dict[str, list]:
+    """The wanted columns and model inputs of one file's lines, one value per transaction."""
+    out = _empty(wanted, features)
+    for raw in blob.splitlines():
+        try:
+            line = pydantic_core.from_json(raw, allow_inf_nan=True) if raw.strip() else None
+        except ValueError:
+            continue  # a half-written last line (a crash mid-write)
+        if not isinstance(line, dict):
+            continue
+        ids = line.get("transaction_id")
+        n = len(ids) if isinstance(ids, list) else 1
+        given = line.get(LOG_FEATURES)
+        given = given if isinstance(given, dict) else {}
+        values = [(name, line.get(name)) for name in wanted] + [(name, given.get(name)) for name in features]
+        if any(isinstance(value, list) and len(value) != n for _, value in values):
+            continue  # a damaged line: its columns differ in length
+        for name, value in values:
+            out[name].extend(value if isinstance(value, list) else [value] * n)
+    return out
+
+
+class LogColumnsCache:
+    """`read_log_columns` for a reader that asks again and again (``GET /alerts``): each part
+    file of a day is read and parsed once.
+
+    A part is never changed after it is written (the API writes each flush as a new object,
+    atomically), so what was parsed of it stays true as long as it exists; each read lists the
+    day's files, parses only the parts it has not seen, forgets those no longer listed, and puts
+    the columns together in the listing's order, as `read_log_columns` does. A whole-day
+    ``<day>.jsonl`` (the layout before parts) is read every time. The parsed columns of the
+    ``days`` most recently read days are kept (memory: about the size of those days' parsed
+    values), older ones dropped. Safe to share between threads: one read at a time.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike | Location,
+        columns: Sequence[str],
+        features: Sequence[str] = (),
+        days: int = 2,
+    ) -> None:
+        if days < 1:
+            raise ValueError(f"LogColumnsCache keeps at least one day; got days={days!r}")
+        self.directory = Location.of(directory)
+        self.wanted, self.features, self.days = _wanted(columns), tuple(features), days
+        self._parsed: dict[str, dict[str, dict[str, list]]] = {}  # day -> part -> its columns
+        self._lock = threading.Lock()
+        self.parts_parsed = 0  # parts parsed since the start (each once)
+
+    def read(self, day: str) -> pd.DataFrame:
+        """``read_log_columns(directory, day, columns, features)``, parsing only new parts."""
+        with self._lock:
+            known = self._parsed.pop(day, {})
+            self._parsed[day] = known  # the most recently read day last
+            while len(self._parsed) > self.days:
+                del self._parsed[next(iter(self._parsed))]
+            files = prediction_log_files(self.directory, day)
+            to_read = [f for f in files if f.name == day + LOG_SUFFIX or str(f) not in known]
+            fresh = {
+                str(f): _columns_of(blob, self.wanted, self.features)
+                for f, blob in zip(to_read, Location.read_many(to_read), strict=True)
+            }
+            out = _empty(self.wanted, self.features)
+            for f in files:
+                _extend(out, fresh[str(f)] if str(f) in fresh else known[str(f)])
+            parts = {str(f) for f in files if f.name != day + LOG_SUFFIX}
+            self._parsed[day] = {key: known.get(key) or fresh[key] for key in parts}
+            self.parts_parsed += len(parts & fresh.keys())
+        return _typed(pd.DataFrame(out), list(self.features))

@@ -38,7 +38,7 @@ import pandas as pd
 from fraud_assets.core import columns as c
 from fraud_assets.core.capture import LABELS, CaptureFeed, decode, filed_folder, read_filed
 from fraud_assets.core.labels import API_SOURCE, SOURCE, join_labels
-from fraud_assets.core.prediction_log import read_log_columns
+from fraud_assets.core.prediction_log import LogColumnsCache, read_log_columns
 from fraud_assets.core.storage import Location
 from fraud_assets.core.validation import PARTITION_DATE
 
@@ -63,6 +63,12 @@ SHOWN = (c.TRANSACTION_ID, c.TIMESTAMP, SCORED_AT, SCORE, "risk_level", c.AMOUNT
 def read_scored(prediction_log: Location, day: str) -> pd.DataFrame:
     """What the queue needs of ``day``'s prediction log (`LOG_COLUMNS`, `LOG_INPUTS`)."""
     return read_log_columns(prediction_log, day, LOG_COLUMNS, LOG_INPUTS)
+
+
+def scored_reader(prediction_log: Location) -> LogColumnsCache:
+    """`read_scored` for a reader that asks again (``GET /alerts``): ``.read(day)`` parses only
+    the log's parts written since its last read."""
+    return LogColumnsCache(prediction_log, LOG_COLUMNS, LOG_INPUTS)
 
 
 def check_capacity(capacity: int) -> int:

@@ -39,7 +39,7 @@ async def get_alerts(
     capture = service.capture
     answer = await run_in_threadpool(
         day_queue,
-        service.log.directory,
+        service.scored_log,
         service.storage,
         capture.feed if capture is not None else None,
         settings.review_capacity,
