@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import dagster as dg
 import yaml
 
 from fraud_assets.core import settings
@@ -123,3 +124,22 @@ def test_the_dashboard_queries_name_metrics_and_labels_the_api_exports():
             used |= names
     # the model's decisions and the served model are on the dashboard, not only HTTP traffic
     assert {"fraudops_decisions_total", "fraudops_model_info"} <= used
+
+
+def test_every_instance_runs_one_run_of_a_day_at_a_time(tmp_path, monkeypatch):
+    """Two runs writing the same day (a landing file's and the captured traffic's ingestion) are
+    queued one after the other on every instance: Dagster's run queue, as configured, embedded,
+    cluster and Helm alike."""
+    per_partition = {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    for config in (ROOT / "dagster.yaml", DEPLOY / "cluster" / "dagster.yaml"):
+        assert per_partition in yaml_documents(config)[0]["run_queue"]["tag_concurrency_limits"], config
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    monkeypatch.chdir(home)  # the embedded config's folders are relative to where Dagster runs
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # Dagster reads it as written
+        queue = instance.get_concurrency_config().run_queue_config
+        assert per_partition in queue.tag_concurrency_limits
+    helm = yaml_documents(DEPLOY / "helm" / "values.yaml")[0]
+    coordinator = helm["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert per_partition in coordinator["tagConcurrencyLimits"]
