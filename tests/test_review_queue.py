@@ -4,6 +4,7 @@ judgement on labels, and `GET /alerts` on the scoring API."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import dagster as dg
 import numpy as np
@@ -14,7 +15,7 @@ from fraud_assets.core import columns as c
 from fraud_assets.core.capture import LABELS, CapturedRecord, file_records, labels_line, open_capture
 from fraud_assets.core.contract import partition_location
 from fraud_assets.core.labels import empty_labels, stored_labels
-from fraud_assets.core.prediction_log import read_prediction_log
+from fraud_assets.core.prediction_log import LogColumnsCache, read_log_columns, read_prediction_log
 from fraud_assets.core.review_queue import (
     CARD_RANK,
     alerts,
@@ -320,6 +321,37 @@ def test_asking_again_parses_only_the_parts_written_since_and_reads_what_a_fresh
     whole.write_bytes(grown + grown.replace(b'"transaction_id":["old-', b'"transaction_id":["older-'))
     pd.testing.assert_frame_equal(cache.read(today), read_scored(logged, today))
     assert cache.read(today).shape[0] == 120
+
+
+def test_the_cached_read_equals_a_fresh_read_whatever_order_and_types_the_parts_come_in(tmp_path):
+    log = Location.of(tmp_path)
+    cache = LogColumnsCache(log, ("transaction_id", "card_id", "fraud_probability"), ("amount", "channel"))
+
+    def part(name: str, second: int, ids: list[str], channel: list) -> None:
+        line = {
+            "scored_at": f"{DAY}T08:00:{second:02d}+00:00",
+            "transaction_id": ids,
+            "card_id": [f"card-{i}" for i in ids],
+            "fraud_probability": [0.5] * len(ids),
+            "features": {"amount": [1.0] * len(ids), "channel": channel},
+        }
+        (log / DAY / f"{name}.jsonl").write_bytes(json.dumps(line).encode() + b"\n")
+
+    def same() -> None:
+        fresh = read_log_columns(log, DAY, cache.wanted, cache.features)
+        pd.testing.assert_frame_equal(cache.read(DAY), fresh)
+
+    part("120000", 10, ["a", "b"], [1, 2])
+    same()
+    part("130000", 5, ["c"], [3])  # listed after, scored before: rows in scoring order
+    same()
+    part("110000", 7, ["d"], [4])  # listed before the parts read already (another worker's)
+    same()
+    part("140000", 7, ["e"], ["web"])  # text where numbers were: the day's column is text
+    same()
+    part("150000", 9, ["f"], [5])
+    same()
+    assert cache.parts_parsed == 5 and len(cache.read(DAY)) == 6
 
 
 def chunk_cards(rows: pd.DataFrame) -> int:

@@ -177,8 +177,11 @@ class LogColumnsCache:
     day's files, parses only the parts it has not seen, forgets those no longer listed, and puts
     the columns together in the listing's order, as `read_log_columns` does. A whole-day
     ``<day>.jsonl`` (the layout before parts) is read every time. The parsed columns of the
-    ``days`` most recently read days are kept (memory: about the size of those days' parsed
-    values), older ones dropped. Safe to share between threads: one read at a time.
+    ``days`` most recently read days are kept, with the frame last built of each (memory: about
+    twice the size of those days' values), older ones dropped; a read that finds no file added
+    or removed since the last one returns a copy of that frame, and parts listed after the last
+    read's files are added to it (their rows after the earlier ones, then in scoring order, as a
+    read of every file orders them). Safe to share between threads: one read at a time.
     """
 
     def __init__(
@@ -193,26 +196,58 @@ class LogColumnsCache:
         self.directory = Location.of(directory)
         self.wanted, self.features, self.days = _wanted(columns), tuple(features), days
         self._parsed: dict[str, dict[str, dict[str, list]]] = {}  # day -> part -> its columns
+        self._frames: dict[str, tuple[tuple[str, ...], pd.DataFrame]] = {}  # day -> files read, frame
         self._lock = threading.Lock()
         self.parts_parsed = 0  # parts parsed since the start (each once)
 
     def read(self, day: str) -> pd.DataFrame:
-        """``read_log_columns(directory, day, columns, features)``, parsing only new parts."""
+        """``read_log_columns(directory, day, columns, features)``, parsing only new parts (a
+        frame of the caller's own)."""
         with self._lock:
             known = self._parsed.pop(day, {})
             self._parsed[day] = known  # the most recently read day last
             while len(self._parsed) > self.days:
-                del self._parsed[next(iter(self._parsed))]
+                dropped = next(iter(self._parsed))
+                del self._parsed[dropped]
+                self._frames.pop(dropped, None)
             files = prediction_log_files(self.directory, day)
+            listing = tuple(str(f) for f in files)
+            whole_day = any(f.name == day + LOG_SUFFIX for f in files)
+            if not whole_day and day in self._frames and self._frames[day][0] == listing:
+                return self._frames[day][1].copy()  # nothing written since the last read
             to_read = [f for f in files if f.name == day + LOG_SUFFIX or str(f) not in known]
             fresh = {
                 str(f): _columns_of(blob, self.wanted, self.features)
                 for f, blob in zip(to_read, Location.read_many(to_read), strict=True)
             }
-            out = _empty(self.wanted, self.features)
-            for f in files:
-                _extend(out, fresh[str(f)] if str(f) in fresh else known[str(f)])
             parts = {str(f) for f in files if f.name != day + LOG_SUFFIX}
             self._parsed[day] = {key: known.get(key) or fresh[key] for key in parts}
             self.parts_parsed += len(parts & fresh.keys())
+            parsed = {**self._parsed[day], **fresh}
+            before = self._frames.get(day)
+            frame = None
+            if not whole_day and before is not None and listing[: len(before[0])] == before[0]:
+                frame = _appended(
+                    before[1], self._frame_of([parsed[key] for key in listing[len(before[0]) :]])
+                )
+            if frame is None:
+                frame = self._frame_of([parsed[key] for key in listing])
+            self._frames[day] = (listing, frame)
+            return frame.copy()
+
+    def _frame_of(self, parsed: list[dict[str, list]]) -> pd.DataFrame:
+        out = _empty(self.wanted, self.features)
+        for columns in parsed:
+            _extend(out, columns)
         return _typed(pd.DataFrame(out), list(self.features))
+
+
+def _appended(frame: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame | None:
+    """``frame`` (the files read before) and ``new`` (the files listed after them) as one read of
+    all of them builds it: the new rows after the earlier ones, then in scoring order (stable).
+    None when a column's type differs (a model input holding text only in one of them): only a
+    read of every file gives the type the whole day has."""
+    if new.dtypes.to_dict() != frame.dtypes.to_dict():
+        return None
+    joined = pd.concat([frame, new], ignore_index=True)
+    return joined.sort_values("scored_at", kind="stable").reset_index(drop=True)

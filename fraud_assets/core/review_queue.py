@@ -82,7 +82,7 @@ def with_cards(scored: pd.DataFrame) -> pd.DataFrame:
     if c.CARD_ID not in scored or scored.empty:
         return scored.iloc[0:0]
     cards = scored[c.CARD_ID]
-    has_card = cards.notna().to_numpy() & (cards.astype(str).str.len() > 0).to_numpy()
+    has_card = cards.notna().to_numpy() & (cards.to_numpy(dtype=object) != "")
     return scored[has_card]
 
 
