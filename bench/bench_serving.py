@@ -77,6 +77,8 @@ def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200) -> No
 
 
 def bodies_from(frame: pd.DataFrame, shift: pd.Timedelta) -> list[dict]:
+    """/predict bodies of stored transactions moved by ``shift``; a value the stored row lacks
+    (an API transaction sent without it) is left out of the body, as its client left it out."""
     out = []
     for row in frame.itertuples():
         body = {
@@ -85,12 +87,13 @@ def bodies_from(frame: pd.DataFrame, shift: pd.Timedelta) -> list[dict]:
             "card_id": row.card_id,
             "merchant_id": row.merchant_id,
             "timestamp": (row.timestamp + shift).isoformat(),
-            "merchant_category": row.merchant_category,
-            "entry_mode": row.entry_mode,
-            "is_online": bool(row.is_online),
-            "is_foreign": bool(row.is_foreign),
-            "distance_from_home": float(row.distance_from_home),
         }
+        optional = (("merchant_category", str), ("entry_mode", str), ("is_online", bool), ("is_foreign", bool),
+                    ("distance_from_home", float))  # fmt: skip
+        for name, kind in optional:
+            value = getattr(row, name)
+            if not pd.isna(value):
+                body[name] = kind(value)
         if isinstance(row.device_fingerprint, str):
             body["device_fingerprint"] = row.device_fingerprint
         out.append(body)
