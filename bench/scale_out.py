@@ -11,7 +11,7 @@ each profile in a fresh state folder, with the default population (3,000 cardhol
     .venv/bin/python bench/scale_out.py cluster --workers 1 --skip-partition
     .venv/bin/python bench/scale_out.py shards --shards 4 --cards 3000 --days 7
 
-`shards` starts the cluster profile with one Celery worker, ingests the lookback and the days,
+`shards` starts the cluster profile with one Celery worker and without the scoring API, ingests the lookback and the days,
 and times the features of the days (one single-run backfill of `build_features`, a step per card
 shard) with that worker, then with a second worker started, then with the second stopped again:
 three runs of the same work in one process, their ratio the figure (the first and last bracket
@@ -202,6 +202,24 @@ def cluster(args: argparse.Namespace, state: str) -> None:
 # --- the features of a backfill by card shard, 1 worker against 2 ---------------------------------
 
 
+def cpu_seconds(services: list) -> dict[str, float]:
+    """CPU time (user and system, with that of reaped children) so far of each service's
+    process group (a service leads its own group), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {s.process.pid: s.name for s in services if s.process is not None}
+    used = dict.fromkeys(groups.values(), 0.0)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        if int(fields[2]) in groups:
+            used[groups[int(fields[2])]] += sum(int(f) for f in fields[11:15]) / tick
+    return used
+
+
 def shards(args: argparse.Namespace, state: str) -> None:
     from fraud_assets.core.features import LOOKBACK_DAYS
 
@@ -222,7 +240,8 @@ def shards(args: argparse.Namespace, state: str) -> None:
     )  # fmt: skip
     services = devservices.cluster_services(profile)
     second = next(s for s in services if s.name == "celery worker worker2")
-    running = [s for s in services if s is not second]
+    # not the scoring API: its workers would load the card history into Redis meanwhile
+    running = [s for s in services if s is not second and s.name != "scoring API"]
     try:
         start_in_order(running)
         instance = dg.DagsterInstance.from_config(profile.dagster_home)
@@ -240,8 +259,14 @@ def shards(args: argparse.Namespace, state: str) -> None:
         backfill = everything[-args.days :]
 
         def features(workers: int) -> float:
+            before = cpu_seconds(services)
             run_id = succeeded("build_features", backfill[0], backfill[-1])
             seconds = run_seconds(instance, run_id)
+            after = cpu_seconds(services)
+            cpu = sorted(((after[k] - before.get(k, 0.0), k) for k in after), reverse=True)
+            print(
+                "CPU s by service: " + ", ".join(f"{name} {t:.1f}" for t, name in cpu if t >= 0.5), flush=True
+            )
             used = sorted({w.split("@")[0] for w in client.celery_workers(run_id).values()})
             report(
                 f"cluster: features of a {args.days}-day backfill, {args.shards} shards, {workers} worker(s)",
