@@ -9,10 +9,15 @@ earlier stages wrote in a scratch folder, the way the assets read them:
   what `validated_transactions` runs), written per day;
 - ``features-1d`` / ``features-7d``: the features of the last day, and of the last 7 days in one
   step (a single-run backfill), by card shard (`features_of_days`, what `transaction_features`
-  runs; ``--shards``).
+  runs; ``--shards``);
+- ``online-state``: the API's start with the Redis online state (``FRAUDOPS_ONLINE_STATE``): the
+  card history of the validated days loaded into a Redis server of its own
+  (`RedisCardState.bootstrap`, what each API worker runs), with Redis' own memory after it
+  (``INFO memory``: ``used_memory`` above the empty server's) per card and per row, and
+  ``MEMORY USAGE`` of a sample of card keys.
 
-Not yet here (issue 22): training, a day's drift report, the API's start, and the cluster
-profile's workers; run those through `bench/scale_out.py`. The 300,000-card population needs a
+Not yet here (issue 22): training and a day's drift report; the cluster profile's workers are
+in `bench/scale_out.py` (``shards``). The 300,000-card population needs a
 quiet machine (docs/scale-out.md gives the command).
 
     .venv/bin/python bench/scale_curve.py --cards 3000 30000 [--shards 1 4] [--days 7]
@@ -34,7 +39,8 @@ from pathlib import Path
 from fraud_assets.core.features import LOOKBACK_DAYS
 
 FIRST_DAY = datetime.date(2026, 3, 1)
-STAGES = ("generate", "ingest", "features-1d", "features-7d")
+STAGES = ("generate", "ingest", "features-1d", "features-7d", "online-state")
+VALIDATED = "validated_transactions"  # the folder of the validated days, as the API reads them
 
 
 def _days(days: int) -> list[datetime.date]:
@@ -60,12 +66,15 @@ def stage(name: str, folder: Path, cards: int, days: int, shards: int) -> dict[s
     elif name == "ingest":
         from fraud_assets.core.validation import split_transactions
 
-        (folder / "validated").mkdir(exist_ok=True)
+        (folder / VALIDATED).mkdir(exist_ok=True)
         rows = 0
         for path in sorted((folder / "raw").glob("*.parquet")):
             outcome = split_transactions(pd.read_parquet(path))
-            outcome.validated.to_parquet(folder / "validated" / path.name)
+            outcome.validated.to_parquet(folder / VALIDATED / path.name)
             rows += outcome.n_rows
+    elif name == "online-state":
+        found = online_state(folder)  # its seconds: the loading's, not the server's start
+        return {"stage": name, "cards": cards, "shards": shards, "peak_rss_mb": round(_peak_mb(), 1), **found}
     else:
         from fraud_assets.core.storage import Location
         from fraud_assets.defs.features import features_of_days
@@ -74,14 +83,52 @@ def stage(name: str, folder: Path, cards: int, days: int, shards: int) -> dict[s
         n = 1 if name == "features-1d" else 7
         last = _days(days)[-1]
         wanted = [last - datetime.timedelta(days=k) for k in range(n + LOOKBACK_DAYS - 1, -1, -1)]
-        paths = tuple(Location.of(str(folder / "validated" / f"{d}.parquet")) for d in wanted)
+        paths = tuple(Location.of(str(folder / VALIDATED / f"{d}.parquet")) for d in wanted)
         starts = [pd.Timestamp(d) for d in wanted[-n:]]
         _, day = features_of_days(ParquetDays(paths), shards, None, pd.Timedelta(days=7), starts)
         rows = day.history_rows
     seconds = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_mb()
     return {"stage": name, "cards": cards, "shards": shards, "rows": rows, "seconds": round(seconds, 2),
             "peak_rss_mb": round(peak_mb, 1)}  # fmt: skip
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def online_state(folder: Path) -> dict[str, object]:
+    """The card history of the validated days loaded into a fresh Redis (the API's start with
+    ``FRAUDOPS_ONLINE_STATE``); the rows loaded and what Redis holds for them."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    from fraud_assets.core.storage import Location
+    from fraud_assets.services import devservices
+    from fraud_assets.services.service import start_in_order, stop
+    from fraud_serving.online_state import PREFIX, RedisCardState
+
+    port = devservices.free_port()
+    server = devservices.redis(port, log=str(folder / "redis.log"))
+    start_in_order([server])
+    try:
+        state = RedisCardState(f"redis://127.0.0.1:{port}/0")
+        empty, t0 = state.redis.info("memory")["used_memory"], time.perf_counter()
+        rows = state.bootstrap(Location.of(str(folder)))
+        seconds = round(time.perf_counter() - t0, 2)
+        used = state.redis.info("memory")["used_memory"] - empty
+        cards = [card.decode() for card in state.redis.smembers(PREFIX + "cards")]
+        sample = random.Random(0).sample(cards, min(200, len(cards)))
+        zsets = [state.redis.memory_usage(f"{PREFIX}card:{card}", samples=0) for card in sample]
+        files = list((folder / VALIDATED).glob("*.parquet"))
+        stored = sum(f.stat().st_size for f in files) / sum(
+            pq.ParquetFile(f).metadata.num_rows for f in files
+        )
+        return {"rows": rows, "seconds": seconds, "redis_cards": len(cards), "parquet_bytes_per_row": stored, "redis_bytes": used, "keys": state.redis.dbsize(),
+                "card_key_bytes": sum(zsets) / len(zsets)}  # fmt: skip
+    finally:
+        stop([server])
 
 
 def main() -> None:
@@ -93,13 +140,17 @@ def main() -> None:
     p.add_argument("--cards", type=int, nargs="+", default=[3_000, 30_000])
     p.add_argument("--shards", type=int, nargs="+", default=[1, 4])
     p.add_argument("--days", type=int, default=7, help="days after the lookback (the 7-day backfill)")
+    p.add_argument(
+        "--stages", nargs="+", choices=STAGES, default=list(STAGES), help="generate and ingest first"
+    )
     args = p.parse_args()
+    redis_lines = []
     print("| stage | cards | shards | rows | s | peak RSS MB | µs/row | load |")
     print("|---|---|---|---|---|---|---|---|")
     for cards in args.cards:
         with tempfile.TemporaryDirectory(prefix="scale_curve_") as tmp:
-            runs = [("generate", 1), ("ingest", 1)]
-            runs += [(s, n) for n in args.shards for s in ("features-1d", "features-7d")]
+            runs = [(s, 1) for s in ("generate", "ingest", "online-state") if s in args.stages]
+            runs += [(s, n) for n in args.shards for s in ("features-1d", "features-7d") if s in args.stages]
             for name, shards in runs:
                 child = [
                     sys.executable,
@@ -119,6 +170,17 @@ def main() -> None:
                     f"{r['peak_rss_mb']} | {per_row:.1f} | {os.getloadavg()[0]:.1f} |",
                     flush=True,
                 )
+                if "redis_bytes" in r:
+                    redis_lines.append(
+                        f"| {cards:,} | {r['redis_cards']:,} | {int(r['rows']):,} | {r['keys']:,} | "
+                        f"{r['redis_bytes'] / 2**20:.1f} | {r['redis_bytes'] / r['redis_cards']:,.0f} | "
+                        f"{r['redis_bytes'] / max(int(r['rows']), 1):.0f} | {r['card_key_bytes']:,.0f} | "
+                        f"{r['parquet_bytes_per_row']:.0f} |"
+                    )
+    if redis_lines:
+        head = "cards | cards held | rows held | keys | Redis used_memory MB | B/card | B/row | card key B"
+        print(f"\n| {head} | validated Parquet B/row |\n" + "|---" * 9 + "|")
+        print("\n".join(redis_lines), flush=True)
 
 
 if __name__ == "__main__":

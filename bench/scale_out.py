@@ -1,6 +1,7 @@
 """Scale-out figures of docs/scale-out.md: one partition from ingestion to features on each
-profile, a 30-day backfill on the cluster profile with 1 and with 2 Celery workers, and what
-SQLite does with two backfill runs at once.
+profile, a 30-day backfill on the cluster profile with 1 and with 2 Celery workers, what
+SQLite does with two backfill runs at once, and the features of a 7-day backfill by card shard
+with 1 and with 2 workers.
 
 Not part of `make bench` (it starts the whole cluster profile, minutes of set-up): run it by hand,
 each profile in a fresh state folder, with the default population (3,000 cardholders):
@@ -8,6 +9,13 @@ each profile in a fresh state folder, with the default population (3,000 cardhol
     .venv/bin/python bench/scale_out.py embedded            # one partition, two runs on SQLite
     .venv/bin/python bench/scale_out.py cluster --workers 2 # one partition, the 30-day backfill
     .venv/bin/python bench/scale_out.py cluster --workers 1 --skip-partition
+    .venv/bin/python bench/scale_out.py shards --shards 4 --cards 3000 --days 7
+
+`shards` starts the cluster profile with one Celery worker and without the scoring API, ingests the lookback and the days,
+and times the features of the days (one single-run backfill of `build_features`, a step per card
+shard) with that worker, then with a second worker started, then with the second stopped again:
+three runs of the same work in one process, their ratio the figure (the first and last bracket
+the second against the machine's drift).
 
 Times are Dagster's own run records (run start to run end: the run worker's time, whatever
 launched it) and, for the cluster, the wall time from submission to the end (queue, daemon and
@@ -54,6 +62,24 @@ def days(first: str, count: int) -> list[str]:
 def run_seconds(instance: dg.DagsterInstance, run_id: str) -> float:
     record = instance.get_run_record_by_id(run_id)
     return record.end_time - record.start_time
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Where a run's time went: its steps, their time inside the step (start to success) summed,
+    and the time from a step's submission to its start (the queue, a worker taking it up)."""
+    first: dict[str, dict[str, float]] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not entry.step_key:
+            continue
+        kind = {"STEP_START": "start", "STEP_SUCCESS": "end"}.get(event.event_type_value)
+        if kind is None and "Submitting celery task" in (entry.message or ""):
+            kind = "submitted"
+        if kind is not None:
+            first.setdefault(entry.step_key, {}).setdefault(kind, entry.timestamp)
+    inside = sum(t["end"] - t["start"] for t in first.values() if {"start", "end"} <= t.keys())
+    waiting = sum(t["start"] - t["submitted"] for t in first.values() if {"start", "submitted"} <= t.keys())
+    return f"{len(first)} steps, {inside:.1f} s inside them, {waiting:.1f} s from submission to start"
 
 
 def report(what: str, seconds: float, detail: str = "") -> None:
@@ -173,16 +199,106 @@ def cluster(args: argparse.Namespace, state: str) -> None:
         stop(services)
 
 
+# --- the features of a backfill by card shard, 1 worker against 2 ---------------------------------
+
+
+def cpu_seconds(services: list) -> dict[str, float]:
+    """CPU time (user and system, with that of reaped children) so far of each service's
+    process group (a service leads its own group), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {s.process.pid: s.name for s in services if s.process is not None}
+    used = dict.fromkeys(groups.values(), 0.0)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        if int(fields[2]) in groups:
+            used[groups[int(fields[2])]] += sum(int(f) for f in fields[11:15]) / tick
+    return used
+
+
+def shards(args: argparse.Namespace, state: str) -> None:
+    from fraud_assets.core.features import LOOKBACK_DAYS
+
+    ports = {name: devservices.free_port() for name in devservices.LOCAL_PORTS}
+    os.environ.clear()
+    os.environ.update(
+        devservices.local_profile_environment(
+            ports,
+            state,
+            FRAUDOPS_START_DATE=START,
+            FRAUDOPS_CARDHOLDERS=str(args.cards),
+            FRAUDOPS_FEATURE_SHARDS=str(args.shards),
+        )
+    )
+    profile = devservices.ClusterProfile.from_environment(
+        ui_port=ports["ui"], api_port=ports["api"], code_server_port=ports["code"], workers=2, cwd=state,
+        postgres_data=os.path.join(state, "postgres"),
+    )  # fmt: skip
+    services = devservices.cluster_services(profile)
+    second = next(s for s in services if s.name == "celery worker worker2")
+    # not the scoring API: its workers would load the card history into Redis meanwhile
+    running = [s for s in services if s is not second and s.name != "scoring API"]
+    try:
+        start_in_order(running)
+        instance = dg.DagsterInstance.from_config(profile.dagster_home)
+        client = devservices.ClusterClient(ports["ui"], instance)
+
+        def succeeded(job: str, first: str, last: str) -> str:
+            run_id = client.submit(job, tags={RANGE_START: first, RANGE_END: last})
+            run = client.wait(run_id, 3600)
+            assert run.status == dg.DagsterRunStatus.SUCCESS, client.failures(run_id)
+            return run_id
+
+        everything = days(START, LOOKBACK_DAYS + args.days)
+        for job in ("ingest_transactions", "ingest_labels"):
+            succeeded(job, everything[0], everything[-1])
+        backfill = everything[-args.days :]
+
+        def features(workers: int) -> float:
+            before = cpu_seconds(services)
+            run_id = succeeded("build_features", backfill[0], backfill[-1])
+            seconds = run_seconds(instance, run_id)
+            after = cpu_seconds(services)
+            cpu = sorted(((after[k] - before.get(k, 0.0), k) for k in after), reverse=True)
+            print(
+                "CPU s by service: " + ", ".join(f"{name} {t:.1f}" for t, name in cpu if t >= 0.5), flush=True
+            )
+            used = sorted({w.split("@")[0] for w in client.celery_workers(run_id).values()})
+            report(
+                f"cluster: features of a {args.days}-day backfill, {args.shards} shards, {workers} worker(s)",
+                seconds,
+                f"{args.cards:,} cards; steps ran on {', '.join(used)}; {step_seconds(instance, run_id)}",
+            )
+            return seconds
+
+        one = features(1)
+        start_in_order([second])
+        two = features(2)
+        stop([second])
+        again = features(1)
+        print(f"2 workers / 1 worker: {two / one:.2f} (first), {two / again:.2f} (last), "
+              f"{2 * two / (one + again):.2f} (mean of both); load {load()}", flush=True)  # fmt: skip
+        instance.dispose()
+    finally:
+        stop(services)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("profile", choices=("embedded", "cluster"))
+    parser.add_argument("profile", choices=("embedded", "cluster", "shards"))
     parser.add_argument("--workers", type=int, default=2, help="cluster: Celery workers")
-    parser.add_argument("--days", type=int, default=30, help="cluster: days of the backfill")
+    parser.add_argument("--days", type=int, default=30, help="cluster, shards: days of the backfill")
+    parser.add_argument("--shards", type=int, default=4, help="shards: card shards of the features")
+    parser.add_argument("--cards", type=int, default=3000, help="shards: cardholders")
     parser.add_argument("--skip-partition", action="store_true", help="skip the one-partition figure")
     args = parser.parse_args()
     state = devservices.local_state_folder()
     try:
-        (embedded if args.profile == "embedded" else cluster)(args, state)
+        {"embedded": embedded, "cluster": cluster, "shards": shards}[args.profile](args, state)
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

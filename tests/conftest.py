@@ -22,7 +22,7 @@ os.environ["FRAUDOPS_START_DATE"] = settings.DEFAULT_START_DATE.isoformat()
 
 from fraud_assets.defs.features import merchant_risk, transaction_features  # noqa: E402
 from fraud_assets.defs.ingestion import raw_transactions  # noqa: E402
-from fraud_assets.defs.io_managers import PartitionedParquetIOManager  # noqa: E402
+from fraud_assets.defs.io_managers import STEP_IO_MANAGER, PartitionedParquetIOManager, PickleIOManager  # noqa: E402
 from fraud_assets.defs.labels import collect_labels, ingest_labels_job, label_files_sensor  # noqa: E402
 from fraud_assets.defs.partitions import PartitionStartResource  # noqa: E402
 from fraud_assets.defs.resources import (  # noqa: E402
@@ -76,6 +76,7 @@ def make_data_defs(
         sensors=[landing_files_sensor, label_files_sensor],
         resources={
             "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),
+            STEP_IO_MANAGER: PickleIOManager(base_path=str(tmp_path / "steps")),
             "simulator": TransactionSimulatorResource(cardholders=SMALL_POPULATION, seed=7),
             "landing_zone": LandingZoneResource(path=str(landing_dir), **landing),
             "label_feed": LabelFeedResource(path=str(tmp_path / "labels"), **(labels or {})),

@@ -48,6 +48,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
 POPULATION = 300
 SEED = 11
 FIRST, LAST = "2026-02-22", "2026-03-28"  # training: 35 days, warm-up left out (as test_training_assets)
+SHARDS = 4  # card shards of the features (FRAUDOPS_FEATURE_SHARDS): a step each, on either worker
 QUICK = {"n_trials": 1, "imbalance_methods": ["class_weight"]}
 CANDIDATES = ("logistic_regression_model", "random_forest_model", "xgboost_model", "lightgbm_model")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -188,6 +189,7 @@ def cluster() -> Iterator[Cluster]:
         FRAUDOPS_START_DATE=os.environ["FRAUDOPS_START_DATE"],  # conftest's: it fixes the partitions
         FRAUDOPS_SEED=str(SEED),
         FRAUDOPS_CARDHOLDERS=str(POPULATION),
+        FRAUDOPS_FEATURE_SHARDS=str(SHARDS),
         FRAUDOPS_MODEL_POLL_SECONDS="1",
         FRAUDOPS_PREDICTION_LOG_FLUSH_SECONDS="0.5",
     )
@@ -238,22 +240,19 @@ def trained(cluster: Cluster) -> dict[str, str]:
     return runs
 
 
-def celery_workers_of(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
-    """Step -> the Celery worker that executed it (dagster-celery's engine events say)."""
-    found = {}
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        metadata = entry.dagster_event.engine_event_data.metadata or {}
-        if "Celery worker" in metadata:
-            found[entry.step_key] = str(metadata["Celery worker"].value)
-    return found
-
-
 def test_end_to_end_on_the_cluster_profile(cluster: Cluster, trained: dict[str, str]):
     instance = cluster.instance
     # The candidates of one run went to both workers, none ran in the run's own process.
-    workers = celery_workers_of(instance, trained["train"])
+    workers = cluster.client.celery_workers(trained["train"])
     assert set(CANDIDATES) <= set(workers), workers
     assert {name.split("@")[0] for name in workers.values()} == {"worker1", "worker2"}, workers
+    # The features of the run's days, a step per card shard: the shards went to both workers,
+    # handing their day rows and merchant counts on through the object store.
+    workers = cluster.client.celery_workers(trained["features"])
+    shards = {step: name for step, name in workers.items() if "card_shard_features[" in step}
+    assert set(shards) == {f"transaction_features.card_shard_features[{n}]" for n in range(SHARDS)}, workers
+    assert {name.split("@")[0] for name in shards.values()} == {"worker1", "worker2"}, workers
+    assert cluster.storage("steps", trained["features"]).list(), "no shard output in the object store"
 
     # The gate promoted a champion through the MLflow server; its bundle is in the object store.
     event = instance.get_latest_materialization_event(dg.AssetKey(CHAMPION_MODEL))

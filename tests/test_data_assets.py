@@ -184,6 +184,13 @@ def test_features_read_their_lookback_across_partitions(shards, tmp_path, landin
         instance=instance, tags={RANGE_START: "2026-03-10", RANGE_END: "2026-03-12"}
     )
     assert result.success
+    # one step per card shard of each asset, their outputs handed over through the step store
+    for graph in ("transaction_features.card_shard_features", "merchant_risk.card_shard_merchant_counts"):
+        ran = {e.step_key for e in result.get_step_success_events() if e.step_key.startswith(graph)}
+        assert ran == {f"{graph}[{shard}]" for shard in range(shards)}
+    assert (
+        len(list((tmp_path / "steps" / result.run_id).rglob("*.pkl"))) == 2 * 2 * shards
+    )  # shard keys, shards
     features = read_partition(tmp_path, dg.AssetKey("transaction_features"), "2026-03-11")
     validated = read_partition(tmp_path, VALIDATED, "2026-03-11")
     assert features[c.TRANSACTION_ID].tolist() == validated[c.TRANSACTION_ID].tolist()

@@ -19,7 +19,7 @@ from fraud_assets.defs.champion import champion_model
 from fraud_assets.defs.evaluation import model_evaluation
 from fraud_assets.defs.features import features_job, merchant_risk, transaction_features
 from fraud_assets.defs.ingestion import raw_transactions
-from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
+from fraud_assets.defs.io_managers import STEP_IO_MANAGER, PartitionedParquetIOManager, PickleIOManager
 from fraud_assets.defs.labels import collect_labels, ingest_labels_job
 from fraud_assets.defs.monitoring import drift_reference
 from fraud_assets.defs.registry import challenger_model, champion_gate, training_job
@@ -66,6 +66,7 @@ def platform_defs(tmp_path) -> dg.Definitions:
         resources={
             "io_manager": PartitionedParquetIOManager(base_path=str(tmp_path / "storage")),
             "model_io_manager": PickleIOManager(base_path=str(tmp_path / "objects")),
+            STEP_IO_MANAGER: PickleIOManager(base_path=str(tmp_path / "steps")),
             "simulator": TransactionSimulatorResource(cardholders=500, seed=3),
             "landing_zone": LandingZoneResource(path=str(tmp_path / "landing")),
             "label_feed": LabelFeedResource(path=str(tmp_path / "labels")),

@@ -449,8 +449,9 @@ class ExecutionSettings(BaseModel):
     feature_shards: int = _var(
         "FRAUDOPS_FEATURE_SHARDS",
         1,
-        "card shards a day's features are computed in, one after another (each card's history in "
-        "one shard: a step holds a shard of the lookback, not all of it); 1 computes the day at once",
+        "card shards a day's features are computed in, a step each (each card's history in one "
+        "shard: a step holds a shard of the lookback, not all of it); Celery workers run them side "
+        "by side, the in-process executor one after another; 1 computes the day at once",
         ge=1,
         le=4096,
     )

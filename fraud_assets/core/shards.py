@@ -6,6 +6,10 @@ features alone. Merchant risk crosses cards: each shard counts its labels per me
 (`MerchantLabelCounts`) and the day's snapshot adds the shards' counts up
 (`MerchantRiskSnapshot.combine`), exactly as if all rows had been counted at once. One shard is
 the whole day: the same rows, in the same order, as without sharding.
+
+`card_shard` computes one shard from its history (a step of its own in the feature assets, on
+whichever worker), `combine_shards` puts the shards of a range of days together, and
+`by_card_shard` does both in one process, one shard after another.
 """
 
 from __future__ import annotations
@@ -43,15 +47,72 @@ def card_shards(card_ids: np.ndarray | pd.Series, shards: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class CardShard:
+    """What one shard of a range of days gives: its cards' label counts per merchant as of each
+    ``as_of`` time, and the rows it kept with their card features. Small next to the shard's
+    history: the kept rows (a day's, not the lookback's) and one count per merchant and window,
+    as Arrow text and NumPy columns, so a shard computed in one process can be handed to another
+    (one Dagster step per shard)."""
+
+    counts: list[MerchantLabelCounts]  # one per as_of time; empty when the history had no columns
+    rows: pd.DataFrame  # the kept rows, in history order
+    history_rows: int
+    history_from: pd.Timestamp | None
+    columns: tuple[str, ...]  # the history's columns (none: no file to read)
+
+
+@dataclass(frozen=True)
 class ShardedDay:
-    """What the shards of a range of days give: per ``as_of`` time the merchants' snapshot (all
-    shards added up), and the rows each shard kept with its card features."""
+    """What the shards of a range of days give together: per ``as_of`` time the merchants'
+    snapshot (all shards added up), and the rows each shard kept with its card features."""
 
     snapshots: list[MerchantRiskSnapshot]
     rows: pd.DataFrame  # the kept rows, shard after shard (in history order within a shard)
     history_rows: int
     history_from: pd.Timestamp | None
     columns: tuple[str, ...]  # the history's columns (the first non-empty shard's)
+
+
+def card_shard(
+    history: pd.DataFrame,
+    events_of: Callable[[pd.DataFrame], LabelEvents],
+    as_of: Sequence[pd.Timestamp],
+    keep: Callable[[pd.DataFrame], np.ndarray] | None = None,
+) -> CardShard:
+    """One shard from its history (the rows of its cards only): its labels counted per merchant
+    as of each time of ``as_of`` (``events_of``: the label events of its rows) and, with ``keep``
+    (a mask of the rows to keep), those rows with their card features."""
+    if not len(history.columns):
+        return CardShard([], pd.DataFrame(), 0, None, ())
+    events = events_of(history)
+    counts = [MerchantLabelCounts.compute(history, time, events) for time in as_of]
+    rows = pd.DataFrame()
+    if keep is not None:
+        at = np.flatnonzero(keep(history))
+        inputs = {name: history[name].to_numpy() for name in CARD_INPUTS if name in history}
+        # card (and device) features only (no labels given), of the kept rows only
+        rows = history.iloc[at].assign(**history_features(inputs, targets=at))
+    first = history[c.TIMESTAMP].min() if len(history) else None
+    return CardShard(counts, rows, len(history), first, tuple(history.columns))
+
+
+def combine_shards(shards: Sequence[CardShard]) -> ShardedDay:
+    """The shards of a range of days as one: the merchants' counts added up into one snapshot
+    per time (`MerchantRiskSnapshot.combine`: exact in any order) and the kept rows shard after
+    shard."""
+    read = [shard for shard in shards if shard.columns]
+    snapshots = [
+        MerchantRiskSnapshot.combine(list(parts)) for parts in zip(*(s.counts for s in read), strict=True)
+    ]
+    kept = [shard.rows for shard in read if len(shard.rows.columns)]
+    firsts = [shard.history_from for shard in read if shard.history_from is not None]
+    return ShardedDay(
+        snapshots,
+        pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(),
+        sum(shard.history_rows for shard in read),
+        min(firsts) if firsts else None,
+        read[0].columns if read else (),
+    )
 
 
 def by_card_shard(
@@ -61,35 +122,10 @@ def by_card_shard(
     as_of: Sequence[pd.Timestamp],
     keep: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> ShardedDay:
-    """Read each shard's history (``read(shard)``: the rows of its cards only), count its labels
-    per merchant as of each time of ``as_of`` (``events_of``: the label events of its rows) and,
-    with ``keep`` (a mask of the rows to keep), keep those rows with their card features. One
-    shard's history is in memory at a time, plus the kept rows and the counts."""
-    parts: list[list[MerchantLabelCounts]] = [[] for _ in as_of]
-    kept: list[pd.DataFrame] = []
-    history_rows, history_from, columns = 0, None, ()
-    for shard in range(shards):
-        history = read(shard)
-        if not len(history.columns):
-            continue
-        columns = columns or tuple(history.columns)
-        history_rows += len(history)
-        if len(history):
-            first = history[c.TIMESTAMP].min()
-            history_from = first if history_from is None else min(history_from, first)
-        events = events_of(history)
-        for i, time in enumerate(as_of):
-            parts[i].append(MerchantLabelCounts.compute(history, time, events))
-        if keep is not None:
-            rows = np.flatnonzero(keep(history))
-            inputs = {name: history[name].to_numpy() for name in CARD_INPUTS if name in history}
-            # card (and device) features only (no labels given), of the kept rows only
-            card = history_features(inputs, targets=rows)
-            kept.append(history.iloc[rows].assign(**card))
-        del history, events
-    snapshots = [MerchantRiskSnapshot.combine(p) for p in parts] if all(parts) else []
-    out = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
-    return ShardedDay(snapshots, out, history_rows, history_from, columns)
+    """Every shard in this process, one after another (`card_shard` of ``read(shard)``: the rows
+    of its cards only), then `combine_shards`: one shard's history in memory at a time, plus the
+    kept rows and the counts."""
+    return combine_shards([card_shard(read(shard), events_of, as_of, keep) for shard in range(shards)])
 
 
 def with_merchant_features(

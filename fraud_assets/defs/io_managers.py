@@ -12,6 +12,7 @@ the days' Arrow tables and converts to pandas once, as ``pd.read_parquet`` does 
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -217,8 +218,17 @@ def _parquet_table(data: bytes, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(pa.BufferReader(data), columns=[col for col in columns if col in present])
 
 
+# The resource key of the IO manager that hands the outputs of a graph's inner steps (no asset)
+# from one step to the next, wherever each step runs.
+STEP_IO_MANAGER = "step_io_manager"
+
+
 class PickleIOManager(dg.ConfigurableIOManager):
     """Python objects (fitted models, reports) as pickles under ``base_path`` (local or fsspec URL).
+
+    Also the outputs of the steps inside a graph-backed asset (a card shard of a day), which are
+    no asset: ``<base>/<run id>/<step>/<output>[/<mapping key>].pkl``, in the object store on the
+    cluster profile, so a step on one Celery worker reads what a step on another wrote.
 
     Only for objects this platform wrote itself: a model bundle that leaves the platform goes
     through `fraud_assets.core.bundle`, which verifies a SHA-256 before unpickling.
@@ -228,8 +238,15 @@ class PickleIOManager(dg.ConfigurableIOManager):
     storage_options: dict[str, Any] = {}
 
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Location:
-        """``<base>/<asset>.pkl``, or ``<base>/<asset>/<partition>.pkl`` for one partition."""
-        base = Location.of(self.base_path, self.storage_options).join(*context.asset_key.path)
+        """``<base>/<asset>.pkl``, ``<base>/<asset>/<partition>.pkl`` for one partition, or an
+        inner step's output's own path."""
+        root = Location.of(self.base_path, self.storage_options)
+        if not context.has_asset_key:
+            # run id, step key, output name (and the mapping key of a dynamic output); a mapped
+            # step's key holds brackets (`shard_features[3]`), which object stores may read as globs
+            *folders, last = (re.sub(r"[^\w.=-]", "_", part) for part in context.get_identifier())
+            return root.join(*folders, f"{last}.pkl")
+        base = root.join(*context.asset_key.path)
         if not context.has_asset_partitions:
             return base.parent.join(f"{base.name}.pkl")
         keys = list(context.asset_partition_keys)

@@ -11,6 +11,8 @@ import pandas as pd
 from fraud_assets.core.labels import empty_labels
 
 FRAUD_LABELS = "fraud_labels"
+# How an input reads the feed: the days that exist; none, or none yet, is an empty frame.
+FEED_INPUT = {"allow_missing_partitions": True, "empty_when_missing": True}
 
 
 def labels_input(start_offset: int, end_offset: int) -> dg.AssetIn:
@@ -21,11 +23,11 @@ def labels_input(start_offset: int, end_offset: int) -> dg.AssetIn:
         partition_mapping=dg.TimeWindowPartitionMapping(
             start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True
         ),
-        metadata={"allow_missing_partitions": True, "empty_when_missing": True},
+        metadata=FEED_INPUT,
     )
 
 
-ALL_LABELS = dg.AssetIn(FRAUD_LABELS, metadata={"allow_missing_partitions": True, "empty_when_missing": True})
+ALL_LABELS = dg.AssetIn(FRAUD_LABELS, metadata=FEED_INPUT)
 
 
 def fed_labels(frame: pd.DataFrame) -> pd.DataFrame:

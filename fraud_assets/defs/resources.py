@@ -33,7 +33,7 @@ from fraud_assets.core.settings import DriftSettings, FraudopsSettings, Generato
 from fraud_assets.core.storage import Location, options_for
 from fraud_assets.core.traffic import api_transactions
 from fraud_assets.core.validation import PARTITION_DATE
-from fraud_assets.defs.io_managers import PartitionedParquetIOManager, PickleIOManager
+from fraud_assets.defs.io_managers import STEP_IO_MANAGER, PartitionedParquetIOManager, PickleIOManager
 from fraud_assets.defs.partitions import PartitionStartResource
 
 # The resources' own defaults are the settings' defaults (one declaration of each).
@@ -394,6 +394,9 @@ def resources_for(settings: FraudopsSettings) -> dict[str, Any]:
         ),
         "model_io_manager": PickleIOManager(
             base_path=storage.join("objects").url, storage_options=dict(storage.options)
+        ),
+        STEP_IO_MANAGER: PickleIOManager(
+            base_path=storage.join("steps").url, storage_options=dict(storage.options)
         ),
         "model_store": ModelStoreResource.from_settings(settings),
         "mlflow": mlflow_resource_for(settings),

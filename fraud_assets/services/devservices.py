@@ -744,6 +744,17 @@ class ClusterClient:
             time.sleep(1)
         raise TimeoutError(f"run {run_id} did not finish in {timeout:.0f} s")
 
+    def celery_workers(self, run_id: str) -> dict[str, str]:
+        """Step -> the Celery worker that executed it (dagster-celery's engine events say)."""
+        import dagster as dg
+
+        found = {}
+        for entry in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            metadata = entry.dagster_event.engine_event_data.metadata or {}
+            if "Celery worker" in metadata:
+                found[entry.step_key] = str(metadata["Celery worker"].value)
+        return found
+
     def failures(self, run_id: str) -> list[str]:
         """What went wrong in a run: its failure events, with the step errors' ends."""
         return [
