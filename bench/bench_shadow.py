@@ -82,11 +82,12 @@ def own_cost(settings, home: str, bodies: list[dict], repeats: int) -> None:
     """The shadow's own CPU per writer round of n transactions, in this process: the challenger
     found in ``home``, loaded, and `ShadowScorer.annotate` on logged calls of the API's scorer."""
     from fraud_serving.card_state import CardState, MerchantRiskStore
+    from fraud_serving.model_provider import lazy_instance
     from fraud_serving.schemas import TRANSACTION_ROWS
     from fraud_serving.scoring import Scorer
     from fraud_serving.shadow import ShadowScorer, shadow_source
 
-    shadow = ShadowScorer(shadow_source(home), locate=settings.location)
+    shadow = ShadowScorer(shadow_source(lazy_instance(home)), locate=settings.location)
     shadow.refresh()
     record = current_champion(dg.DagsterInstance.get())
     bundle = ModelBundle.load(settings.location(record.bundle_uri), record.bundle_sha256)

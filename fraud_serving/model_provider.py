@@ -49,23 +49,27 @@ NO_MODEL_MESSAGE = (
 )
 
 
-def instance_source(dagster_home: str | None) -> Callable[[], ChampionMaterialization | None]:
-    """A function returning the latest champion record of the instance at ``dagster_home``.
-
-    The instance is opened lazily, once, in the polling thread.
-    """
+def lazy_instance(dagster_home: str | None) -> Callable[[], Any]:
+    """A function returning the Dagster instance at ``dagster_home`` (the environment's without
+    it), opened on the first call (in the polling thread, not at import or start-up) and kept:
+    the champion's and the shadow challenger's polls share it."""
     holder: dict[str, Any] = {}
 
-    def fetch() -> ChampionMaterialization | None:
+    def instance() -> Any:
         if "instance" not in holder:
             import dagster as dg
 
             holder["instance"] = (
                 dg.DagsterInstance.from_config(dagster_home) if dagster_home else dg.DagsterInstance.get()
             )
-        return latest_champion(holder["instance"])
+        return holder["instance"]
 
-    return fetch
+    return instance
+
+
+def instance_source(instance: Callable[[], Any]) -> Callable[[], ChampionMaterialization | None]:
+    """A function returning the latest champion record of ``instance()`` (`lazy_instance`)."""
+    return lambda: latest_champion(instance())
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +130,17 @@ class ServedModel:
     @property
     def classifier(self):
         return self.bundle.classifier
+
+    @classmethod
+    def load(
+        cls, record: ChampionMaterialization, locate: Callable[[str], Location], runtime: str = "compiled"
+    ) -> ServedModel:
+        """The model a materialization's record names: its bundle read through ``locate`` and
+        checked against the recorded SHA-256. Raises (ContractError for a malformed record,
+        BundleLoadError for a bad bundle) rather than serve what the record does not name."""
+        champion = record.champion()
+        bundle = ModelBundle.load(locate(champion.bundle_uri), champion.bundle_sha256)
+        return cls.from_bundle(bundle, champion, record, runtime)
 
     @classmethod
     def from_bundle(
@@ -197,11 +212,16 @@ class ServedModel:
             info=info,
         )
 
+    def blank_inputs(self, n: int) -> dict[str, np.ndarray]:
+        """``n`` rows of missing model inputs (imputed as in training), as columns."""
+        cols: dict[str, np.ndarray] = {col: np.full(n, np.nan) for col in self.numeric_inputs}
+        cols.update({col: np.full(n, None, dtype=object) for col in self.categorical_inputs})
+        return cols
+
     def warm_up(self) -> None:
         """Score a row of missing values (and a small batch) once, so no request pays first-call costs."""
         for n in (1, 8, 300):  # 300: the multi-threaded kernels of big batches
-            cols: dict[str, np.ndarray] = {col: np.full(n, np.nan) for col in self.numeric_inputs}
-            cols.update({col: np.full(n, None, dtype=object) for col in self.categorical_inputs})
+            cols = self.blank_inputs(n)
             x = self.preprocessor.transform_columns(cols)
             self.predict(x, "none")
             served = self.contributions(x)
@@ -264,9 +284,7 @@ class ModelProvider:
             if record.storage_id in self._refused:
                 return False
             try:
-                champion = record.champion()  # ContractError (a ValueError) if malformed
-                bundle = ModelBundle.load(self._locate(champion.bundle_uri), champion.bundle_sha256)
-                served = ServedModel.from_bundle(bundle, champion, record, self.runtime)
+                served = ServedModel.load(record, self._locate, self.runtime)
                 served.warm_up()
             except Exception as err:  # a malformed record, a bad bundle: anything refuses it
                 self._refuse(record, err)

@@ -78,9 +78,8 @@ class PredictionLogger:
         self.max_waiting = max_queue  # transactions kept for a retry after failed writes
         self.flush_seconds = flush_seconds
         self.metrics = metrics
-        self.shadow = (
-            shadow  # scores each round's calls with the challenger in shadow (`fraud_serving.shadow`)
-        )
+        # scores each round's calls with the challenger in shadow (`fraud_serving.shadow`)
+        self.shadow = shadow
         self.dropped = 0
         self.written = 0
         self.files_written = 0

@@ -20,7 +20,13 @@ from fraud_serving.capture import TrafficCapture
 from fraud_serving.card_state import CardState, MerchantRiskStore
 from fraud_serving.coalescing import Coalescer
 from fraud_serving.metrics import ServiceMetrics
-from fraud_serving.model_provider import NO_MODEL_MESSAGE, ModelProvider, ServedModel, instance_source
+from fraud_serving.model_provider import (
+    NO_MODEL_MESSAGE,
+    ModelProvider,
+    ServedModel,
+    instance_source,
+    lazy_instance,
+)
 from fraud_serving.online_state import RedisCardState, RedisMerchantRisk
 from fraud_serving.prediction_log import PredictionLogger
 from fraud_serving.schemas import ScoringOptions
@@ -73,9 +79,10 @@ class Service:
         # the champion's source without the shadow's has none
         if shadow_source is None and source is not None:
             shadow_source = _no_challenger
+        instance = lazy_instance(settings.dagster_home)  # one for the champion's and the shadow's polls
         self.shadow = (
             ShadowScorer(
-                shadow_source or shadow_sources(settings.dagster_home),
+                shadow_source or shadow_sources(instance),
                 locate=settings.location,
                 runtime=settings.model_runtime,
                 registry=self.metrics.registry,
@@ -92,7 +99,7 @@ class Service:
         )
         self.scored_log = scored_reader(self.log.directory)  # what GET /alerts reads of the log
         self.provider = ModelProvider(
-            source or instance_source(settings.dagster_home),
+            source or instance_source(instance),
             settings.model_poll_seconds,
             on_swap=self.metrics.set_model,
             on_refused=lambda record, error: self.metrics.model_refusals.inc(),

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
-from fraud_assets.core.bundle import ModelBundle
 from fraud_assets.core.champion_history import ChampionMaterialization
 from fraud_assets.core.contract import CHALLENGER_MODEL, CHAMPION_GATE
 from fraud_assets.core.shadow import shadow_challenger
@@ -37,20 +36,16 @@ from fraud_serving.model_provider import ServedModel
 log = logging.getLogger("fraud_serving.shadow")
 
 
-def shadow_source(dagster_home: str | None) -> Callable[[], ChampionMaterialization | None]:
-    """A function returning the challenger in shadow of the instance at ``dagster_home`` (opened
-    lazily, once, in the polling thread), or None."""
+def shadow_source(instance: Callable[[], Any]) -> Callable[[], ChampionMaterialization | None]:
+    """A function returning the challenger in shadow of ``instance()`` (`lazy_instance`), or None."""
     holder: dict[str, Any] = {}
 
     def fetch() -> ChampionMaterialization | None:
-        if "instance" not in holder:
+        if "gate" not in holder:
             import dagster as dg
 
-            holder["instance"] = (
-                dg.DagsterInstance.from_config(dagster_home) if dagster_home else dg.DagsterInstance.get()
-            )
             holder["gate"] = dg.AssetCheckKey(dg.AssetKey(CHALLENGER_MODEL), CHAMPION_GATE)
-        return shadow_challenger(holder["instance"], holder["gate"])
+        return shadow_challenger(instance(), holder["gate"])
 
     return fetch
 
@@ -107,10 +102,8 @@ class ShadowScorer:
                 return
             self._storage_id = record.storage_id  # a refused bundle is not retried
             try:
-                challenger = record.champion()
-                bundle = ModelBundle.load(self._locate(challenger.bundle_uri), challenger.bundle_sha256)
-                served = ServedModel.from_bundle(bundle, challenger, record, self.runtime)
-                served.predict(self._blank(served, 1), "none")
+                served = ServedModel.load(record, self._locate, self.runtime)
+                served.predict(served.preprocessor.transform_columns(served.blank_inputs(1)), "none")
             except Exception as err:
                 self.current = None
                 self._fail(
@@ -120,12 +113,6 @@ class ShadowScorer:
                 return
             self.current, self.error = served, None
             log.info("scoring challenger %s in shadow", served.version)
-
-    @staticmethod
-    def _blank(model: ServedModel, n: int) -> np.ndarray:
-        cols: dict[str, np.ndarray] = {col: np.full(n, np.nan) for col in model.numeric_inputs}
-        cols.update({col: np.full(n, None, dtype=object) for col in model.categorical_inputs})
-        return model.preprocessor.transform_columns(cols)
 
     def annotate(self, items: list) -> None:
         """Score the logged calls ``items`` (with ``cols`` and ``model``) with the challenger in one
