@@ -14,7 +14,6 @@ version and in its evaluation's metadata) and `champion_model`, which only runs 
 import datetime as dt
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from fraud_assets.core import columns as c
@@ -23,12 +22,19 @@ from fraud_assets.core.contract import (
     CHALLENGER_MODEL,
     CHAMPION_GATE,
     CHAMPION_MODEL,
+    LOG_SHADOW_FIELDS,
     SHADOW_COMPARISON,
 )
 from fraud_assets.core.labels import join_labels
 from fraud_assets.core.plots import png_markdown, pr_curve_png
-from fraud_assets.core.prediction_log import read_prediction_log
-from fraud_assets.core.shadow import DECISION, compare_on_labels, shadow_challenger, shadow_pairs
+from fraud_assets.core.prediction_log import read_log_columns
+from fraud_assets.core.shadow import (
+    DECISION,
+    compare_on_labels,
+    labelled_pairs,
+    shadow_challenger,
+    shadow_pairs,
+)
 from fraud_assets.defs.label_feed import ALL_LABELS, fed_labels
 from fraud_assets.defs.monitoring import DRIFT_REFERENCE
 from fraud_assets.defs.resources import (
@@ -41,18 +47,18 @@ from fraud_assets.defs.resources import (
 GATE_KEY = dg.AssetCheckKey(dg.AssetKey(CHALLENGER_MODEL), CHAMPION_GATE)
 
 
+# What the comparison reads of the prediction log: who scored each transaction, with what.
+LOGGED = (c.TRANSACTION_ID, c.CARD_ID, c.TIMESTAMP, "model_version", "fraud_probability", *LOG_SHADOW_FIELDS)
+
+
 def _logged_since(prediction_log: PredictionLogResource, since: float | None) -> pd.DataFrame:
-    """The prediction log's days from the challenger's registration (UTC) to today."""
+    """The prediction log's days from the challenger's registration (UTC) to today, the columns
+    the comparison reads (read a line's columns at a time, `read_log_columns`)."""
     today = dt.datetime.now(dt.UTC).date()
     first = dt.datetime.fromtimestamp(since, dt.UTC).date() if since else today
     days = pd.date_range(first, today, freq="D").date
-    frames = [read_prediction_log(prediction_log.location(), day) for day in days]
-    frames = [frame for frame in frames if len(frame)]
-    return (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else read_prediction_log(prediction_log.location(), today)
-    )
+    frames = [read_log_columns(prediction_log.location(), day.isoformat(), LOGGED) for day in days]
+    return pd.concat(frames, ignore_index=True)
 
 
 @dg.asset(
@@ -93,9 +99,7 @@ def shadow_comparison(
     labels = join_labels(
         pairs[[c.TRANSACTION_ID, c.TIMESTAMP]], fed_labels(fraud_labels), label_feed.genuine_after()
     )
-    y = labels.events.as_of(now).is_fraud
-    known = ~np.isnan(y)
-    labelled, y = pairs[known].reset_index(drop=True), y[known].astype(np.int64)
+    labelled, y = labelled_pairs(pairs, lambda _: labels.events.as_of(now).is_fraud)
     frauds = int(y.sum())
     metadata = {
         "status": "compared" if 0 < frauds < len(y) else "too few labels to compare",
